@@ -1,0 +1,31 @@
+"""Errors that the CLI reports as one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FnetError(Exception):
+    """A user-facing error: the CLI prints ``str(err)`` on one line and exits with code 2."""
+
+
+class InputError(FnetError):
+    """A bad input file: ``"<path>: <problem>"``."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class CheckpointError(InputError):
+    """A weights file that is missing, corrupt or does not match the model."""
+
+
+class MissingDependencyError(FnetError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"this needs the optional package '{module}': pip install 'fnet-deploy[{extra}]'"
+        )

@@ -1,0 +1,1 @@
+"""One module per ``fnet-deploy`` command; :mod:`fnet_deploy.cli` assembles them."""

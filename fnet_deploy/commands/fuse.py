@@ -1,0 +1,116 @@
+"""``fnet-deploy fuse``: fuse one image pair or two folders of pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fnet_deploy.assets import sample_pair
+from fnet_deploy.commands.common import console, parse_pair, progress_bar, reports_errors
+from fnet_deploy.data.color import Luminance
+from fnet_deploy.data.pairs import pair_folders
+from fnet_deploy.data.thermal import ThermalNorm
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode, resolve_device
+from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
+
+
+@reports_errors
+def fuse(
+    ir: Annotated[
+        Path | None,
+        typer.Option(help="Infrared image, or a folder of them (paired with --vis by file name)."),
+    ] = None,
+    vis: Annotated[
+        Path | None, typer.Option(help="Visible image (grey or colour), or a folder of them.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output image (single pair) or folder (folders); PNG by default."),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="FNet weights: fnet-deploy .safetensors or the published .pth."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    luminance: Annotated[
+        Luminance,
+        typer.Option(
+            help="Colour visible input: 'ycbcr' fuses BT.601 studio Y and keeps the colour; "
+            "'gray' uses OpenCV's grayscale (the authors' evaluation) and writes grey."
+        ),
+    ] = "ycbcr",
+    ir_norm: Annotated[
+        ThermalNorm,
+        typer.Option(
+            help="16-bit IR to [0,1]: percentile clip, per-image minmax, or fixed /65535."
+        ),
+    ] = "percentile",
+    ir_percentiles: Annotated[
+        str, typer.Option(help="Low,high percentiles for --ir-norm percentile.")
+    ] = "1,99",
+    resize: Annotated[
+        ResizeMode,
+        typer.Option(help="When the two images differ in size: error (none) or resize one."),
+    ] = "none",
+    tile: Annotated[
+        int | None,
+        typer.Option(min=16, help="Fuse in tiles of this edge in pixels (exact; saves memory)."),
+    ] = None,
+) -> None:
+    """Fuse infrared + visible images with FNet.
+
+    Without --ir/--vis, fuses the sample pair shipped with the package.
+    """
+    if (ir is None) != (vis is None):
+        raise FnetError("give both --ir and --vis, or neither (to fuse the shipped sample pair)")
+    if ir is None or vis is None:
+        ir, vis = sample_pair()
+    options = FuseOptions(
+        luminance=luminance,
+        ir_norm=ir_norm,
+        ir_percentiles=parse_pair(ir_percentiles, "--ir-percentiles"),
+        resize=resize,
+        tile=tile,
+    )
+    if ir.is_dir() != vis.is_dir() and ir.exists() and vis.exists():
+        raise FnetError("--ir and --vis must both be files or both be folders")
+    folders = ir.is_dir()
+    out = out or Path("fused" if folders else "fused.png")
+    if folders and out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder (folders of pairs write a folder)")
+    if not folders and out.is_dir():
+        raise InputError(out, "is a folder; give an image file name such as fused.png")
+
+    torch_device = resolve_device(device)
+    model, info = load_fnet(resolve_weights(weights), torch_device)
+    fuser = ImageFuser(model, torch_device, options)
+    if not folders:
+        fuser.fuse_to_file(ir, vis, out)
+        console.print(f"fused {ir.name} + {vis.name} -> {out}  (weights: {info.path.name})")
+        return
+    _fuse_folders(fuser, ir, vis, out)
+
+
+def _fuse_folders(fuser: ImageFuser, ir_dir: Path, vis_dir: Path, out_dir: Path) -> None:
+    listing = pair_folders(ir_dir, vis_dir)
+    unpaired = listing.unpaired_message()
+    if unpaired:
+        typer.echo(f"warning: unpaired files skipped: {unpaired}", err=True)
+    failures: list[str] = []
+    with progress_bar() as progress:
+        task = progress.add_task("fusing", total=len(listing.pairs))
+        for pair in listing.pairs:
+            try:
+                fuser.fuse_to_file(pair.ir, pair.vis, out_dir / f"{pair.name}.png")
+            except InputError as err:
+                failures.append(str(err))
+            progress.advance(task)
+    done = len(listing.pairs) - len(failures)
+    console.print(f"fused {done} of {len(listing.pairs)} pairs -> {out_dir}")
+    if failures:
+        for failure in failures:
+            typer.echo(f"error: {failure}", err=True)
+        raise typer.Exit(2)

@@ -1,0 +1,1 @@
+"""Image I/O, colour conversion, thermal range mapping and pairing of folders."""

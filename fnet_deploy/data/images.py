@@ -1,0 +1,175 @@
+"""Reading and writing the images that go into and come out of the fusion network.
+
+Reading returns float32 arrays in [0, 1]; every failure is an :class:`InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fnet_deploy.data.color import Luminance, rgb_to_ycbcr, ycbcr_to_rgb
+from fnet_deploy.data.thermal import ThermalNorm, normalize_thermal
+from fnet_deploy.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"})
+
+
+@dataclass
+class VisibleImage:
+    """A visible image split into the network's luminance input and the chroma to put back.
+
+    Attributes:
+        luma: H x W float32 in [0, 1], the network's ``vis`` input.
+        chroma: H x W x 2 float32 (Cb, Cr) in [0, 1] for colour images fused in the ``ycbcr``
+            convention, else ``None`` (the output is grayscale).
+    """
+
+    luma: np.ndarray
+    chroma: np.ndarray | None
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence C libraries (libpng, libjpeg) that print to fd 2 while decoding broken files."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, expected an image file") from None
+    except OSError as err:
+        raise InputError(path, f"cannot read file ({err.strerror or err})") from None
+    if not data:
+        raise InputError(path, "empty file")
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def _decode(path: Path, buffer: np.ndarray, flags: int) -> np.ndarray:
+    with _quiet_native_stderr():
+        image = cv2.imdecode(buffer, flags)
+    if image is None or image.size == 0:
+        raise InputError(path, "cannot decode image (truncated, corrupt or not an image)")
+    return image
+
+
+def _full_scale(image: np.ndarray) -> float:
+    return 65535.0 if image.dtype == np.uint16 else 255.0
+
+
+def read_ir(
+    path: str | Path,
+    norm: ThermalNorm = "percentile",
+    percentiles: tuple[float, float] = (1.0, 99.0),
+) -> np.ndarray:
+    """Read an infrared image as single-channel float32 [0, 1].
+
+    Colour-stored files are converted to grayscale (OpenCV's full-range luminance); 8-bit images
+    are divided by 255; 16-bit images are mapped by :func:`normalize_thermal` with ``norm``.
+
+    Returns:
+        H x W float32 in [0, 1].
+    """
+    path = Path(path)
+    image = _decode(path, _read_bytes(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(path, f"unsupported pixel type {image.dtype} (expected 8- or 16-bit)")
+    return normalize_thermal(image, norm, percentiles)
+
+
+def read_visible(path: str | Path, luminance: Luminance = "ycbcr") -> VisibleImage:
+    """Read a visible image and split it into luminance and chroma.
+
+    A single-channel image, or a 3-channel one whose channels are identical (grey stored as
+    colour), is luminance as it is. A colour image gives BT.601 studio-range Y with its Cb, Cr
+    kept (``ycbcr``, how FNet was trained), or OpenCV's full-range grayscale with no chroma
+    (``gray``, how the authors' grayscale evaluation reads it).
+    """
+    path = Path(path)
+    buffer = _read_bytes(path)
+    image = _decode(path, buffer, cv2.IMREAD_UNCHANGED)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(path, f"unsupported pixel type {image.dtype} (expected 8- or 16-bit)")
+    scale = _full_scale(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3:
+        bgr = image[:, :, :3]
+        if np.array_equal(bgr[:, :, 0], bgr[:, :, 1]) and np.array_equal(
+            bgr[:, :, 1], bgr[:, :, 2]
+        ):
+            image = bgr[:, :, 0]
+        elif luminance == "gray":
+            gray = _decode(path, buffer, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+            return VisibleImage(luma=gray.astype(np.float32) / scale, chroma=None)
+        else:
+            rgb = bgr[:, :, ::-1].astype(np.float32) / scale
+            ycc = rgb_to_ycbcr(rgb)
+            return VisibleImage(luma=np.ascontiguousarray(ycc[:, :, 0]), chroma=ycc[:, :, 1:])
+    return VisibleImage(luma=image.astype(np.float32) / scale, chroma=None)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """``round(clip(image, 0, 1) * 255)`` as uint8, any shape."""
+    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def compose_output(fused_luma: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
+    """Fused luminance (H x W, [0, 1]) plus optional chroma -> uint8 image to save.
+
+    Returns:
+        H x W uint8 (no chroma) or H x W x 3 uint8 BGR (chroma recombined through the inverse
+        BT.601 transform, clipped to [0, 255]).
+    """
+    luma = np.clip(fused_luma, 0.0, 1.0)
+    if chroma is None:
+        return to_uint8(luma)
+    rgb = ycbcr_to_rgb(np.concatenate([luma[:, :, None], chroma], axis=2))
+    return to_uint8(rgb[:, :, ::-1])
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Encode ``image`` (uint8, H x W or H x W x 3 BGR) by the path's suffix, atomically.
+
+    The file appears complete or not at all: it is written to a temporary file in the same folder
+    and renamed into place.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower() or ".png"
+    ok, encoded = cv2.imencode(suffix, image)
+    if not ok:
+        raise InputError(path, f"cannot encode an image as '{suffix}'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,112 @@
+"""Fusing image files: read -> preprocess -> FNet -> postprocess -> write.
+
+Used by ``fnet-deploy fuse`` and by evaluation with on-the-fly fusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from fnet_deploy.data.color import Luminance
+from fnet_deploy.data.images import compose_output, read_ir, read_visible, write_image
+from fnet_deploy.data.thermal import ThermalNorm
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.model.fnet import FNet
+from fnet_deploy.model.tiling import tiled_forward
+
+ResizeMode = Literal["none", "ir-to-vis", "vis-to-ir"]
+RESIZE_MODES: tuple[ResizeMode, ...] = ("none", "ir-to-vis", "vis-to-ir")
+
+
+@dataclass(frozen=True)
+class FuseOptions:
+    """How image files are turned into network inputs and back.
+
+    Attributes:
+        luminance: ``ycbcr`` (colour visible input: BT.601 studio Y fused, chroma kept) or
+            ``gray`` (OpenCV full-range grayscale, grayscale output).
+        ir_norm: mapping of 16-bit IR to [0, 1] (8-bit is always /255).
+        ir_percentiles: (low, high) percentiles for ``ir_norm="percentile"``.
+        resize: what to do when the two images differ in size (``none`` is an error).
+        tile: fuse in tiles of this edge (pixels) with an exact margin; ``None`` fuses whole.
+    """
+
+    luminance: Luminance = "ycbcr"
+    ir_norm: ThermalNorm = "percentile"
+    ir_percentiles: tuple[float, float] = (1.0, 99.0)
+    resize: ResizeMode = "none"
+    tile: int | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, checked against what this machine has."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FnetError(f"--device {name}: CUDA is not available on this machine (use cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise FnetError(f"--device {name}: expected cpu or cuda")
+    return device
+
+
+class ImageFuser:
+    """Fuses pairs of images with one FNet on one device."""
+
+    def __init__(self, model: FNet, device: torch.device, options: FuseOptions) -> None:
+        self.model = model.to(device).eval()
+        self.device = device
+        self.options = options
+
+    def fuse_luma(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        """Fuse two H x W float32 [0, 1] images into an H x W float32 [0, 1] image."""
+        ir_t, vis_t = _as_batch(ir, self.device), _as_batch(vis, self.device)
+        with torch.inference_mode():
+            if self.options.tile:
+                fused = tiled_forward(
+                    self.model, ir_t, vis_t, self.options.tile, self.model.receptive_radius
+                )
+            else:
+                fused = self.model(ir_t, vis_t)
+        return fused.clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
+
+    def fuse_files(self, ir_path: Path, vis_path: Path) -> np.ndarray:
+        """Fuse two image files; returns the uint8 image to save (H x W, or H x W x 3 BGR)."""
+        ir = read_ir(ir_path, self.options.ir_norm, self.options.ir_percentiles)
+        vis = read_visible(vis_path, self.options.luminance)
+        luma, chroma = vis.luma, vis.chroma
+        if ir.shape != luma.shape:
+            mode = self.options.resize
+            if mode == "ir-to-vis":
+                ir = _resize(ir, luma.shape)
+            elif mode == "vis-to-ir":
+                luma = _resize(luma, ir.shape)
+                chroma = None if chroma is None else _resize(chroma, ir.shape)
+            else:
+                raise InputError(
+                    ir_path,
+                    f"size {ir.shape[1]}x{ir.shape[0]} differs from {vis_path.name} "
+                    f"{luma.shape[1]}x{luma.shape[0]} (W x H); register the pair or pass "
+                    "--resize ir-to-vis or vis-to-ir",
+                )
+        return compose_output(self.fuse_luma(ir, luma), chroma)
+
+    def fuse_to_file(self, ir_path: Path, vis_path: Path, out_path: Path) -> None:
+        """Fuse two files and write the result atomically to ``out_path``."""
+        write_image(out_path, self.fuse_files(ir_path, vis_path))
+
+
+def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """H x W array -> 1 x 1 x H x W float32 tensor on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None].to(device)
+
+
+def _resize(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    height, width = shape[:2]
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)

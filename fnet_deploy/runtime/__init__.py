@@ -1,0 +1,1 @@
+"""Real-time fusion: backends, sources, synchronisation, registration, pipeline, sinks."""

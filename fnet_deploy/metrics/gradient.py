@@ -111,7 +111,8 @@ def qabf(
     - ``standard``: G^SF = 1 where g_S = g_F.
 
     All images H x W in [0, 255]. Range [0, 1); about 0.975 when F equals both sources.
-    NaN when neither source has any edge (both constant). Higher is better.
+    NaN when neither source has any Sobel response, i.e. both are all zero (with zero padding, a
+    non-zero constant image has edges along its border). Higher is better.
     """
     convention = check_convention(convention)
     f, a, b = as_triple(fused, ir, vis)

@@ -160,7 +160,10 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     """
     path = Path(path)
     suffix = path.suffix.lower() or ".png"
-    ok, encoded = cv2.imencode(suffix, image)
+    try:
+        ok, encoded = cv2.imencode(suffix, image)
+    except cv2.error:
+        ok = False
     if not ok:
         raise InputError(path, f"cannot encode an image as '{suffix}'")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,9 @@ def shared_path(*parts: str) -> Path:
 
 def read_unit(path: Path) -> np.ndarray:
     """A grey image as float32 in [0, 1], as the model reads it."""
-    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    assert image is not None, path
+    return image.astype(np.float32) / 255
 
 
 def random_image(shape: tuple[int, int], seed: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import typer
 
 from fnet_deploy import __version__
 from fnet_deploy.commands import weights
+from fnet_deploy.commands.bench import bench
 from fnet_deploy.commands.fuse import fuse
 
 app = typer.Typer(
@@ -33,4 +34,5 @@ def main(
 
 
 app.command()(fuse)
+app.command()(bench)
 app.add_typer(weights.app, name="weights")

@@ -1,0 +1,1 @@
+"""Speed measurement: the model's cost, the machine's peaks, timing of runners."""

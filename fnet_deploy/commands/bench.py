@@ -1,0 +1,159 @@
+"""``fnet-deploy bench``: latency and throughput per backend, precision, resolution and batch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fnet_deploy.bench.matrix import BACKENDS, CellResult, cells, machine_info, run_cell
+from fnet_deploy.bench.peaks import Peaks, measure_peaks
+from fnet_deploy.commands.common import console, progress_bar, reports_errors
+from fnet_deploy.errors import FnetError
+from fnet_deploy.fuse import resolve_device
+from fnet_deploy.model.checkpoint import load_fnet
+from fnet_deploy.model.fnet import FNet
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for part in _split(text):
+        try:
+            height, width = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise FnetError(
+                f"--resolution expects HxW[,HxW...] like 480x640, got {part!r}"
+            ) from None
+        if height < 1 or width < 1:
+            raise FnetError(f"--resolution {part}: sizes must be positive")
+        shapes.append((height, width))
+    return shapes
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _describe_peaks(peaks: Peaks) -> str:
+    flops, matmul, conv = (
+        f"{v / 1e9:,.0f}"
+        for v in (peaks.flops_per_s, peaks.matmul_flops_per_s, peaks.conv_flops_per_s)
+    )
+    return (
+        f"peaks on {peaks.device} ({peaks.dtype}): {flops} GFLOP/s (matmul {matmul}, "
+        f"9x9 conv {conv}), {peaks.bytes_per_s / 1e9:,.0f} GB/s copy"
+    )
+
+
+def _table(results: list[CellResult]) -> Table:
+    table = Table(title="FNet latency beside the floors (FLOPs / peak compute, bytes / bandwidth)")
+    headers = ["backend", "prec", "HxW", "N", "p50 ms", "p95 ms", "p99 ms", "fps", "GFLOP"]
+    headers += ["compute floor ms", "memory floor ms", "of floor"]
+    for column in headers:
+        table.add_column(
+            column, justify="left" if column in ("backend", "prec", "HxW") else "right"
+        )
+    for r in results:
+        c = r.cell
+        row = [c.backend, c.precision, f"{c.height}x{c.width}", str(c.batch)]
+        if r.skipped:
+            table.add_row(*row, "skipped", *[""] * 7)
+            continue
+        fraction = r.fraction_of_floor
+        row += [_fmt(r.median_ms), _fmt(r.p95_ms), _fmt(r.p99_ms), _fmt(r.fps, 2)]
+        row += [_fmt(r.gflop), _fmt(r.compute_floor_ms), _fmt(r.memory_floor_ms)]
+        row += ["-" if fraction is None else f"{100 * fraction:.0f}%"]
+        table.add_row(*row)
+    return table
+
+
+@reports_errors
+def bench(
+    backend: Annotated[
+        str, typer.Option(help=f"Comma-separated backends: {', '.join(BACKENDS)}.")
+    ] = "torch",
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16.")] = "fp32",
+    resolution: Annotated[str, typer.Option(help="Comma-separated HxW sizes.")] = "480x640",
+    batch: Annotated[
+        str, typer.Option(help="Comma-separated batch sizes (camera pairs per call).")
+    ] = "1",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Weights to time (speed does not depend on their values; default: random init)."
+        ),
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per cell.")] = 2,
+    iterations: Annotated[int, typer.Option(min=1, help="Timed calls per cell (at most).")] = 10,
+    max_seconds: Annotated[
+        float, typer.Option(help="Stop timing a cell after this many seconds.")
+    ] = 30.0,
+    peaks: Annotated[
+        bool, typer.Option(help="Measure the compute and bandwidth peaks for the floors.")
+    ] = True,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write all results as JSON here.")
+    ] = None,
+) -> None:
+    """Benchmark FNet: median/p95/p99 latency and fps per cell, beside the hardware's floors."""
+    torch_device = resolve_device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = load_fnet(weights)[0] if weights is not None else FNet().eval()
+    matrix = list(
+        cells(
+            _split(backend), _split(precision), _shapes(resolution), [int(b) for b in _split(batch)]
+        )
+    )
+    measured = None
+    if peaks:
+        with console.status("measuring compute and memory-bandwidth peaks"):
+            dtype = (
+                torch.float16
+                if "fp16" in _split(precision) and torch_device.type == "cuda"
+                else torch.float32
+            )
+            measured = measure_peaks(str(torch_device), dtype)
+        console.print(_describe_peaks(measured))
+    results = []
+    with progress_bar() as progress:
+        task = progress.add_task("benchmarking", total=len(matrix))
+        for cell in matrix:
+            progress.update(
+                task,
+                description=f"{cell.backend} {cell.precision} {cell.height}x{cell.width} "
+                f"b{cell.batch}",
+            )
+            results.append(
+                run_cell(cell, model, str(torch_device), measured, warmup, iterations, max_seconds)
+            )
+            progress.advance(task)
+    out = Console()
+    out.width = max(out.width, 132)
+    out.print(_table(results))
+    for reason in sorted({r.skipped for r in results if r.skipped}):
+        out.print(f"skipped: {reason}")
+    if json_out is not None:
+        document = {
+            "machine": machine_info(str(torch_device)),
+            "weights": str(weights) if weights else "random init",
+            "peaks": asdict(measured) if measured else None,
+            "results": [r.to_dict() for r in results],
+        }
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(document, indent=2))
+        console.print(f"wrote {json_out}")

@@ -1,0 +1,100 @@
+"""Benchmark building blocks: the cost model, timing statistics, the matrix and the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fnet_deploy.bench.cost import forward_cost
+from fnet_deploy.bench.matrix import Cell, run_cell
+from fnet_deploy.bench.peaks import Peaks
+from fnet_deploy.bench.timing import Timing, time_runner
+from fnet_deploy.cli import app
+from fnet_deploy.model import FNet, ModelConfig
+from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+
+TINY = ModelConfig(filters=4, kernel_size=3, iterations=1)
+
+
+def test_flops_match_the_design_figures() -> None:
+    cost = forward_cost(ModelConfig(), 480, 640)
+    assert cost.flops == 2 * 419_904 * 480 * 640  # DESIGN section 6: about 258 GFLOP
+    assert forward_cost(ModelConfig(), 512, 640).flops == pytest.approx(275.2e9, rel=1e-3)
+    assert forward_cost(ModelConfig(), 480, 640, batch=3).flops == 3 * cost.flops
+    assert cost.io_bytes == 3 * 480 * 640 * 4
+
+
+def test_activation_bytes_count_every_conv_input_and_output() -> None:
+    # TINY: per 1-channel block, W0 (1->F), W1 (1->F), D (F->1), U (1->F): in+out elements per pixel
+    f = TINY.filters
+    block1 = (1 + f) + (1 + f) + (f + 1) + (1 + f)
+    block2 = (2 + f) + (2 + f) + (f + 2) + (2 + f)
+    tail = 5 * (f + 1)  # Cu, Cv, Du, Dz, Dv
+    per_pixel = 2 * block1 + block2 + tail
+    cost = forward_cost(TINY, 10, 20, bytes_per_element=2)
+    assert cost.activation_bytes == per_pixel * 10 * 20 * 2
+
+
+def test_timing_statistics() -> None:
+    timing = Timing(samples=[0.1, 0.2, 0.3, 0.4], batch=2)
+    assert timing.median == pytest.approx(0.25)
+    assert timing.frames_per_second == pytest.approx(8.0)
+    assert timing.percentile(100) == pytest.approx(0.4)
+
+
+def test_time_runner_counts_calls() -> None:
+    feed = {"ir": np.zeros((1, 1, 16, 16), np.float32), "vis": np.zeros((1, 1, 16, 16), np.float32)}
+    with TorchRunner(FNet(TINY)) as runner:
+        timing = time_runner(runner, feed, warmup=1, iterations=4)
+    assert len(timing.samples) == 4 and all(s > 0 for s in timing.samples)
+
+
+def test_cell_beside_floors_and_skips() -> None:
+    peaks = Peaks("cpu", "float32", 1e11, 1e10, 1e11, 5e10)
+    model = FNet(TINY)
+    result = run_cell(Cell("torch", "fp32", 16, 24, 2), model, "cpu", peaks, 0, 2, 10.0)
+    cost = forward_cost(TINY, 16, 24, 2)
+    assert result.compute_floor_ms == pytest.approx(1e3 * cost.flops / 1e11)
+    assert result.memory_floor_ms == pytest.approx(1e3 * cost.activation_bytes / 1e10)
+    assert result.median_ms is not None and result.fps == pytest.approx(2e3 / result.median_ms)
+    assert result.fraction_of_floor is not None and 0 < result.fraction_of_floor < 1
+    skipped = run_cell(Cell("torch", "fp16", 16, 24, 1), model, "cpu", peaks, 0, 2, 10.0)
+    assert skipped.skipped is not None and "CUDA" in skipped.skipped
+    assert skipped.median_ms is None
+
+
+def test_bench_command_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--resolution",
+            "24x32",
+            "--batch",
+            "1,2",
+            "--iterations",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["peaks"]["flops_per_s"] > 0 and document["peaks"]["bytes_per_s"] > 0
+    rows = document["results"]
+    assert [(r["batch"], r["height"], r["width"]) for r in rows] == [(1, 24, 32), (2, 24, 32)]
+    assert all(r["median_ms"] > 0 and r["compute_floor_ms"] > 0 for r in rows)
+    assert "p50 ms" in result.output
+
+
+def test_bench_rejects_bad_resolution() -> None:
+    result = CliRunner().invoke(app, ["bench", "--resolution", "480by640", "--no-peaks"])
+    assert result.exit_code == 2
+    assert "--resolution expects HxW" in result.output

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from fnet_deploy.data.color import Luminance
-from fnet_deploy.data.images import compose_output, read_ir, read_visible, write_image
+from fnet_deploy.data.images import compose_output, read_ir, read_visible, to_uint8, write_image
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.model.tiling import tiled_forward
+from fnet_deploy.views import Layout, compose_view
 
 ResizeMode = Literal["none", "ir-to-vis", "vis-to-ir"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("none", "ir-to-vis", "vis-to-ir")
@@ -35,6 +36,8 @@ class FuseOptions:
         ir_percentiles: (low, high) percentiles for ``ir_norm="percentile"``.
         resize: what to do when the two images differ in size (``none`` is an error).
         tile: fuse in tiles of this edge (pixels) with an exact margin; ``None`` fuses whole.
+        layout: ``fused`` writes the fused image; ``side-by-side`` and ``grid`` write the labelled
+            composite of :func:`fnet_deploy.views.compose_view`.
     """
 
     luminance: Luminance = "ycbcr"
@@ -42,6 +45,7 @@ class FuseOptions:
     ir_percentiles: tuple[float, float] = (1.0, 99.0)
     resize: ResizeMode = "none"
     tile: int | None = None
+    layout: Layout = "fused"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,7 +79,11 @@ class ImageFuser:
         return fused.clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
 
     def fuse_files(self, ir_path: Path, vis_path: Path) -> np.ndarray:
-        """Fuse two image files; returns the uint8 image to save (H x W, or H x W x 3 BGR)."""
+        """Fuse two image files; returns the uint8 image to save (H x W, or H x W x 3 BGR).
+
+        With a ``layout`` other than ``fused`` the result is the BGR composite of the visible
+        input, the IR input as the network saw it, and the fused image.
+        """
         ir = read_ir(ir_path, self.options.ir_norm, self.options.ir_percentiles)
         vis = read_visible(vis_path, self.options.luminance)
         luma, chroma = vis.luma, vis.chroma
@@ -93,7 +101,10 @@ class ImageFuser:
                     f"{luma.shape[1]}x{luma.shape[0]} (W x H); register the pair or pass "
                     "--resize ir-to-vis or vis-to-ir",
                 )
-        return compose_output(self.fuse_luma(ir, luma), chroma)
+        fused = compose_output(self.fuse_luma(ir, luma), chroma)
+        if self.options.layout == "fused":
+            return fused
+        return compose_view(fused, compose_output(luma, chroma), to_uint8(ir), self.options.layout)
 
     def fuse_to_file(self, ir_path: Path, vis_path: Path, out_path: Path) -> None:
         """Fuse two files and write the result atomically to ``out_path``."""

@@ -15,6 +15,7 @@ from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode, resolve_device
 from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
+from fnet_deploy.views import Layout
 
 
 @reports_errors
@@ -59,6 +60,13 @@ def fuse(
         int | None,
         typer.Option(min=16, help="Fuse in tiles of this edge in pixels (exact; saves memory)."),
     ] = None,
+    layout: Annotated[
+        Layout,
+        typer.Option(
+            help="What to write: the fused image, 'side-by-side' (visible | infrared | fused) "
+            "or a labelled 'grid' that adds |fused - visible|."
+        ),
+    ] = "fused",
 ) -> None:
     """Fuse infrared + visible images with FNet.
 
@@ -74,6 +82,7 @@ def fuse(
         ir_percentiles=parse_pair(ir_percentiles, "--ir-percentiles"),
         resize=resize,
         tile=tile,
+        layout=layout,
     )
     if ir.is_dir() != vis.is_dir() and ir.exists() and vis.exists():
         raise FnetError("--ir and --vis must both be files or both be folders")

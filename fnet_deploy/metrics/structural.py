@@ -54,7 +54,9 @@ def scd(
 
 def _ssim(x: np.ndarray, y: np.ndarray, convention: Convention) -> float:
     if convention == "paper":
-        value = structural_similarity(x, y, data_range=PAPER_SSIM_DATA_RANGE)
+        value = structural_similarity(
+            x.astype(np.float32), y.astype(np.float32), data_range=PAPER_SSIM_DATA_RANGE
+        )
     else:
         value = structural_similarity(
             x, y, data_range=PEAK, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
@@ -73,7 +75,8 @@ def ssim(
 
     - ``paper``: SSIM(F, A) + SSIM(F, B), each with a 7 x 7 uniform window, sample covariances and
       data range L = 2 (what old scikit-image assumed for float images in 0..255, as the CDDFuse
-      evaluator passes them; C1 and C2 become negligible). Range [-2, 2].
+      evaluator passes them; C1 and C2 become negligible), computed in float32 like the
+      evaluator (it changes the value by up to about 2e-5). Range [-2, 2].
     - ``standard``: (SSIM(F, A) + SSIM(F, B)) / 2, each as Wang et al. define it: 11 x 11 Gaussian
       window with sigma 1.5, population covariances, data range L = 255. Range [-1, 1].
 

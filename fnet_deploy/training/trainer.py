@@ -1,0 +1,662 @@
+"""The two-stage FNet trainer (DESIGN section 3).
+
+Stage I trains FNet and IFNet together: ``fused = FNet(ir, vis)``, ``(ir_hat, vis_hat) =
+IFNet(fused)``, loss :func:`~fnet_deploy.training.losses.stage_one_loss`. Stage II trains FNet
+alone from stage I's weights (the trained weights and their moving average both carry over),
+loss :func:`~fnet_deploy.training.losses.stage_two_loss`. Both use Adam and keep an exponential
+moving average of the FNet weights; that average is what is saved for inference.
+
+Files in the output folder (only the rank-0 process writes):
+
+=============================  ==============================================================
+``config.toml``                the full config of the latest invocation
+``log.csv``                    one row every ``log.log_every`` iterations
+``state/stage{n}.safetensors`` training state, every ``log.checkpoint_every`` iterations, at
+                               the end of the stage and on Ctrl-C / SIGTERM
+``fnet_stage1.safetensors``    FNet (moving average) after stage I
+``fnet.safetensors``           FNet (moving average) after stage II: the inference weights
+``tensorboard/``               TensorBoard events, when TensorBoard is installed
+=============================  ==============================================================
+
+A resumed run continues bit for bit on the CPU (same model, optimiser, scheduler, RNG and data
+stream position); on GPUs it continues the same stream, up to cuDNN's non-determinism.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Adam, Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
+
+from fnet_deploy.errors import FnetError
+from fnet_deploy.model import FNet, IFNet
+from fnet_deploy.model.checkpoint import load_fnet, save_fnet
+from fnet_deploy.training import distributed
+from fnet_deploy.training.checkpoint import (
+    TrainState,
+    capture_rng,
+    load_train_state,
+    read_train_info,
+    restore_rng,
+    save_train_state,
+)
+from fnet_deploy.training.config import OptimConfig, TrainConfig, to_toml
+from fnet_deploy.training.dataset import (
+    CropStream,
+    PairScan,
+    StepBatches,
+    check_scan,
+    folder_names,
+    scan_pairs,
+)
+from fnet_deploy.training.distributed import DistContext
+from fnet_deploy.training.ema import ModelEMA
+from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
+
+LOG_COLUMNS = (
+    "stage",
+    "iteration",
+    "loss",
+    "rec_ir",
+    "rec_vis",
+    "intensity",
+    "gradient",
+    "ssim",
+    "lr",
+    "sec_per_iter",
+)
+STAGE_NAMES = {1: "stage I", 2: "stage II"}
+
+
+class TrainingStopped(FnetError):
+    """The run was interrupted (Ctrl-C / SIGTERM) and its state saved."""
+
+
+class TrainingDiverged(FnetError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of a run's files under its output folder."""
+
+    out: Path
+
+    @property
+    def config(self) -> Path:
+        return self.out / "config.toml"
+
+    @property
+    def log(self) -> Path:
+        return self.out / "log.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.out / "tensorboard"
+
+    def state(self, stage: int) -> Path:
+        """Training-state file of ``stage``."""
+        return self.out / "state" / f"stage{stage}.safetensors"
+
+    def weights(self, stage: int) -> Path:
+        """Inference weights written at the end of ``stage``."""
+        return self.out / ("fnet_stage1.safetensors" if stage == 1 else "fnet.safetensors")
+
+
+class Reporter(Protocol):
+    """Receives progress from the trainer (the CLI draws a progress bar from it)."""
+
+    def note(self, text: str) -> None:
+        """A message for the user (warnings, what is being resumed)."""
+
+    def stage_started(self, stage: int, total: int, done: int) -> None:
+        """``stage`` runs to ``total`` iterations; ``done`` are already complete."""
+
+    def step_done(self, stage: int, step: int, losses: dict[str, float]) -> None:
+        """Iteration ``step`` (1-based) finished; ``losses`` has ``loss`` and its parts."""
+
+    def stage_finished(self, stage: int) -> None:
+        """The stage reached its last iteration."""
+
+
+class SilentReporter:
+    """A :class:`Reporter` that shows nothing (non-zero ranks, library use)."""
+
+    def note(self, text: str) -> None:
+        pass
+
+    def stage_started(self, stage: int, total: int, done: int) -> None:
+        pass
+
+    def step_done(self, stage: int, step: int, losses: dict[str, float]) -> None:
+        pass
+
+    def stage_finished(self, stage: int) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced.
+
+    Attributes:
+        weights: inference weights per completed stage of this invocation.
+        steps: iterations completed per stage.
+        final_loss: last loss per stage (mean over processes).
+        layout: where the run's files are.
+    """
+
+    weights: dict[int, Path] = field(default_factory=dict)
+    steps: dict[int, int] = field(default_factory=dict)
+    final_loss: dict[int, float] = field(default_factory=dict)
+    layout: RunLayout | None = None
+
+
+class InverseFusion(nn.Module):
+    """FNet followed by IFNet, trained together in stage I (one module for DDP)."""
+
+    def __init__(self, fnet: FNet, ifnet: IFNet) -> None:
+        super().__init__()
+        self.fnet = fnet
+        self.ifnet = ifnet
+
+    def forward(self, ir: Tensor, vis: Tensor) -> tuple[Tensor, Tensor]:
+        """``(ir_hat, vis_hat)``, each B x 1 x H x W, from ``ir``, ``vis`` (B x 1 x H x W)."""
+        return self.ifnet(self.fnet(ir, vis))
+
+
+class StopRequest:
+    """Turns SIGINT / SIGTERM into a request to stop after the current iteration.
+
+    A second Ctrl-C interrupts at once (the last complete checkpoint is still on disk).
+    Handlers are installed only in the main thread and restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Install the handlers for the duration of the ``with`` block."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._saved[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for number, handler in self._saved.items():
+                signal.signal(number, handler)
+
+
+def _ignore_interrupts(_worker: int) -> None:
+    """DataLoader workers leave Ctrl-C to the training process, which saves and stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class MetricLog:
+    """``log.csv`` (always) and TensorBoard (when installed), written by rank 0 only."""
+
+    def __init__(self, layout: RunLayout, enabled: bool, tensorboard: bool) -> None:
+        self.layout = layout
+        self.enabled = enabled
+        self.writer: Any = None
+        self.tensorboard_missing = False
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self.tensorboard_missing = True
+            else:
+                self.writer = SummaryWriter(str(layout.tensorboard))
+
+    def start_stage(self, stage: int, done: int) -> None:
+        """Drop rows after the point the stage (re)starts from, so a resumed log has no
+        duplicates, and create the file with its header if needed."""
+        if not self.enabled:
+            return
+        path = self.layout.log
+        rows: list[dict[str, str]] = []
+        if path.is_file():
+            with path.open(newline="") as handle:
+                rows = [
+                    row
+                    for row in csv.DictReader(handle)
+                    if int(row["stage"]) < stage
+                    or (int(row["stage"]) == stage and int(row["iteration"]) <= done)
+                ]
+        _write_atomic(path, _csv_text(rows))
+
+    def row(self, values: dict[str, float | int]) -> None:
+        """Append one row (missing columns empty) and mirror it to TensorBoard."""
+        if not self.enabled:
+            return
+        with self.layout.log.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+            writer.writerow({key: _format(values.get(key)) for key in LOG_COLUMNS})
+        if self.writer is not None:
+            stage, step = int(values["stage"]), int(values["iteration"])
+            for key, value in values.items():
+                if key not in ("stage", "iteration"):
+                    self.writer.add_scalar(f"stage{stage}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _format(value: float | int | None) -> str:
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def _csv_text(rows: list[dict[str, str]]) -> str:
+    lines = [",".join(LOG_COLUMNS)]
+    lines.extend(",".join(row.get(key, "") or "" for key in LOG_COLUMNS) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def make_scheduler(optimizer: Optimizer, optim: OptimConfig, total: int) -> LambdaLR:
+    """Learning-rate factor per completed step: linear warm-up, then constant or cosine."""
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / optim.warmup) if optim.warmup else 1.0
+        if optim.schedule == "cosine":
+            return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        return warm
+
+    return LambdaLR(optimizer, factor)
+
+
+@dataclass
+class _Stage:
+    """The objects one stage trains."""
+
+    stage: int
+    fnet: FNet
+    trainable: nn.Module
+    ema: ModelEMA
+    optimizer: Adam
+    scheduler: LambdaLR
+    ifnet: IFNet | None = None
+    start: int = 0
+    loss: float = math.nan
+    init_info: dict[str, Any] = field(default_factory=dict)
+
+    def modules(self) -> dict[str, dict[str, Tensor]]:
+        found = {"fnet": self.fnet.state_dict(), "ema": self.ema.state_dict()}
+        if self.ifnet is not None:
+            found["ifnet"] = self.ifnet.state_dict()
+        return found
+
+
+def train(
+    config: TrainConfig, *, resume: bool = False, reporter: Reporter | None = None
+) -> TrainResult:
+    """Run the stages of ``config`` (``config.stages``), resuming from ``config.out`` if asked.
+
+    Args:
+        config: the run's configuration.
+        resume: continue the states found in ``config.out``; without it an existing state
+            for a stage to be trained is an error (a run is never overwritten).
+        reporter: progress receiver (rank 0 only); silent when ``None``.
+
+    Raises:
+        TrainingStopped: Ctrl-C / SIGTERM; the state was saved first.
+        TrainingDiverged: the loss became NaN or infinite.
+        FnetError: bad data, bad config, or a state that does not fit.
+    """
+    ctx = distributed.setup(config.device)
+    try:
+        show: Reporter = reporter if (reporter is not None and ctx.is_main) else SilentReporter()
+        layout = RunLayout(Path(config.out))
+        _check_existing(config, layout, resume)
+        scan = scan_pairs(config.data)
+        for warning in check_scan(scan, config.data):
+            show.note(f"warning: {warning}")
+        show.note(
+            f"{len(scan.pairs)} training pairs from {', '.join(folder_names(config.data.folders))}"
+            f"; {ctx.world_size} process(es) on {ctx.device.type}, global batch "
+            f"{config.data.batch_size * ctx.world_size}"
+        )
+        if ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        log = MetricLog(layout, ctx.is_main, config.log.tensorboard)
+        if log.tensorboard_missing:
+            show.note("TensorBoard is not installed: logging to log.csv only")
+        if ctx.is_main:
+            _write_atomic(layout.config, to_toml(config))
+        result = TrainResult(layout=layout)
+        stop = StopRequest()
+        try:
+            with stop.installed():
+                for stage in config.stage_list():
+                    _run_stage(stage, config, ctx, scan, layout, resume, show, log, stop, result)
+        finally:
+            log.close()
+        return result
+    finally:
+        distributed.teardown(ctx)
+
+
+def _check_existing(config: TrainConfig, layout: RunLayout, resume: bool) -> None:
+    if resume:
+        return
+    for stage in config.stage_list():
+        path = layout.state(stage)
+        if path.exists():
+            step = read_train_info(path)["step"]
+            raise FnetError(
+                f"{layout.out} already holds a {STAGE_NAMES[stage]} run (iteration {step}): "
+                "pass --resume to continue it, or choose another --out"
+            )
+
+
+def _run_stage(
+    stage: int,
+    config: TrainConfig,
+    ctx: DistContext,
+    scan: PairScan,
+    layout: RunLayout,
+    resume: bool,
+    show: Reporter,
+    log: MetricLog,
+    stop: StopRequest,
+    result: TrainResult,
+) -> None:
+    total = config.iterations(stage)
+    parts = _build_stage(stage, config, ctx, layout, resume, show)
+    if parts.start >= total:
+        show.note(f"{STAGE_NAMES[stage]} already complete ({parts.start} iterations)")
+        if not layout.weights(stage).exists() and ctx.is_main:
+            _save_weights(stage, parts, config, ctx, scan, layout, parts.start, parts.loss)
+        result.weights[stage] = layout.weights(stage)
+        result.steps[stage] = parts.start
+        return
+    net = distributed.wrap(parts.trainable, ctx)
+    loader = DataLoader(
+        CropStream(scan, config.data.crop, config.seed, stage),
+        batch_sampler=StepBatches(
+            parts.start, total, config.data.batch_size, ctx.rank, ctx.world_size
+        ),
+        num_workers=config.data.workers,
+        pin_memory=ctx.device.type == "cuda",
+        worker_init_fn=_ignore_interrupts,
+    )
+    log.start_stage(stage, parts.start)
+    show.stage_started(stage, total, parts.start)
+    net.train()
+    loss_value = parts.loss
+    tick, last_logged = time.perf_counter(), parts.start
+    for step, (ir, vis) in enumerate(loader, start=parts.start):
+        ir = ir.to(ctx.device, non_blocking=True)
+        vis = vis.to(ctx.device, non_blocking=True)
+        terms = _loss(stage, net, ir, vis, config)
+        loss_value, stopping = distributed.agree(terms.total, stop.requested, ctx)
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(_diverged_message(stage, step + 1, loss_value, layout))
+        lr = float(parts.optimizer.param_groups[0]["lr"])
+        parts.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        parts.optimizer.step()
+        parts.scheduler.step()
+        parts.ema.update(parts.fnet)
+        done = step + 1
+        losses = {"loss": loss_value} | {k: float(v.detach()) for k, v in terms.parts.items()}
+        show.step_done(stage, done, losses)
+        if done % config.log.log_every == 0 or done == total:
+            now = time.perf_counter()
+            log.row(
+                {"stage": stage, "iteration": done, "lr": lr}
+                | losses
+                | {"sec_per_iter": (now - tick) / (done - last_logged)}
+            )
+            tick, last_logged = now, done
+        if done % config.log.checkpoint_every == 0 or done == total or stopping:
+            _checkpoint(stage, parts, config, ctx, scan, layout, done, total, loss_value)
+        if stopping and done < total:
+            raise TrainingStopped(
+                f"interrupted: {STAGE_NAMES[stage]} saved at iteration {done} of {total} in "
+                f"{layout.state(stage)}; continue with --resume --out {layout.out}"
+            )
+    show.stage_finished(stage)
+    if ctx.is_main:
+        _save_weights(stage, parts, config, ctx, scan, layout, total, loss_value)
+    distributed.barrier(ctx)
+    result.weights[stage] = layout.weights(stage)
+    result.steps[stage] = total
+    result.final_loss[stage] = loss_value
+
+
+def _loss(stage: int, net: nn.Module, ir: Tensor, vis: Tensor, config: TrainConfig) -> LossTerms:
+    if stage == 1:
+        ir_hat, vis_hat = net(ir, vis)
+        return stage_one_loss(ir, vis, ir_hat, vis_hat)
+    return stage_two_loss(ir, vis, net(ir, vis), config.stage2)
+
+
+def _diverged_message(stage: int, step: int, value: float, layout: RunLayout) -> str:
+    path = layout.state(stage)
+    if path.exists():
+        kept = f"the last good checkpoint is {path} (iteration {read_train_info(path)['step']})"
+    else:
+        kept = "no checkpoint had been written yet in this stage"
+    return (
+        f"{STAGE_NAMES[stage]} loss became {value} at iteration {step}; training stopped and "
+        f"{kept}. Lower --lr (or check the data) and continue with --resume"
+    )
+
+
+def _build_stage(
+    stage: int,
+    config: TrainConfig,
+    ctx: DistContext,
+    layout: RunLayout,
+    resume: bool,
+    show: Reporter,
+) -> _Stage:
+    torch.manual_seed(config.seed)
+    fnet = FNet(config.model).to(ctx.device)
+    ifnet = IFNet(config.model).to(ctx.device) if stage == 1 else None
+    trainable: nn.Module = InverseFusion(fnet, ifnet) if ifnet is not None else fnet
+    init_info: dict[str, Any] = {}
+    saved: TrainState | None = None
+    state_path = layout.state(stage)
+    if resume and state_path.exists():
+        saved = load_train_state(state_path, ctx.device)
+        _check_resumable(saved, stage, config, ctx, show)
+    ema_init: dict[str, Tensor] | None = None
+    if stage == 2 and saved is None:
+        start_weights, ema_init, init_info = _stage_two_init(config, ctx, layout)
+        fnet.load_state_dict(start_weights)
+    ema = ModelEMA(fnet, config.optim.ema_decay)
+    if ema_init is not None:
+        ema.load_state_dict(ema_init)
+    optimizer = Adam(trainable.parameters(), lr=config.optim.lr, betas=config.optim.betas)
+    scheduler = make_scheduler(optimizer, config.optim, config.iterations(stage))
+    parts = _Stage(stage, fnet, trainable, ema, optimizer, scheduler, ifnet, init_info=init_info)
+    if saved is not None:
+        fnet.load_state_dict(saved.modules["fnet"])
+        if ifnet is not None:
+            ifnet.load_state_dict(saved.modules["ifnet"])
+        ema.load_state_dict(saved.modules["ema"])
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        restore_rng(saved.rng)
+        parts.start = saved.step
+        parts.loss = math.nan if saved.info.get("loss") is None else float(saved.info["loss"])
+        parts.init_info = saved.info.get("init", {})
+        show.note(f"resuming {STAGE_NAMES[stage]} at iteration {saved.step} from {state_path}")
+    return parts
+
+
+def _check_resumable(
+    saved: TrainState, stage: int, config: TrainConfig, ctx: DistContext, show: Reporter
+) -> None:
+    if saved.stage != stage:
+        raise FnetError(f"training state holds stage {saved.stage}, expected stage {stage}")
+    if saved.info.get("config", {}).get("model") != config.model.to_dict():
+        raise FnetError(
+            f"cannot resume {STAGE_NAMES[stage]}: the saved run used model "
+            f"{saved.info.get('config', {}).get('model')}, this config asks for "
+            f"{config.model.to_dict()}"
+        )
+    saved_world = saved.info.get("world_size", 1)
+    if saved_world != ctx.world_size:
+        show.note(
+            f"warning: the run was saved with {saved_world} process(es) and resumes with "
+            f"{ctx.world_size}: training continues, but not bit for bit"
+        )
+
+
+def _stage_two_init(
+    config: TrainConfig, ctx: DistContext, layout: RunLayout
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
+    """Stage II's starting weights and moving average, and where they came from."""
+    if config.stage2.init:
+        model, info = load_fnet(config.stage2.init, ctx.device)
+        if model.config != config.model:
+            raise FnetError(
+                f"stage2.init {info.path} holds model {model.config.to_dict()}, the config "
+                f"asks for {config.model.to_dict()}"
+            )
+        weights = model.state_dict()
+        return weights, weights, {"from": str(info.path), "sha256": info.sha256}
+    path = layout.state(1)
+    if not path.exists():
+        raise FnetError(
+            f"stage II starts from stage I's weights, but {layout.out} has no stage I run: "
+            "train --stage 1 (or both) first, or give --set stage2.init=WEIGHTS"
+        )
+    state = load_train_state(path, ctx.device)
+    total = state.info.get("total", 0)
+    if state.step < total:
+        raise FnetError(
+            f"stage I in {layout.out} stopped at iteration {state.step} of {total}: finish it "
+            "with --stage 1 --resume, or give --set stage2.init=WEIGHTS"
+        )
+    if state.info.get("config", {}).get("model") != config.model.to_dict():
+        raise FnetError(f"stage I in {layout.out} trained a different model config")
+    return (
+        state.modules["fnet"],
+        state.modules["ema"],
+        {"from": str(path), "stage1": state.info},
+    )
+
+
+def _stage_info(
+    stage: int,
+    parts: _Stage,
+    config: TrainConfig,
+    ctx: DistContext,
+    scan: PairScan,
+    total: int,
+    loss: float,
+) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "total": total,
+        "config": config.to_dict(),
+        "world_size": ctx.world_size,
+        "global_batch": config.data.batch_size * ctx.world_size,
+        "pairs": len(scan.pairs),
+        "data": folder_names(config.data.folders),
+        "loss": loss if math.isfinite(loss) else None,
+        "luminance": "ycbcr",
+        "init": parts.init_info,
+    }
+
+
+def _checkpoint(
+    stage: int,
+    parts: _Stage,
+    config: TrainConfig,
+    ctx: DistContext,
+    scan: PairScan,
+    layout: RunLayout,
+    done: int,
+    total: int,
+    loss: float,
+) -> None:
+    if ctx.is_main:
+        info = _stage_info(stage, parts, config, ctx, scan, total, loss)
+        info["samples_seen"] = done * config.data.batch_size * ctx.world_size
+        state = TrainState(
+            stage=stage,
+            step=done,
+            modules=parts.modules(),
+            optimizer=parts.optimizer.state_dict(),
+            scheduler=parts.scheduler.state_dict(),
+            rng=capture_rng(),
+            info=info,
+        )
+        save_train_state(layout.state(stage), state)
+    distributed.barrier(ctx)
+
+
+def _save_weights(
+    stage: int,
+    parts: _Stage,
+    config: TrainConfig,
+    ctx: DistContext,
+    scan: PairScan,
+    layout: RunLayout,
+    done: int,
+    loss: float,
+) -> None:
+    info = _stage_info(stage, parts, config, ctx, scan, done, loss)
+    training: dict[str, Any] = {f"stage{stage}": info}
+    if stage == 2 and "stage1" in parts.init_info:
+        training["stage1"] = parts.init_info["stage1"]
+    stages = "stage I" if stage == 1 else "stages I+II" if "stage1" in training else "stage II"
+    provenance = (
+        f"fnet-deploy train: {stages}, {done} iterations in stage {stage}, data "
+        f"{', '.join(folder_names(config.data.folders))} ({len(scan.pairs)} pairs), "
+        "moving-average weights"
+    )
+    if stage == 2 and parts.init_info.get("sha256"):
+        provenance += f", initialised from {Path(parts.init_info['from']).name}"
+    save_fnet(
+        layout.weights(stage),
+        parts.ema.averaged(FNet),
+        luminance="ycbcr",
+        provenance=provenance,
+        extra={"training": training},
+    )

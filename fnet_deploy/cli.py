@@ -8,6 +8,7 @@ from fnet_deploy import __version__
 from fnet_deploy.commands import weights
 from fnet_deploy.commands.bench import bench
 from fnet_deploy.commands.fuse import fuse
+from fnet_deploy.commands.train import train
 
 app = typer.Typer(
     name="fnet-deploy",
@@ -34,5 +35,6 @@ def main(
 
 
 app.command()(fuse)
+app.command()(train)
 app.command()(bench)
 app.add_typer(weights.app, name="weights")

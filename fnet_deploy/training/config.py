@@ -320,6 +320,25 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def set_fields(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``dotted.key -> value`` set (tables created).
+
+    Raises:
+        ConfigError: a dotted prefix names a value that is not a table.
+    """
+    result = copy.deepcopy(data)
+    for key, value in values.items():
+        *tables, name = key.split(".")
+        target = result
+        for table in tables:
+            node = target.setdefault(table, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {key}: {table} is not a table")
+            target = node
+        target[name] = value
+    return result
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with each ``dotted.key=value`` override applied in order.
 
@@ -332,14 +351,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form section.field=value")
-        *tables, name = key.split(".")
-        target = result
-        for table in tables:
-            node = target.setdefault(table, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {table} is not a table")
-            target = node
-        target[name] = parse_value(text.strip())
+        result = set_fields(result, {key: parse_value(text.strip())})
     return result
 
 

@@ -11,6 +11,7 @@ Files in the output folder (only the rank-0 process writes):
 =============================  ==============================================================
 ``config.toml``                the full config of the latest invocation
 ``log.csv``                    one row every ``log.log_every`` iterations
+``loss_curves.png``            the log drawn (when matplotlib is installed)
 ``state/stage{n}.safetensors`` training state, every ``log.checkpoint_every`` iterations, at
                                the end of the stage and on Ctrl-C / SIGTERM
 ``fnet_stage1.safetensors``    FNet (moving average) after stage I
@@ -44,7 +45,7 @@ from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.checkpoint import load_fnet, save_fnet
 from fnet_deploy.training import distributed
@@ -71,7 +72,7 @@ from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_los
 
 LOG_COLUMNS = (
     "stage",
-    "iteration",
+    "step",
     "loss",
     "rec_ir",
     "rec_vis",
@@ -105,6 +106,10 @@ class RunLayout:
     @property
     def log(self) -> Path:
         return self.out / "log.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.out / "loss_curves.png"
 
     @property
     def tensorboard(self) -> Path:
@@ -246,7 +251,7 @@ class MetricLog:
                     row
                     for row in csv.DictReader(handle)
                     if int(row["stage"]) < stage
-                    or (int(row["stage"]) == stage and int(row["iteration"]) <= done)
+                    or (int(row["stage"]) == stage and int(row["step"]) <= done)
                 ]
         _write_atomic(path, _csv_text(rows))
 
@@ -258,14 +263,27 @@ class MetricLog:
             writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
             writer.writerow({key: _format(values.get(key)) for key in LOG_COLUMNS})
         if self.writer is not None:
-            stage, step = int(values["stage"]), int(values["iteration"])
+            stage, step = int(values["stage"]), int(values["step"])
             for key, value in values.items():
-                if key not in ("stage", "iteration"):
+                if key not in ("stage", "step"):
                     self.writer.add_scalar(f"stage{stage}/{key}", value, step)
 
-    def close(self) -> None:
+    def close(self) -> str | None:
+        """Flush TensorBoard and draw ``loss_curves.png`` beside the CSV; returns a note when
+        the curves cannot be drawn (matplotlib missing)."""
         if self.writer is not None:
             self.writer.close()
+        if not self.enabled or not self.layout.log.is_file():
+            return None
+        from fnet_deploy.plots import plot_loss_curves
+
+        try:
+            plot_loss_curves(self.layout.log, self.layout.curves)
+        except MissingDependencyError:
+            return "matplotlib is not installed: no loss_curves.png (pip install matplotlib)"
+        except InputError:
+            return None
+        return None
 
 
 def _format(value: float | int | None) -> str:
@@ -370,7 +388,9 @@ def train(
                 for stage in config.stage_list():
                     _run_stage(stage, config, ctx, scan, layout, resume, show, log, stop, result)
         finally:
-            log.close()
+            note = log.close()
+            if note:
+                show.note(note)
         return result
     finally:
         distributed.teardown(ctx)
@@ -444,7 +464,7 @@ def _run_stage(
         if done % config.log.log_every == 0 or done == total:
             now = time.perf_counter()
             log.row(
-                {"stage": stage, "iteration": done, "lr": lr}
+                {"stage": stage, "step": done, "lr": lr}
                 | losses
                 | {"sec_per_iter": (now - tick) / (done - last_logged)}
             )

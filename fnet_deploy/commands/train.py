@@ -1,0 +1,178 @@
+"""``fnet-deploy train``: the two-stage FNet training (single process or under torchrun)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from fnet_deploy.commands.common import console, reports_errors
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.training.config import (
+    Stages,
+    TrainConfig,
+    apply_overrides,
+    differences,
+    read_config,
+    set_fields,
+)
+from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TrainingStopped
+from fnet_deploy.training.trainer import train as run_training
+
+
+class _SpeedColumn(ProgressColumn):
+    """Iterations per second (rich's running estimate)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("-- it/s", style="progress.data.speed")
+        if speed < 1:
+            return Text(f"{1 / speed:.2f} s/it", style="progress.data.speed")
+        return Text(f"{speed:.2f} it/s", style="progress.data.speed")
+
+
+class _ProgressReporter:
+    """Shows the trainer's progress as one rich bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)
+
+    def stage_started(self, stage: int, total: int, done: int) -> None:
+        self.task = self.progress.add_task(STAGE_NAMES[stage], total=total, completed=done, loss="")
+
+    def step_done(self, stage: int, step: int, losses: dict[str, float]) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=step, loss=f"loss {losses['loss']:.4g}")
+
+    def stage_finished(self, stage: int) -> None:
+        self.task = None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        _SpeedColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def build_config(
+    config_file: Path | None,
+    resume: bool,
+    flags: dict[str, object],
+    overrides: list[str],
+) -> tuple[TrainConfig, list[str]]:
+    """The run's config: base (the saved run when resuming, else ``config_file`` or defaults),
+    then the option ``flags`` (dotted field -> value, ``None`` = not given), then ``overrides``.
+
+    Returns:
+        The config and, when resuming, the fields that differ from the saved run.
+    """
+    out = flags.get("out")
+    saved: TrainConfig | None = None
+    if resume:
+        if config_file is not None:
+            raise FnetError(
+                "--resume continues the config saved with the run; change fields with --set "
+                "or the options instead of --config"
+            )
+        layout = RunLayout(Path(str(out)) if out is not None else Path(TrainConfig().out))
+        if not layout.config.is_file():
+            raise InputError(layout.config, "no saved run to resume here (check --out)")
+        base = read_config(layout.config)
+        saved = TrainConfig.from_dict(base)
+    else:
+        base = read_config(config_file) if config_file is not None else {}
+    given = {key: value for key, value in flags.items() if value is not None}
+    config = TrainConfig.from_dict(apply_overrides(set_fields(base, given), overrides))
+    return config, differences(saved, config) if saved is not None else []
+
+
+@reports_errors
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML config file (see configs/default.toml).")
+    ] = None,
+    stage: Annotated[
+        Stages | None, typer.Option(help="Stage to train: 1, 2 or both (default: config).")
+    ] = None,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Data folder holding ir/ and vi/ (repeat to combine several)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder: checkpoints, logs, weights.")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option(min=1, help="Iterations of each stage trained.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Crops per iteration and process.")
+    ] = None,
+    crop: Annotated[int | None, typer.Option(min=11, help="Crop edge in pixels.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda or cuda:N (torchrun: local GPU).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Seed of init and crops.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run saved in --out.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any config field: section.field=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Train FNet in two stages (inverse-fusion pre-training, then fusion loss).
+
+    Settings come from the defaults (the paper's recipe), then --config, then the options,
+    then --set. Multi-GPU: torchrun --nproc_per_node N $(command -v fnet-deploy) train ...
+    """
+    flags: dict[str, object] = {
+        "stages": stage,
+        "data.folders": [str(folder) for folder in data] if data else None,
+        "out": str(out) if out is not None else None,
+        "stage1.iterations": iterations,
+        "stage2.iterations": iterations,
+        "data.batch_size": batch_size,
+        "data.crop": crop,
+        "optim.lr": lr,
+        "device": device,
+        "seed": seed,
+    }
+    run_config, changed = build_config(config, resume, flags, set_ or [])
+    if changed:
+        console.print(f"resuming with changes: {'; '.join(changed)}", markup=False)
+    with _progress() as progress:
+        try:
+            result = run_training(run_config, resume=resume, reporter=_ProgressReporter(progress))
+        except TrainingStopped as stopped:
+            typer.echo(str(stopped), err=True)
+            raise typer.Exit(130) from None
+    for number, path in result.weights.items():
+        console.print(f"{STAGE_NAMES[number]} weights: {path}", markup=False)
+    console.print(f"log: {RunLayout(Path(run_config.out)).log}", markup=False)

@@ -7,6 +7,7 @@ import typer
 from fnet_deploy import __version__
 from fnet_deploy.commands import weights
 from fnet_deploy.commands.bench import bench
+from fnet_deploy.commands.explain import explain
 from fnet_deploy.commands.fuse import fuse
 from fnet_deploy.commands.train import train
 
@@ -36,5 +37,6 @@ def main(
 
 app.command()(fuse)
 app.command()(train)
+app.command()(explain)
 app.command()(bench)
 app.add_typer(weights.app, name="weights")

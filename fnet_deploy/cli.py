@@ -7,6 +7,7 @@ import typer
 from fnet_deploy import __version__
 from fnet_deploy.commands import weights
 from fnet_deploy.commands.bench import bench
+from fnet_deploy.commands.evaluate import evaluate_command
 from fnet_deploy.commands.explain import explain
 from fnet_deploy.commands.fuse import fuse
 from fnet_deploy.commands.train import train
@@ -39,4 +40,5 @@ app.command()(fuse)
 app.command()(train)
 app.command()(explain)
 app.command()(bench)
+app.command("eval")(evaluate_command)
 app.add_typer(weights.app, name="weights")

@@ -37,7 +37,7 @@ class PairListing:
 
 
 def list_images(folder: str | Path) -> dict[str, Path]:
-    """Image files directly in ``folder``, keyed by stem (sorted by name).
+    """Image files directly in ``folder``, keyed by stem (sorted by name; hidden files skipped).
 
     Raises:
         InputError: the folder is missing, or two images share a stem (``a.png`` and ``a.jpg``).
@@ -47,7 +47,8 @@ def list_images(folder: str | Path) -> dict[str, Path]:
         raise InputError(folder, "folder not found")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+        hidden = path.name.startswith(".")
+        if hidden or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if path.stem in found:
             raise InputError(

@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 import cv2
 import numpy as np
 
+from fnet_deploy.data.pairs import list_images
 from fnet_deploy.errors import InputError
 from fnet_deploy.metrics.inputs import Convention, check_convention
 from fnet_deploy.metrics.registry import METRICS, check_metric_names, compute_metrics
@@ -34,9 +35,6 @@ reads images, and FNet's test script up to OpenCV's fixed-point rounding). ``bt7
 0.2126 R + 0.7152 G + 0.0722 B, rounded. Grey images are unchanged by both."""
 
 LUMINANCES: tuple[Luminance, ...] = get_args(Luminance)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-"""File suffixes (any case) that count as images when pairing folders; other files are ignored."""
 
 _BT709_BGR = np.array([0.0722, 0.7152, 0.2126], dtype=np.float32)
 
@@ -86,22 +84,6 @@ class Pairing:
     """Image files in any of the three folders whose stem is missing from another, sorted."""
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise InputError(folder, "not a directory")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        if path.stem in found:
-            raise InputError(
-                folder,
-                f"two images share the stem '{path.stem}': {found[path.stem].name}, {path.name}",
-            )
-        found[path.stem] = path
-    return found
-
-
 def pair_images(ir_dir: str | Path, vis_dir: str | Path, fused_dir: str | Path) -> Pairing:
     """Match files of the three folders by stem (``19.png`` in ``ir`` with ``19.jpg`` in ``vis``).
 
@@ -109,7 +91,7 @@ def pair_images(ir_dir: str | Path, vis_dir: str | Path, fused_dir: str | Path) 
     folder, or no complete triple at all. Unmatched files are returned, not raised.
     """
     folders = (Path(ir_dir), Path(vis_dir), Path(fused_dir))
-    ir, vis, fused = (_images_by_stem(folder) for folder in folders)
+    ir, vis, fused = (list_images(folder) for folder in folders)
     complete = ir.keys() & vis.keys() & fused.keys()
     if not complete:
         raise InputError(

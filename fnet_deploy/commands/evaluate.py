@@ -1,0 +1,160 @@
+"""``fnet-deploy eval``: the fusion metrics papers report, for any methods, on paired folders."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fnet_deploy.baselines import BASELINES, Baseline
+from fnet_deploy.commands.common import console, progress_bar, reports_errors
+from fnet_deploy.data.images import read_ir, read_visible, to_uint8, write_image
+from fnet_deploy.data.pairs import Pair, pair_folders
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.fuse import FuseOptions, ImageFuser, resolve_device
+from fnet_deploy.metrics import METRICS
+from fnet_deploy.metrics.inputs import Convention
+from fnet_deploy.metrics.report import (
+    Evaluation,
+    Luminance,
+    evaluate,
+    markdown_table,
+    pair_methods,
+    to_json,
+    write_csv,
+)
+from fnet_deploy.model.checkpoint import load_fnet
+
+
+def _fused_dirs(specs: list[str]) -> dict[str, Path]:
+    """``NAME=DIR`` or ``DIR`` (named after the folder) -> {name: folder}."""
+    methods: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        path = Path(folder) if sep else Path(spec)
+        name = name if sep else path.name
+        if name in methods:
+            raise FnetError(f"--fused: method name {name!r} given twice; use NAME=DIR")
+        methods[name] = path
+    return methods
+
+
+def _fuse_all(
+    name: str, pairs: list[Pair], out_dir: Path, fuse_one: Callable[[Pair], np.ndarray]
+) -> float:
+    """Fuse every pair with ``fuse_one(pair) -> uint8 image``; returns mean ms per frame."""
+    spent = 0.0
+    with progress_bar() as progress:
+        task = progress.add_task(f"fusing with {name}", total=len(pairs))
+        for pair in pairs:
+            start = time.perf_counter()
+            image = fuse_one(pair)
+            spent += time.perf_counter() - start
+            write_image(out_dir / f"{pair.name}.png", image)
+            progress.advance(task)
+    return 1e3 * spent / max(len(pairs), 1)
+
+
+def _summary(evaluation: Evaluation, speed: dict[str, float]) -> Table:
+    table = Table(title=f"means ({evaluation.convention} convention, {evaluation.luminance})")
+    table.add_column("method")
+    for name in evaluation.metrics:
+        table.add_column(
+            f"{name} {'↑' if METRICS[name].higher_is_better else '↓'}", justify="right"
+        )
+    table.add_column("ms/frame", justify="right")
+    for method, result in evaluation.methods.items():
+        cells = [f"{result.mean[name]:.4f}" for name in evaluation.metrics]
+        table.add_row(method, *cells, f"{speed[method]:.1f}" if method in speed else "-")
+    return table
+
+
+@reports_errors
+def evaluate_command(
+    ir: Annotated[Path, typer.Option(help="Folder of IR (or MRI) source images.")],
+    vis: Annotated[Path, typer.Option(help="Folder of visible (or CT/PET/SPECT) source images.")],
+    fused: Annotated[
+        list[str] | None,
+        typer.Option(help="Fused results of a method: NAME=DIR or DIR (repeatable)."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Fuse on the fly with these FNet weights (method 'fnet').")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Method name for --weights.")] = "fnet",
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Classical baselines to fuse on the fly: {', '.join(BASELINES)}."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for results.csv/json/md and fused images.")
+    ] = Path("eval"),
+    convention: Annotated[
+        Convention, typer.Option(help="'paper' reproduces published tables; 'standard' textbook.")
+    ] = "paper",
+    luminance: Annotated[
+        Luminance,
+        typer.Option(help="Colour images to grey for the metrics: bt601 (papers) or bt709."),
+    ] = "bt601",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N for --weights.")] = "cpu",
+) -> None:
+    """Compute EN, SD, SF, AG, MI, CE, SCD, VIF, Qabf, Qcb, SSIM, PSNR for fusion methods."""
+    methods = _fused_dirs(fused or [])
+    baselines = baseline or []
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise FnetError(f"--baseline {unknown[0]}: unknown; choose from {', '.join(BASELINES)}")
+    if not methods and weights is None and not baselines:
+        raise FnetError("nothing to evaluate: give --fused DIR, --weights W or --baseline NAME")
+    listing = pair_folders(ir, vis)
+    unpaired = listing.unpaired_message()
+    if unpaired:
+        typer.echo(f"warning: unpaired source files skipped: {unpaired}", err=True)
+
+    speed: dict[str, float] = {}
+    if weights is not None:
+        torch_device = resolve_device(device)
+        model, _ = load_fnet(weights, torch_device)
+        fuser = ImageFuser(model, torch_device, FuseOptions(luminance="gray"))
+        methods[name] = out / "fused" / name
+        speed[name] = _fuse_all(
+            name, listing.pairs, methods[name], lambda p: fuser.fuse_files(p.ir, p.vis)
+        )
+    for method in baselines:
+        function = BASELINES[method]
+
+        def fuse_baseline(pair: Pair, function: Baseline = function) -> np.ndarray:
+            ir_image, vis_image = read_ir(pair.ir), read_visible(pair.vis, "gray").luma
+            if ir_image.shape != vis_image.shape:
+                raise InputError(pair.ir, f"size differs from {pair.vis.name}")
+            return to_uint8(function(ir_image, vis_image))
+
+        methods[method] = out / "fused" / method
+        speed[method] = _fuse_all(method, listing.pairs, methods[method], fuse_baseline)
+
+    pairings = pair_methods(ir, vis, methods)
+    for method, pairing in pairings.items():
+        if pairing.unpaired:
+            names = ", ".join(p.name for p in pairing.unpaired)
+            typer.echo(f"warning: {method}: files without a full triple skipped: {names}", err=True)
+    total = sum(len(p.triples) for p in pairings.values())
+    with progress_bar() as progress:
+        task = progress.add_task("computing metrics", total=total)
+        evaluation = evaluate(
+            pairings, convention, luminance, progress=lambda n: progress.advance(task, n)
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    document = to_json(evaluation)
+    for method, ms in speed.items():
+        document["methods"][method]["ms_per_frame"] = ms
+    (out / "results.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    write_csv(evaluation, out / "results.csv")
+    (out / "results.md").write_text(markdown_table(evaluation))
+    Console(width=max(Console().width, 160)).print(_summary(evaluation, speed))
+    console.print(f"wrote {out}/results.json, results.csv, results.md")

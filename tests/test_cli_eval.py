@@ -1,0 +1,114 @@
+"""`fnet-deploy eval` as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from fnet_deploy.baselines import average
+from fnet_deploy.cli import app
+from fnet_deploy.metrics import compute_metrics
+from fnet_deploy.metrics.report import read_gray
+from tests.conftest import shared_path
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """Three real TNO pairs cropped to 48 x 64, plus one IR file without a partner."""
+    for sub in ("ir", "vi"):
+        (tmp_path / sub).mkdir()
+    for name in ("19", "20", "21"):
+        for sub in ("ir", "vi"):
+            image = cv2.imread(str(shared_path("data", "TNO", sub, f"{name}.png")))
+            cv2.imwrite(str(tmp_path / sub / f"{name}.png"), image[40:88, 60:124])
+    cv2.imwrite(str(tmp_path / "ir" / "lonely.png"), image[:8, :8])
+    return tmp_path
+
+
+def invoke(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["eval", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def test_baselines_and_fnet_side_by_side(dataset: Path, official_weights: Path) -> None:
+    out = dataset / "results"
+    code, output = invoke(
+        "--ir",
+        dataset / "ir",
+        "--vis",
+        dataset / "vi",
+        "--out",
+        out,
+        "--weights",
+        official_weights,
+        "--baseline",
+        "average",
+        "--baseline",
+        "max",
+    )
+    assert code == 0, output
+    assert "lonely" in output
+    document = json.loads((out / "results.json").read_text())
+    assert document["convention"] == "paper"
+    assert list(document["methods"]) == ["fnet", "average", "max"]
+    for method in document["methods"].values():
+        assert set(method["images"]) == {"19.png", "20.png", "21.png"}
+        assert method["ms_per_frame"] > 0
+        assert set(method["mean"]) >= {"MI", "VIF", "Qabf", "SSIM", "EN"}
+    # the stored per-image numbers are the metrics of the written fused image
+    fused = read_gray(out / "fused" / "average" / "20.png")
+    ir, vis = read_gray(dataset / "ir" / "20.png"), read_gray(dataset / "vi" / "20.png")
+    expected = compute_metrics(fused, ir, vis, "paper").values
+    assert document["methods"]["average"]["images"]["20.png"]["MI"] == pytest.approx(expected["MI"])
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 9 and {r["method"] for r in rows} == {"fnet", "average", "max"}
+    markdown = (out / "results.md").read_text()
+    assert "| fnet |" in markdown and "| max |" in markdown
+
+
+def test_precomputed_results_folder(dataset: Path) -> None:
+    mine = dataset / "mine"
+    mine.mkdir()
+    for name in ("19", "20"):
+        ir = cv2.imread(str(dataset / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) / 255.0
+        vis = cv2.imread(str(dataset / "vi" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) / 255.0
+        cv2.imwrite(str(mine / f"{name}.png"), (average(ir, vis) * 255).round().astype("uint8"))
+    code, output = invoke(
+        "--ir",
+        dataset / "ir",
+        "--vis",
+        dataset / "vi",
+        "--fused",
+        f"avg={mine}",
+        "--out",
+        dataset / "r",
+        "--convention",
+        "standard",
+    )
+    assert code == 0, output
+    assert "21" in output  # the source pair without a fused image is named
+    document = json.loads((dataset / "r" / "results.json").read_text())
+    assert document["convention"] == "standard"
+    assert set(document["methods"]["avg"]["images"]) == {"19.png", "20.png"}
+
+
+def test_size_mismatch_is_one_clear_line(dataset: Path) -> None:
+    bad = dataset / "bad"
+    bad.mkdir()
+    cv2.imwrite(str(bad / "19.png"), cv2.imread(str(dataset / "ir" / "19.png"))[:20, :20])
+    code, output = invoke(
+        "--ir", dataset / "ir", "--vis", dataset / "vi", "--fused", bad, "--out", dataset / "r"
+    )
+    assert code == 2
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "19.png" in errors[0]
+
+
+def test_nothing_to_evaluate(dataset: Path) -> None:
+    code, output = invoke("--ir", dataset / "ir", "--vis", dataset / "vi")
+    assert code == 2 and "nothing to evaluate" in output

@@ -7,9 +7,11 @@ import typer
 from fnet_deploy import __version__
 from fnet_deploy.commands import weights
 from fnet_deploy.commands.bench import bench
+from fnet_deploy.commands.calibrate import calibrate
 from fnet_deploy.commands.evaluate import evaluate_command
 from fnet_deploy.commands.explain import explain
 from fnet_deploy.commands.fuse import fuse
+from fnet_deploy.commands.stream import stream
 from fnet_deploy.commands.train import train
 
 app = typer.Typer(
@@ -37,6 +39,8 @@ def main(
 
 
 app.command()(fuse)
+app.command()(stream)
+app.command()(calibrate)
 app.command()(train)
 app.command()(explain)
 app.command()(bench)

@@ -1,0 +1,246 @@
+"""``fnet-deploy stream``: fuse a visible and an infrared video stream, live."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from fnet_deploy.assets import asset_path
+from fnet_deploy.commands.common import console, parse_pair, reports_errors
+from fnet_deploy.data.color import Luminance
+from fnet_deploy.data.thermal import ThermalNorm
+from fnet_deploy.errors import FnetError
+from fnet_deploy.fuse import resolve_device
+from fnet_deploy.model.checkpoint import resolve_weights
+from fnet_deploy.runtime.backends.base import Runner
+from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
+from fnet_deploy.runtime.gain import ThermalGain
+from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
+from fnet_deploy.runtime.registration import Registrar, Registration
+from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sources import DEFAULT_DIR_FPS, open_source
+from fnet_deploy.runtime.stats import STAGES, RunStats
+from fnet_deploy.runtime.uri import parse_uri
+
+DEFAULT_SEQUENCE = ("sequences", "nato_camp")
+
+
+def default_sources() -> tuple[str, str]:
+    """The shipped visible and IR frame folders (TNO Nato camp, 12 frames)."""
+    folder = asset_path(*DEFAULT_SEQUENCE)
+    return f"dir://{folder / 'vi'}", f"dir://{folder / 'ir'}"
+
+
+@reports_errors
+def stream(
+    vis: Annotated[
+        str | None,
+        typer.Option(
+            help="Visible source: file://clip.mp4, dir://frames/, v4l2:///dev/video0, "
+            "rtsp://..., gst://<pipeline>, or a bare path. Default: the shipped sequence."
+        ),
+    ] = None,
+    ir: Annotated[str | None, typer.Option(help="Infrared source (same forms as --vis).")] = None,
+    out: Annotated[
+        str,
+        typer.Option(
+            help="Output: file://out.mp4 (.mp4/.avi/.mkv), dir://frames/, display://0, "
+            "gst://<pipeline>, rtsp://... or a bare path."
+        ),
+    ] = "fused.mp4",
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="FNet weights (.safetensors or the published .pth)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    precision: Annotated[Precision, typer.Option(help="fp32, or fp16 (CUDA).")] = "fp32",
+    fps: Annotated[
+        float,
+        typer.Option(min=0.001, help="Frame rate of dir:// sources without fps= or timestamps=."),
+    ] = DEFAULT_DIR_FPS,
+    max_skew_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Largest time gap between paired frames (default: half the slower "
+            "stream's frame period).",
+        ),
+    ] = None,
+    ir_offset_ms: Annotated[
+        float, typer.Option(help="Added to IR timestamps (constant delay between the cameras).")
+    ] = 0.0,
+    registration: Annotated[
+        Path | None,
+        typer.Option(help="Calibration JSON from `fnet-deploy calibrate` (IR-to-visible map)."),
+    ] = None,
+    size: Annotated[
+        str | None,
+        typer.Option(help="Model input size WxH (default: the registered crop's size)."),
+    ] = None,
+    luminance: Annotated[
+        Luminance,
+        typer.Option(help="Colour visible input: 'ycbcr' keeps the colour, 'gray' writes grey."),
+    ] = "ycbcr",
+    ir_gain: Annotated[
+        ThermalNorm,
+        typer.Option(help="Gain of IR deeper than 8 bit: percentile, minmax or fixed."),
+    ] = "percentile",
+    ir_percentiles: Annotated[
+        str, typer.Option(help="Low,high percentiles for --ir-gain percentile.")
+    ] = "1,99",
+    ir_range: Annotated[
+        str | None,
+        typer.Option(help="Low,high raw counts for --ir-gain fixed (default: the full scale)."),
+    ] = None,
+    gain_smoothing: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.999, help="Temporal smoothing of the IR gain (0: none; 0.9: ~10 frames)."
+        ),
+    ] = 0.9,
+    stats: Annotated[
+        Path | None, typer.Option(help="Write the run's statistics to this JSON file.")
+    ] = None,
+    max_errors: Annotated[
+        int, typer.Option(min=1, help="Consecutive backend errors that stop the run.")
+    ] = 10,
+    reconnect_timeout: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds a lost live source may take to come back."),
+    ] = 30.0,
+    out_fps: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Frame rate of the output video (default: the visible's)."),
+    ] = None,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--no-live", help="Show the live statistics table (default: on a terminal)."
+        ),
+    ] = None,
+) -> None:
+    """Fuse a visible and an infrared stream into one video, live.
+
+    Each visible frame is paired with the IR frame nearest in time, registered, fused by FNet
+    and written. Without --vis/--ir, fuses the TNO sequence shipped with the package.
+    Ctrl-C or SIGTERM stops after the current frame and finalises the output.
+    """
+    if (vis is None) != (ir is None):
+        raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
+    if vis is None or ir is None:
+        vis, ir = default_sources()
+    vis_source = open_source(parse_uri(vis, "source"), fps)
+    ir_source = open_source(parse_uri(ir, "source"), fps)
+    sink = open_sink(parse_uri(out, "sink"), out_fps)
+    registrar = Registrar(
+        Registration.load(registration) if registration else None, _parse_size(size)
+    )
+    gain = ThermalGain(
+        ir_gain,
+        parse_pair(ir_percentiles, "--ir-percentiles"),
+        gain_smoothing,
+        parse_pair(ir_range, "--ir-range") if ir_range else None,
+    )
+    options = StreamOptions(
+        max_skew=None if max_skew_ms is None else max_skew_ms / 1000.0,
+        ir_offset=ir_offset_ms / 1000.0,
+        luminance=luminance,
+        max_consecutive_errors=max_errors,
+        reconnect_timeout=reconnect_timeout,
+    )
+    resolve_device(device)
+    run_stats = RunStats()
+    stop = StopFlag()
+    with _runner(weights, device, precision) as runner:
+        run_stats.info.update({"backend": runner.name, "device": device, "precision": precision})
+        pipeline = StreamPipeline(
+            vis_source, ir_source, runner, sink, registrar, gain, options, run_stats
+        )
+        show = console.is_terminal if live is None else live
+        try:
+            with _runtime_logging(), _live_view(show) as update, stop_on_signals(stop):
+                pipeline.run(stop, update)
+        finally:
+            if stats is not None:
+                run_stats.write_json(stats)
+    _summary(run_stats, stats)
+
+
+def _runner(weights: Path | None, device: str, precision: Precision) -> Runner:
+    return TorchRunner(resolve_weights(weights), device, precision)
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise FnetError(f"--size expects WIDTHxHEIGHT like 640x512, got {text!r}") from None
+    if width < 8 or height < 8:
+        raise FnetError(f"--size {text}: width and height must be at least 8")
+    return width, height
+
+
+@contextlib.contextmanager
+def _runtime_logging() -> Iterator[None]:
+    """Show the runtime's messages (reconnections, skipped frames) above the live view."""
+    logger = logging.getLogger("fnet_deploy.runtime")
+    handler = RichHandler(console=console, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+@contextlib.contextmanager
+def _live_view(show: bool) -> Iterator[Callable[[RunStats], None] | None]:
+    """A rich Live table of the statistics, refreshed by the pipeline's progress calls."""
+    if not show:
+        yield None
+        return
+    with Live(console=console, refresh_per_second=4, transient=True) as view:
+        yield lambda run_stats: view.update(stats_view(run_stats))
+
+
+def stats_view(run_stats: RunStats) -> Group:
+    """Frame counts, throughput and per-stage latency percentiles as rich renderables."""
+    counts = run_stats.counts
+    header = Text(
+        f"{counts.written} fused  {run_stats.throughput:.2f} fps  "
+        f"paired {counts.paired}  unpaired {counts.vis_unpaired}  IR unused {counts.ir_unused}  "
+        f"dropped live {counts.vis_dropped_live}/{counts.ir_dropped_live}  "
+        f"corrupt {counts.vis_corrupt}/{counts.ir_corrupt}  "
+        f"backend errors {counts.infer_errors}  reconnects {counts.reconnects}"
+    )
+    table = Table("stage (ms)", "p50", "p95", "p99", "max", box=None)
+    for stage in STAGES:
+        summary = run_stats.latency[stage].summary()
+        if summary["count"]:
+            table.add_row(stage, *(f"{summary[key]:.1f}" for key in ("p50", "p95", "p99", "max")))
+    return Group(header, table)
+
+
+def _summary(run_stats: RunStats, stats_path: Path | None) -> None:
+    console.print(stats_view(run_stats))
+    sink = run_stats.info.get("sink", "")
+    where = f"; statistics in {stats_path}" if stats_path else ""
+    console.print(
+        f"{run_stats.counts.written} fused frames -> {sink} in {run_stats.elapsed:.1f} s "
+        f"({run_stats.stopped_by}){where}"
+    )

@@ -1,0 +1,258 @@
+"""Video sinks: video files, folders of frames, a window, GStreamer and RTSP outputs.
+
+Sinks take uint8 frames (H x W grey or H x W x 3 BGR) of one fixed size, open on the first frame,
+and must be closed: closing a file sink finalises the container (an MP4 without its index does not
+play) and moves it into place, so a file either plays or is not there.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import sys
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from fnet_deploy.data.images import write_image
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.runtime.sources import require_gstreamer
+from fnet_deploy.runtime.uri import URI, VIDEO_SUFFIXES
+
+FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
+"""Codecs OpenCV's FFmpeg backend writes (and reads back) in the PyPI wheels; H.264 is not one."""
+
+RTSP_PIPELINE = (
+    "appsrc ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast "
+    "! rtspclientsink location={url}"
+)
+
+
+class Sink(abc.ABC):
+    """Where fused frames go. ``write`` frames, then ``close`` (or use as a context manager).
+
+    ``fps`` is the output frame rate; ``None`` until the pipeline sets it from the visible
+    source (it must be set before the first frame of a video sink).
+    """
+
+    def __init__(self, uri: URI, fps: float | None = None) -> None:
+        self.uri = uri
+        self.fps = fps
+        self.written = 0
+        self.stop_requested = False
+
+    @property
+    def name(self) -> str:
+        """The URI as the user wrote it."""
+        return self.uri.text
+
+    def write(self, image: np.ndarray) -> None:
+        """Write one uint8 frame (H x W, or H x W x 3 BGR)."""
+        self._write(image)
+        self.written += 1
+
+    @abc.abstractmethod
+    def _write(self, image: np.ndarray) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish the output; idempotent."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _WriterSink(Sink):
+    """A sink backed by ``cv2.VideoWriter`` opened on the first frame (its size fixes the video)."""
+
+    def __init__(self, uri: URI, fps: float | None = None) -> None:
+        super().__init__(uri, fps)
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    @abc.abstractmethod
+    def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter: ...
+
+    @property
+    def frame_rate(self) -> float:
+        """The rate to write at (``fps``, which must be set by now)."""
+        if not self.fps or self.fps <= 0:
+            raise FnetError(f"{self.name}: no output frame rate set")
+        return float(self.fps)
+
+    def _write(self, image: np.ndarray) -> None:
+        size = (image.shape[1], image.shape[0])
+        if self._writer is None:
+            self._writer = self._open_writer(size)
+            self._size = size
+        elif size != self._size:
+            raise FnetError(f"{self.name}: frame size changed from {self._size} to {size}")
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        self._writer.write(image)
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class VideoFileSink(_WriterSink):
+    """A video file (``.mp4``/``.m4v``/``.mov`` MPEG-4 Part 2, ``.avi`` MJPEG, ``.mkv`` FFV1).
+
+    Frames go to a hidden ``.<stem>.partial<suffix>`` beside the target; :meth:`close` finalises
+    it and renames it into place. A run that wrote no frame leaves no file.
+    """
+
+    def __init__(self, uri: URI, fps: float | None = None) -> None:
+        super().__init__(uri, fps)
+        self.path = uri.path
+        suffix = self.path.suffix.lower()
+        if suffix not in FOURCC_BY_SUFFIX:
+            raise InputError(
+                self.path,
+                f"unknown video suffix '{self.path.suffix}' (expected one of "
+                f"{', '.join(sorted(VIDEO_SUFFIXES))})",
+            )
+        if self.path.is_dir():
+            raise InputError(self.path, "is a folder; give a video file name such as fused.mp4")
+        self.fourcc = FOURCC_BY_SUFFIX[suffix]
+        self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+
+    def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(
+            str(self.partial),
+            cv2.CAP_FFMPEG,
+            cv2.VideoWriter.fourcc(*self.fourcc),
+            self.frame_rate,
+            size,
+        )
+        if not writer.isOpened():
+            raise InputError(self.path, f"cannot write a '{self.fourcc}' video here")
+        return writer
+
+    def close(self) -> None:
+        had_writer = self._writer is not None
+        self._release()
+        if had_writer and self.written:
+            os.replace(self.partial, self.path)
+        elif had_writer:
+            with contextlib.suppress(FileNotFoundError):
+                self.partial.unlink()
+
+
+class FrameDirSink(Sink):
+    """A folder of PNG frames ``000000.png``, ``000001.png`` ... each written atomically."""
+
+    def __init__(self, uri: URI, fps: float | None = None) -> None:
+        super().__init__(uri, fps)
+        self.path = uri.path
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(self.path, "exists and is not a folder")
+
+    def _write(self, image: np.ndarray) -> None:
+        write_image(self.path / f"{self.written:06d}.png", image)
+
+    def close(self) -> None:
+        """Nothing to finish: every frame is complete once written."""
+
+
+class DisplaySink(Sink):
+    """A window on the local display; closing it or pressing ``q`` / Esc asks the run to stop."""
+
+    WINDOW = "fnet-deploy stream"
+
+    def __init__(self, uri: URI, fps: float | None = None) -> None:
+        super().__init__(uri, fps)
+        problem = display_problem()
+        if problem:
+            raise FnetError(f"{uri}: {problem}")
+        self._open = False
+
+    def _write(self, image: np.ndarray) -> None:
+        if not self._open:
+            cv2.namedWindow(self.WINDOW, cv2.WINDOW_NORMAL)
+            self._open = True
+        cv2.imshow(self.WINDOW, image)
+        key = cv2.waitKey(1) & 0xFF
+        closed = cv2.getWindowProperty(self.WINDOW, cv2.WND_PROP_VISIBLE) < 1
+        if key in (ord("q"), 27) or closed:
+            self.stop_requested = True
+
+    def close(self) -> None:
+        if self._open:
+            cv2.destroyWindow(self.WINDOW)
+            self._open = False
+
+
+class GstSink(_WriterSink):
+    """A GStreamer pipeline starting with ``appsrc`` (``gst://``), or an RTSP publisher.
+
+    ``rtsp://host:port/path`` publishes H.264 to an RTSP server (for example mediamtx) through
+    :data:`RTSP_PIPELINE`, which needs the GStreamer plugins ``x264enc`` and ``rtspclientsink``.
+    """
+
+    def __init__(self, uri: URI, fps: float | None = None) -> None:
+        super().__init__(uri, fps)
+        require_gstreamer(uri.text)
+        if uri.scheme == "rtsp":
+            self.pipeline = RTSP_PIPELINE.format(url=uri.location)
+        else:
+            self.pipeline = uri.location
+
+    def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.frame_rate, size, True)
+        if not writer.isOpened():
+            raise FnetError(
+                f"{self.name}: GStreamer could not start the pipeline {self.pipeline!r}"
+            )
+        return writer
+
+    def close(self) -> None:
+        self._release()
+
+
+def display_problem() -> str | None:
+    """Why no window can be shown here, or ``None`` when one can."""
+    gui = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in cv2.getBuildInformation().splitlines()
+            if line.strip().startswith("GUI:")
+        ),
+        "",
+    )
+    if gui.upper() == "NONE":
+        return (
+            "this OpenCV build has no GUI (opencv-python-headless); install opencv-python "
+            "for display:// or write to a file"
+        )
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return "no display available (DISPLAY and WAYLAND_DISPLAY are unset)"
+    return None
+
+
+def open_sink(uri: URI, fps: float | None = None) -> Sink:
+    """The sink for ``uri`` (checked now, opened on its first frame); see :class:`Sink`."""
+    if uri.scheme == "file":
+        return VideoFileSink(uri, fps)
+    if uri.scheme == "dir":
+        return FrameDirSink(uri, fps)
+    if uri.scheme == "display":
+        return DisplaySink(uri, fps)
+    if uri.scheme in ("gst", "rtsp"):
+        return GstSink(uri, fps)
+    raise FnetError(f"{uri}: '{uri.scheme}://' is not an output")

@@ -1,0 +1,369 @@
+"""Video sources: files, folders of frames, V4L2 cameras, RTSP and GStreamer streams.
+
+Every source yields :class:`Frame` objects carrying the decoded image, a timestamp and an index.
+Files and folders are stamped with their stream position (so they pair exactly, at any playback
+speed); live sources with the host's monotonic clock at grab time.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fnet_deploy.data.images import IMAGE_SUFFIXES
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.runtime.uri import URI
+
+DEFAULT_DIR_FPS = 10.0
+"""Frame rate of a folder of frames without ``fps`` or ``timestamps`` (the TNO sequences do not
+state theirs)."""
+
+LIVE_TIMEOUT_MS = 5000
+"""How long a live source may take to open or to deliver a frame before it counts as lost."""
+
+
+@dataclass
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        image: H x W (grey) or H x W x 3 (BGR) array, uint8 or uint16 as decoded.
+        timestamp: seconds; the position in the stream for files and folders, the host's
+            monotonic clock at grab time for live sources.
+        index: position of the frame in its source (0-based; frames skipped as corrupt count).
+        grabbed_at: host ``time.monotonic()`` when the frame was read, for latency accounting.
+        read_seconds: time spent reading and decoding it.
+    """
+
+    image: np.ndarray
+    timestamp: float
+    index: int
+    grabbed_at: float
+    read_seconds: float = 0.0
+
+
+class CorruptFrame(Exception):
+    """Frame ``index`` could not be decoded; the source can go on with the next one."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.index = index
+        super().__init__(f"frame {index}: {reason}")
+
+
+class SourceLost(Exception):
+    """A live source stopped delivering frames (unplugged camera, dropped stream)."""
+
+
+class Source(abc.ABC):
+    """A stream of frames: ``open``, then ``read`` until it returns ``None``, then ``close``.
+
+    ``read`` raises :class:`CorruptFrame` for a frame it skips and, for live sources,
+    :class:`SourceLost` when the device or stream is gone (a capture thread then reopens it).
+    """
+
+    live = False
+
+    def __init__(self, uri: URI) -> None:
+        self.uri = uri
+        self.ended_early: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The URI as the user wrote it."""
+        return self.uri.text
+
+    @property
+    @abc.abstractmethod
+    def fps(self) -> float | None:
+        """Nominal frame rate, when the source knows it (after :meth:`open`)."""
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open (or reopen) the source; raises :class:`FnetError` with a clear message."""
+
+    @abc.abstractmethod
+    def read(self) -> Frame | None:
+        """The next frame, or ``None`` at the end of a finite source."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the device or file; idempotent."""
+
+
+class FileSource(Source):
+    """A video file read through OpenCV's FFmpeg backend; frames stamped with their position."""
+
+    def __init__(self, uri: URI) -> None:
+        super().__init__(uri)
+        self._capture: cv2.VideoCapture | None = None
+        self._fps: float | None = None
+        self._count = 0
+        self._index = 0
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def open(self) -> None:
+        path = self.uri.path
+        if not path.is_file():
+            raise InputError(path, "video file not found" if not path.exists() else "not a file")
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            raise InputError(path, "cannot open as a video (corrupt, truncated or unknown format)")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self._fps = fps if fps > 0 else None
+        self._count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._capture = capture
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._capture is None:
+            raise RuntimeError("read() before open()")
+        start = time.monotonic()
+        ok, image = self._capture.read()
+        if not ok or image is None:
+            if self._count > 0 and self._index < self._count:
+                self.ended_early = (
+                    f"ended after {self._index} of {self._count} frames (truncated or corrupt)"
+                )
+            return None
+        position = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if position <= 0.0 and self._index > 0:
+            position = self._index / (self._fps or DEFAULT_DIR_FPS)
+        now = time.monotonic()
+        frame = Frame(image, position, self._index, now, now - start)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class DirSource(Source):
+    """A folder of images in name order (8- or 16-bit, grey or colour).
+
+    Frame ``i`` is stamped ``i / fps``, or with the time its file has in a timestamps file: one
+    ``<file name> <seconds>`` line per frame (``#`` starts a comment); then only the listed files
+    are played, in time order.
+    """
+
+    def __init__(self, uri: URI, fps: float = DEFAULT_DIR_FPS) -> None:
+        super().__init__(uri)
+        self._default_fps = fps
+        self._files: list[Path] = []
+        self._times: list[float] = []
+        self._fps: float | None = None
+        self._index = 0
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def open(self) -> None:
+        folder = self.uri.path
+        if not folder.is_dir():
+            raise InputError(folder, "folder of frames not found")
+        files = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise InputError(folder, "no image files (expected .png, .jpg, .bmp, .tif ...)")
+        options = self.uri.options
+        if "timestamps" in options:
+            self._files, self._times = _read_timestamps(Path(options["timestamps"]), folder)
+            span = self._times[-1] - self._times[0]
+            self._fps = (len(self._times) - 1) / span if span > 0 else None
+        else:
+            fps = _parse_fps(options["fps"], self.uri) if "fps" in options else self._default_fps
+            self._files = files
+            self._times = [i / fps for i in range(len(files))]
+            self._fps = fps
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self._files):
+            return None
+        index, path = self._index, self._files[self._index]
+        self._index += 1
+        start = time.monotonic()
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as err:
+            raise CorruptFrame(index, f"{path.name}: cannot read ({err.strerror or err})") from None
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if image is None or image.size == 0:
+            raise CorruptFrame(index, f"{path.name}: cannot decode (truncated or not an image)")
+        if image.dtype not in (np.uint8, np.uint16):
+            raise CorruptFrame(index, f"{path.name}: unsupported pixel type {image.dtype}")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        elif image.ndim == 3 and image.shape[2] == 4:
+            image = image[:, :, :3]
+        now = time.monotonic()
+        return Frame(image, self._times[index], index, now, now - start)
+
+    def close(self) -> None:
+        self._index = len(self._files)
+
+
+class CaptureSource(Source):
+    """A live source opened through ``cv2.VideoCapture`` with a given backend."""
+
+    live = True
+    backend = cv2.CAP_ANY
+
+    def __init__(self, uri: URI) -> None:
+        super().__init__(uri)
+        self._capture: cv2.VideoCapture | None = None
+        self._fps: float | None = None
+        self._index = 0
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    def _target(self) -> str:
+        return self.uri.location
+
+    def _configure(self, capture: cv2.VideoCapture) -> None:
+        """Backend-specific properties set right after opening."""
+
+    def open(self) -> None:
+        self.close()
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            LIVE_TIMEOUT_MS,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            LIVE_TIMEOUT_MS,
+        ]
+        capture = cv2.VideoCapture(self._target(), self.backend, params)
+        if not capture.isOpened():
+            capture.release()
+            raise FnetError(f"{self.name}: cannot open (device missing, busy or unreachable)")
+        self._configure(capture)
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        self._fps = fps if 0 < fps < 1000 else None
+        self._capture = capture
+
+    def read(self) -> Frame | None:
+        if self._capture is None:
+            raise SourceLost(f"{self.name}: not open")
+        start = time.monotonic()
+        if not self._capture.grab():
+            raise SourceLost(f"{self.name}: no frame within {LIVE_TIMEOUT_MS} ms")
+        grabbed = time.monotonic()
+        ok, image = self._capture.retrieve()
+        index = self._index
+        self._index += 1
+        if not ok or image is None or image.size == 0:
+            raise CorruptFrame(index, "grabbed but could not be decoded")
+        return Frame(image, grabbed, index, grabbed, time.monotonic() - start)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class V4L2Source(CaptureSource):
+    """A V4L2 camera (``v4l2:///dev/video0``); keeps one buffer to avoid stale frames."""
+
+    backend = cv2.CAP_V4L2
+
+    def _configure(self, capture: cv2.VideoCapture) -> None:
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+
+
+class RtspSource(CaptureSource):
+    """An RTSP stream (``rtsp://...``) through OpenCV's FFmpeg backend."""
+
+    backend = cv2.CAP_FFMPEG
+
+    def _target(self) -> str:
+        return self.uri.text
+
+
+class GstSource(CaptureSource):
+    """A GStreamer pipeline ending in ``appsink`` (``gst://...``)."""
+
+    backend = cv2.CAP_GSTREAMER
+
+    def open(self) -> None:
+        require_gstreamer(self.name)
+        super().open()
+
+
+def has_gstreamer() -> bool:
+    """Whether this OpenCV build can run GStreamer pipelines."""
+    return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
+
+
+def require_gstreamer(what: str) -> None:
+    """Raise a clear error when ``what`` needs GStreamer and OpenCV has none."""
+    if not has_gstreamer():
+        raise FnetError(
+            f"{what}: needs OpenCV built with GStreamer; this OpenCV {cv2.__version__} has no "
+            "GStreamer backend (the PyPI opencv-python wheels never do: build OpenCV with "
+            "-DWITH_GSTREAMER=ON, or use the system OpenCV of JetPack)"
+        )
+
+
+def open_source(uri: URI, fps: float = DEFAULT_DIR_FPS) -> Source:
+    """The source for ``uri`` (not opened yet); ``fps`` is the default rate of frame folders."""
+    if uri.scheme == "file":
+        return FileSource(uri)
+    if uri.scheme == "dir":
+        return DirSource(uri, fps)
+    if uri.scheme == "v4l2":
+        return V4L2Source(uri)
+    if uri.scheme == "rtsp":
+        return RtspSource(uri)
+    if uri.scheme == "gst":
+        require_gstreamer(uri.text)
+        return GstSource(uri)
+    raise FnetError(f"{uri}: '{uri.scheme}://' is not a source")
+
+
+def _parse_fps(text: str, uri: URI) -> float:
+    try:
+        fps = float(text)
+    except ValueError:
+        fps = 0.0
+    if not fps > 0:
+        raise FnetError(f"{uri}: fps must be a positive number, got {text!r}")
+    return fps
+
+
+def _read_timestamps(path: Path, folder: Path) -> tuple[list[Path], list[float]]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise InputError(path, f"cannot read timestamps file ({err.strerror or err})") from None
+    entries: list[tuple[float, Path]] = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        parts = text.rsplit(maxsplit=1)
+        try:
+            seconds = float(parts[1]) if len(parts) == 2 else float("nan")
+        except ValueError:
+            seconds = float("nan")
+        if not np.isfinite(seconds):
+            raise InputError(path, f"line {number}: expected '<file name> <seconds>'")
+        frame = folder / parts[0]
+        if not frame.is_file():
+            raise InputError(path, f"line {number}: {frame} not found")
+        entries.append((seconds, frame))
+    if not entries:
+        raise InputError(path, "no frames listed")
+    entries.sort(key=lambda entry: entry[0])
+    return [frame for _, frame in entries], [seconds for seconds, _ in entries]

@@ -1,0 +1,170 @@
+"""Run accounting: per-stage latency percentiles, frame counts, events, and the stats JSON.
+
+Stages of one output frame (milliseconds):
+
+- ``capture``: reading and decoding the visible and IR frames (the slower of the two);
+- ``sync``: from the older grab of the pair until the pair was formed (time in the capture
+  queues and waiting for the partner frame);
+- ``register``, ``preprocess``, ``infer``, ``postprocess``, ``write``: the pipeline's steps
+  (``infer`` is the runner's own measurement);
+- ``end_to_end``: from the older grab of the pair until its fused frame was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STAGES: tuple[str, ...] = (
+    "capture",
+    "sync",
+    "register",
+    "preprocess",
+    "infer",
+    "postprocess",
+    "write",
+    "end_to_end",
+)
+FORMAT_NAME = "fnet-deploy/stream-stats/1"
+WINDOW = 100_000
+"""Latency percentiles cover at most the last this many frames of a run."""
+
+
+class LatencySeries:
+    """Durations of one stage: count, mean and max over the run, percentiles over a window."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self._values = np.zeros(window, np.float64)
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Record one duration."""
+        self._values[self.count % len(self._values)] = seconds
+        self.count += 1
+        self.total += seconds
+        self.max = max(self.max, seconds)
+
+    def recent(self, last: int | None = None) -> np.ndarray:
+        """The recorded durations still in the window, oldest first (at most ``last``)."""
+        size = len(self._values)
+        kept = min(self.count, size)
+        order = np.arange(self.count - kept, self.count) % size
+        values = self._values[order]
+        return values if last is None else values[-last:]
+
+    def summary(self, last: int | None = None) -> dict[str, float | int]:
+        """``count, mean, p50, p95, p99, max`` in milliseconds (percentiles over the window)."""
+        if self.count == 0:
+            return {"count": 0}
+        values = self.recent(last) * 1000.0
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        return {
+            "count": self.count,
+            "mean": round(self.total / self.count * 1000.0, 3),
+            "p50": round(float(p50), 3),
+            "p95": round(float(p95), 3),
+            "p99": round(float(p99), 3),
+            "max": round(self.max * 1000.0, 3),
+        }
+
+
+@dataclass
+class FrameCounts:
+    """Frame counts of a run.
+
+    Attributes:
+        vis_read, ir_read: frames the sources delivered.
+        vis_dropped_live, ir_dropped_live: live frames replaced by newer ones before use.
+        vis_corrupt, ir_corrupt: frames skipped because they could not be decoded.
+        paired: visible frames that found an IR partner.
+        vis_unpaired: visible frames dropped for lack of an IR frame within the allowed skew.
+        ir_unused: IR frames no visible frame was paired with.
+        infer_errors: pairs lost to a backend error.
+        written: fused frames written to the sink.
+        reconnects: live sources reopened after a loss.
+    """
+
+    vis_read: int = 0
+    ir_read: int = 0
+    vis_dropped_live: int = 0
+    ir_dropped_live: int = 0
+    vis_corrupt: int = 0
+    ir_corrupt: int = 0
+    paired: int = 0
+    vis_unpaired: int = 0
+    ir_unused: int = 0
+    infer_errors: int = 0
+    written: int = 0
+    reconnects: int = 0
+
+
+@dataclass
+class RunStats:
+    """Everything measured during one stream run."""
+
+    info: dict[str, Any] = field(default_factory=dict)
+    counts: FrameCounts = field(default_factory=FrameCounts)
+    latency: dict[str, LatencySeries] = field(
+        default_factory=lambda: {stage: LatencySeries() for stage in STAGES}
+    )
+    skew: LatencySeries = field(default_factory=LatencySeries)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+    finished: float | None = None
+    stopped_by: str = "running"
+
+    def event(self, message: str) -> None:
+        """Record something that happened (reconnection, skipped frame, backend error)."""
+        self.events.append({"t": round(time.monotonic() - self.started, 3), "message": message})
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it finished)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def throughput(self) -> float:
+        """Fused frames written per second of wall time."""
+        elapsed = self.elapsed
+        return self.counts.written / elapsed if elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stats JSON document (see ``docs/runtime.md``)."""
+        return {
+            "format": FORMAT_NAME,
+            **self.info,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_wall)),
+            "wall_time_s": round(self.elapsed, 3),
+            "stopped_by": self.stopped_by,
+            "throughput_fps": round(self.throughput, 3),
+            "frames": asdict(self.counts),
+            "latency_ms": {stage: series.summary() for stage, series in self.latency.items()},
+            "pair_skew_ms": self.skew.summary(),
+            "events": self.events,
+        }
+
+    def write_json(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.to_dict(), handle, indent=2)
+                handle.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise

@@ -83,6 +83,8 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
             "0",
             "--json",
             str(out),
+            "--plot",
+            str(tmp_path / "latency.png"),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -92,6 +94,7 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
     assert [(r["batch"], r["height"], r["width"]) for r in rows] == [(1, 24, 32), (2, 24, 32)]
     assert all(r["median_ms"] > 0 and r["compute_floor_ms"] > 0 for r in rows)
     assert "p50 ms" in result.output
+    assert (tmp_path / "latency.png").stat().st_size > 1000
 
 
 def test_bench_rejects_bad_resolution() -> None:

@@ -89,12 +89,15 @@ def test_precomputed_results_folder(dataset: Path) -> None:
         dataset / "r",
         "--convention",
         "standard",
+        "--plot",
     )
     assert code == 0, output
     assert "21" in output  # the source pair without a fused image is named
     document = json.loads((dataset / "r" / "results.json").read_text())
     assert document["convention"] == "standard"
     assert set(document["methods"]["avg"]["images"]) == {"19.png", "20.png"}
+    plot = cv2.imread(str(dataset / "r" / "results.png"))
+    assert plot is not None and plot.shape[0] > 100 and plot.std() > 10
 
 
 def test_size_mismatch_is_one_clear_line(dataset: Path) -> None:

@@ -19,6 +19,7 @@ from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import resolve_device
 from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.plots import plot_latency
 
 
 def _split(text: str) -> list[str]:
@@ -105,6 +106,9 @@ def bench(
     threads: Annotated[
         int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
     ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw the latency distributions to this PNG (matplotlib).")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write all results as JSON here.")
     ] = None,
@@ -147,6 +151,16 @@ def bench(
     out.print(_table(results))
     for reason in sorted({r.skipped for r in results if r.skipped}):
         out.print(f"skipped: {reason}")
+    if plot is not None:
+        latencies = {
+            f"{r.cell.backend} {r.cell.precision} {r.cell.height}x{r.cell.width} b{r.cell.batch}": [
+                1e3 * s for s in r.samples
+            ]
+            for r in results
+            if r.samples
+        }
+        plot_latency(latencies, plot)
+        console.print(f"wrote {plot}")
     if json_out is not None:
         document = {
             "machine": machine_info(str(torch_device)),

@@ -31,6 +31,7 @@ from fnet_deploy.metrics.report import (
     write_csv,
 )
 from fnet_deploy.model.checkpoint import load_fnet
+from fnet_deploy.plots import plot_metric_bars
 
 
 def _fused_dirs(specs: list[str]) -> dict[str, Path]:
@@ -103,6 +104,9 @@ def evaluate_command(
         typer.Option(help="Colour images to grey for the metrics: bt601 (papers) or bt709."),
     ] = "bt601",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N for --weights.")] = "cpu",
+    plot: Annotated[
+        bool, typer.Option(help="Also draw per-metric bar charts (results.png; needs matplotlib).")
+    ] = False,
 ) -> None:
     """Compute EN, SD, SF, AG, MI, CE, SCD, VIF, Qabf, Qcb, SSIM, PSNR for fusion methods."""
     methods = _fused_dirs(fused or [])
@@ -157,4 +161,9 @@ def evaluate_command(
     write_csv(evaluation, out / "results.csv")
     (out / "results.md").write_text(markdown_table(evaluation))
     Console(width=max(Console().width, 160)).print(_summary(evaluation, speed))
-    console.print(f"wrote {out}/results.json, results.csv, results.md")
+    written = "results.json, results.csv, results.md"
+    if plot:
+        dataset = ir.resolve().parent.name or "dataset"
+        plot_metric_bars({dataset: document}, out / "results.png")
+        written += ", results.png"
+    console.print(f"wrote {written} in {out}")

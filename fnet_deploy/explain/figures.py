@@ -34,6 +34,10 @@ BLOCK_COLOURS: dict[str, str] = {
 }
 
 
+CHANNEL_PERCENTILE = 99.5
+"""Channel maps saturate beyond this percentile of |value| (isolated peaks wash out the rest)."""
+
+
 def _panel_size(shape: tuple[int, ...], width: float) -> float:
     """Height (inches) of an image panel ``width`` inches wide showing an image of ``shape``."""
     return width * shape[0] / shape[1]
@@ -72,7 +76,8 @@ def features_figure(explanation: Explanation, block: str) -> Figure:
     """One code (u, v or z): energy map, energy of every channel, and the strongest channels.
 
     The energy map uses a square-root colour scale (the energy is concentrated in few pixels);
-    channel maps use a diverging scale symmetric about 0, one range per channel.
+    channel maps use a diverging scale symmetric about 0, one range per channel, reaching the
+    :data:`CHANNEL_PERCENTILE` percentile of |value| (colour bars with arrows mark saturation).
     """
     maps = explanation.features[block]
     shape = maps.energy_map.shape
@@ -138,12 +143,15 @@ def _channel_grid(
     total = float(maps.channel_energy.sum())
     axes = subfigure.subplots(rows, columns, squeeze=False).ravel()
     for ax, channel, image in zip(axes, maps.top_channels, maps.top_maps, strict=False):
-        reach = float(np.abs(image).max()) or 1.0
+        magnitude = np.abs(image)
+        reach = float(np.percentile(magnitude, CHANNEL_PERCENTILE)) or float(magnitude.max())
+        reach = reach or 1.0
         share = maps.channel_energy[channel] / total if total > 0 else 0.0
         shown = _show(
             ax, image, f"{symbol}[{channel}]: {share:.1%} of energy", "RdBu_r", -reach, reach
         )
-        colourbar = subfigure.colorbar(shown, ax=ax, shrink=0.85)
+        extend = "both" if magnitude.max() > reach else "neither"
+        colourbar = subfigure.colorbar(shown, ax=ax, shrink=0.85, extend=extend)
         colourbar.ax.tick_params(labelsize=6)
     for ax in axes[len(maps.top_channels) :]:
         ax.set_visible(False)

@@ -59,7 +59,8 @@ def _feature_caption(block: str) -> Callable[[Explanation], str]:
             f"{figures.TITLES[block]}. Left: where the code is active, the per-pixel energy "
             f"sum_c {symbol}_c^2. Right: the mean energy of each of the {energies.size} channels "
             f"(log scale); the {len(maps.top_channels)} strongest hold {share:.0%} of it. "
-            "Bottom: those channels, strongest first, on a diverging scale symmetric about 0."
+            "Bottom: those channels, strongest first, on a diverging scale symmetric about 0 "
+            "that saturates at the 99.5th percentile of |value|."
         )
 
     return caption

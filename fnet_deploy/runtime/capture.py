@@ -19,7 +19,7 @@ from fnet_deploy.runtime.sources import LIVE_TIMEOUT_MS, CorruptFrame, Frame, So
 
 log = logging.getLogger("fnet_deploy.runtime")
 
-FILE_QUEUE_SIZE = 4
+FILE_QUEUE_SIZE = 2
 LIVE_QUEUE_SIZE = 1
 BACKOFF_START = 0.5
 BACKOFF_MAX = 8.0

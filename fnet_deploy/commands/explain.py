@@ -53,7 +53,7 @@ def explain(
 
     Writes one PNG per view, explain.json (the numbers), arrays.npz (image-sized arrays) and
     index.html (the views with captions). Without --ir/--vis, explains the shipped sample pair.
-    The trace keeps every iteration in memory: about 7.5 kB per pixel (2.3 GB at 480x640).
+    The trace keeps every iteration in memory: about 7.5 kB per pixel (2.2 GiB at 480x640).
     """
     if (ir is None) != (vis is None):
         raise FnetError("give both --ir and --vis, or neither (to explain the shipped sample pair)")

@@ -8,8 +8,10 @@ from fnet_deploy import __version__
 from fnet_deploy.commands import weights
 from fnet_deploy.commands.bench import bench
 from fnet_deploy.commands.calibrate import calibrate
+from fnet_deploy.commands.check import check
 from fnet_deploy.commands.evaluate import evaluate_command
 from fnet_deploy.commands.explain import explain
+from fnet_deploy.commands.export import export
 from fnet_deploy.commands.fuse import fuse
 from fnet_deploy.commands.stream import stream
 from fnet_deploy.commands.train import train
@@ -45,4 +47,6 @@ app.command()(train)
 app.command()(explain)
 app.command()(bench)
 app.command("eval")(evaluate_command)
+app.command()(export)
+app.command()(check)
 app.add_typer(weights.app, name="weights")

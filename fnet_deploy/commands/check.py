@@ -1,0 +1,128 @@
+"""``fnet-deploy check``: an exported model against the PyTorch reference on your own images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, cast
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fnet_deploy.commands.common import progress_bar, reports_errors
+from fnet_deploy.data.color import Luminance
+from fnet_deploy.errors import FnetError
+from fnet_deploy.export.parity import (
+    DEFAULT_TOLERANCE,
+    ERROR_STATS,
+    ErrorStat,
+    ErrorStats,
+    compare_runners,
+    iter_pairs,
+)
+from fnet_deploy.model.checkpoint import file_sha256, resolve_weights
+from fnet_deploy.runtime.backends.base import Runner
+from fnet_deploy.runtime.backends.select import open_runner
+
+
+def _recorded(runner: Runner) -> tuple[str, str]:
+    """(precision, weights sha256) the model records about itself (``""`` if unknown)."""
+    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+
+    if isinstance(runner, OnnxRunner):
+        return runner.precision, runner.metadata.get("fnet_deploy.weights_sha256", "")
+    info = getattr(runner, "info", None)
+    if info is not None:
+        return str(info.precision), str(info.weights_sha256)
+    return str(getattr(runner, "precision", "fp32")), ""
+
+
+@reports_errors
+def check(
+    model: Annotated[
+        Path, typer.Argument(help="Model to check: .onnx (FP32/FP16), .engine/.plan, or weights.")
+    ],
+    ir: Annotated[Path, typer.Option(help="Infrared image, or a folder of them.")],
+    vis: Annotated[Path, typer.Option(help="Visible image, or a folder (paired by file name).")],
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Reference weights (default: the packaged weights)."),
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="torch, onnxruntime or tensorrt (default: by file type).")
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Device of the checked model: cpu, cuda[:N], tensorrt[:N] (ORT's TRT EP)."
+        ),
+    ] = "cpu",
+    reference_device: Annotated[
+        str, typer.Option(help="Device of the PyTorch reference (float32).")
+    ] = "cpu",
+    luminance: Annotated[
+        Luminance, typer.Option(help="Visible luminance: 'ycbcr' (BT.601 Y) or 'gray' (OpenCV).")
+    ] = "ycbcr",
+    stat: Annotated[
+        str, typer.Option(help="Error statistic compared with --tolerance: max, mean or p99.9.")
+    ] = "p99.9",
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            help="Pass if the statistic is at most this many grey levels "
+            "(default: 0.5 for fp32, 2 for fp16, 8 for int8 models)."
+        ),
+    ] = None,
+) -> None:
+    """Compare an exported model with the PyTorch reference, in grey levels.
+
+    Reports max / mean / p99.9 of |clamp(model) - clamp(reference)| * 255 per pair and over all
+    pixels; exits 1 when the chosen statistic exceeds the tolerance or any output is NaN/inf.
+    """
+    if stat not in ERROR_STATS:
+        raise FnetError(f"--stat must be one of {', '.join(ERROR_STATS)}, got {stat!r}")
+    chosen = cast(ErrorStat, stat)
+    weights_path = resolve_weights(weights)
+    candidate = open_runner(model, backend, device)
+    reference = open_runner(None, "torch", reference_device, "fp32", weights_path)
+    out = Console()
+    pairs = list(iter_pairs(ir, vis, luminance))
+    with candidate, reference:
+        precision, recorded_sha = _recorded(candidate)
+        if recorded_sha and recorded_sha != file_sha256(weights_path):
+            typer.echo(
+                f"warning: {model.name} was exported from other weights (sha256 "
+                f"{recorded_sha[:12]}...) than {weights_path.name}",
+                err=True,
+            )
+        limit = DEFAULT_TOLERANCE.get(precision, DEFAULT_TOLERANCE["fp32"])
+        limit = tolerance if tolerance is not None else limit
+        with progress_bar() as progress:
+            task = progress.add_task(f"checking {model.name}", total=len(pairs))
+            report = compare_runners(
+                reference, candidate, pairs, on_pair=lambda *_: progress.advance(task)
+            )
+    table = Table(title=f"{model.name} ({candidate.name}, {precision}) vs PyTorch fp32")
+    for column in ("pair", "max", "mean", "p99.9", "NaN/inf"):
+        table.add_column(column, justify="left" if column == "pair" else "right")
+    rows: list[tuple[str, ErrorStats]] = [*report.per_pair]
+    if len(rows) > 1:
+        rows.append(("all pixels", report.overall))
+    for name, stats in rows:
+        table.add_row(
+            name,
+            f"{stats.max:.4f}",
+            f"{stats.mean:.5f}",
+            f"{stats.quantile(0.999):.4f}",
+            str(stats.nonfinite),
+        )
+    out.print(table)
+    passed = report.overall.passed(chosen, limit)
+    verdict = "PASS" if passed else "FAIL"
+    out.print(
+        f"{verdict}: {chosen} {report.overall.stat(chosen):.4f} grey levels "
+        f"(tolerance {limit:g}), {report.overall.nonfinite} NaN/inf pixels, "
+        f"{len(report.per_pair)} pair(s), luminance {luminance}"
+    )
+    if not passed:
+        raise typer.Exit(1)

@@ -1,0 +1,274 @@
+"""``fnet-deploy export``: ONNX (FP32, FP16) of the deploy form, TensorRT engines, parity."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from fnet_deploy.assets import sample_pair
+from fnet_deploy.commands.common import console, reports_errors
+from fnet_deploy.data.color import Luminance
+from fnet_deploy.errors import FnetError
+from fnet_deploy.export.engine_info import EnginePrecision, ShapeProfile, format_shape
+from fnet_deploy.export.parity import (
+    DEFAULT_TOLERANCE,
+    ErrorStats,
+    ImagePair,
+    compare_runners,
+    iter_pairs,
+    read_pair,
+)
+from fnet_deploy.model.checkpoint import WeightsInfo, load_fnet, resolve_weights
+from fnet_deploy.model.deploy import DeployOptions, to_deploy
+from fnet_deploy.model.fnet import FNet
+from fnet_deploy.runtime.backends.base import Runner
+from fnet_deploy.runtime.backends.select import require
+
+DEFAULT_PROFILE = ((1, 1, 64, 64), (1, 1, 512, 640), (1, 1, 1088, 1920))
+"""Engine profile (min, opt, max N x 1 x H x W) when no --min/--opt/--max-shape is given."""
+ENGINE_FILES: dict[EnginePrecision, str] = {
+    "fp32": "fnet.engine",
+    "fp16": "fnet_fp16.engine",
+    "int8": "fnet_int8.engine",
+}
+
+
+@reports_errors
+def export(
+    out: Annotated[Path, typer.Option(help="Output folder (created if needed).")],
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="FNet weights: .safetensors or the published .pth (default: packaged)."),
+    ] = None,
+    fp16: Annotated[
+        bool,
+        typer.Option(help="Also write fnet_fp16.onnx (float16 compute, float32 I/O)."),
+    ] = False,
+    batch: Annotated[int | None, typer.Option(help="Fix N (default: dynamic).")] = None,
+    height: Annotated[
+        int | None, typer.Option(help="Fix H (with --width; default dynamic).")
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Fix W (with --height; default dynamic).")
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (ai.onnx).")] = 18,
+    merge_encoders: Annotated[
+        bool,
+        typer.Option(help="Merge all W_k(e) of a block into one conv (measured slower on CPU)."),
+    ] = False,
+    ir: Annotated[
+        Path | None, typer.Option(help="IR image of the parity pair (default: shipped sample).")
+    ] = None,
+    vis: Annotated[Path | None, typer.Option(help="Visible image of the parity pair.")] = None,
+    luminance: Annotated[
+        Luminance, typer.Option(help="Visible luminance of the parity pair: ycbcr or gray.")
+    ] = "ycbcr",
+    engine: Annotated[
+        bool, typer.Option(help="Also build TensorRT engines (needs the tensorrt extra and a GPU).")
+    ] = False,
+    int8: Annotated[
+        bool, typer.Option(help="With --engine: also an INT8 engine calibrated on real pairs.")
+    ] = False,
+    calib_ir: Annotated[Path | None, typer.Option(help="Folder of IR calibration images.")] = None,
+    calib_vis: Annotated[
+        Path | None, typer.Option(help="Folder of visible calibration images (paired by name).")
+    ] = None,
+    calib_limit: Annotated[
+        int, typer.Option(min=1, help="At most this many calibration pairs.")
+    ] = 64,
+    min_shape: Annotated[str | None, typer.Option(help="Profile minimum, NxCxHxW or HxW.")] = None,
+    opt_shape: Annotated[str | None, typer.Option(help="Profile optimum (tuned for).")] = None,
+    max_shape: Annotated[str | None, typer.Option(help="Profile maximum.")] = None,
+    workspace: Annotated[int, typer.Option(min=64, help="TensorRT workspace limit, MiB.")] = 2048,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="TensorRT timing cache (default: OUT/timing.cache).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="GPU for engines: cuda or cuda:N.")] = "cuda:0",
+) -> None:
+    """Export FNet's deploy form to ONNX (and TensorRT), checking parity with PyTorch.
+
+    Writes OUT/fnet.onnx (and fnet_fp16.onnx with --fp16, engines with --engine), then runs each
+    model on a real image pair (the shipped sample unless --ir/--vis) against the PyTorch
+    training form and reports the error in grey levels; exits 1 if a check fails.
+    """
+    from fnet_deploy.export.onnx_export import OnnxSpec, build_metadata, build_onnx, save_onnx
+
+    if (ir is None) != (vis is None):
+        raise FnetError("give both --ir and --vis, or neither (to check on the shipped sample)")
+    if int8 and not engine:
+        raise FnetError("--int8 builds a TensorRT engine: add --engine")
+    if int8 and (calib_ir is None or calib_vis is None):
+        raise FnetError("--int8 needs real calibration pairs: --calib-ir DIR --calib-vis DIR")
+    if out.exists() and not out.is_dir():
+        raise FnetError(f"{out}: exists and is not a folder")
+    require("onnxruntime")
+    options = DeployOptions(merge_encoders=merge_encoders)
+    specs = [OnnxSpec("fp32", batch, height, width, opset, options)]
+    if fp16:
+        specs.append(OnnxSpec("fp16", batch, height, width, opset, options))
+    profile = _profile(specs[0].input_dims(), min_shape, opt_shape, max_shape) if engine else None
+    if engine:
+        require("tensorrt")
+
+    model, info = load_fnet(resolve_weights(weights))
+    convs = to_deploy(model, options).convolution_count()
+    onnx_paths: dict[str, Path] = {}
+    for spec in specs:
+        path = out / ("fnet.onnx" if spec.precision == "fp32" else "fnet_fp16.onnx")
+        save_onnx(build_onnx(model, spec, build_metadata(info, spec)), path)
+        onnx_paths[spec.precision] = path
+        shape = " x ".join(str(d) for d in spec.input_dims())
+        console.print(
+            f"wrote {path}  ({spec.precision}, opset {spec.opset}, inputs {shape}, "
+            f"{convs} convolutions, weights {info.path.name})"
+        )
+
+    ir_path, vis_path = (ir, vis) if ir is not None and vis is not None else sample_pair()
+    pair = read_pair(ir_path, vis_path, luminance)
+    if height is not None and width is not None:
+        pair = pair.resized(height, width)
+    failures = _onnx_parity(model, onnx_paths, pair, batch or 1)
+
+    if engine and profile is not None:
+        precisions: list[EnginePrecision] = ["fp32", "fp16"] if fp16 else ["fp32"]
+        calibration: list[ImagePair] = []
+        if int8 and calib_ir is not None and calib_vis is not None:
+            precisions.append("int8")
+            calibration = list(
+                itertools.islice(iter_pairs(calib_ir, calib_vis, luminance), calib_limit)
+            )
+        plan = EnginePlan(
+            precisions,
+            profile,
+            workspace,
+            timing_cache or out / "timing.cache",
+            device,
+            calibration,
+        )
+        failures += _engines(model, info, onnx_paths, pair, plan)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _profile(
+    declared: list[int | str], min_text: str | None, opt_text: str | None, max_text: str | None
+) -> ShapeProfile:
+    """The profile from the options, or the default one with fixed ONNX dimensions kept."""
+    if min_text is None and opt_text is None and max_text is None:
+        shapes = [
+            tuple(
+                d if isinstance(d, int) else fallback
+                for d, fallback in zip(declared, default, strict=True)
+            )
+            for default in DEFAULT_PROFILE
+        ]
+        return ShapeProfile(*shapes)  # type: ignore[arg-type]
+    if min_text is None or opt_text is None or max_text is None:
+        raise FnetError("give all of --min-shape, --opt-shape and --max-shape, or none")
+    return ShapeProfile.parse(min_text, opt_text, max_text)
+
+
+def _report(label: str, stats: ErrorStats, precision: str) -> bool:
+    limit = DEFAULT_TOLERANCE[precision]
+    passed = stats.passed("p99.9", limit)
+    verdict = "PASS" if passed else "FAIL"
+    console.print(f"parity {label}: {stats.describe()}  [{verdict}, p99.9 <= {limit:g}]")
+    return passed
+
+
+def _check(reference: Runner, candidate: Runner, pair: ImagePair, batch: int) -> ErrorStats:
+    with candidate:
+        return compare_runners(reference, candidate, [pair], batch=batch).overall
+
+
+def _onnx_parity(model: FNet, onnx_paths: dict[str, Path], pair: ImagePair, batch: int) -> int:
+    """ORT (CPU) against the PyTorch training form; FP16 through its float16 emulation."""
+    import onnx
+
+    from fnet_deploy.export.fp16 import float16_emulation
+    from fnet_deploy.export.onnx_export import save_onnx
+    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+    from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+
+    failures = 0
+    size = f"{pair.ir.shape[1]}x{pair.ir.shape[0]}"
+    with TorchRunner(model) as reference:
+        stats = _check(reference, OnnxRunner(onnx_paths["fp32"]), pair, batch)
+        failures += not _report(
+            f"fnet.onnx (ORT CPU) vs PyTorch on {pair.name} {size}", stats, "fp32"
+        )
+        if "fp16" in onnx_paths:
+            with tempfile.TemporaryDirectory() as tmp:
+                emulated = Path(tmp) / "fp16_emulated.onnx"
+                save_onnx(float16_emulation(onnx.load(str(onnx_paths["fp16"]))), emulated)
+                stats = _check(reference, OnnxRunner(emulated), pair, batch)
+            failures += not _report(
+                f"fnet_fp16.onnx (float16 arithmetic emulated on CPU) vs PyTorch fp32 on "
+                f"{pair.name} {size}",
+                stats,
+                "fp16",
+            )
+    return failures
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """Which engines to build and how."""
+
+    precisions: list[EnginePrecision]
+    profile: ShapeProfile
+    workspace_mib: int
+    timing_cache: Path
+    device: str
+    calibration: list[ImagePair]
+
+
+def _engines(
+    model: FNet, info: WeightsInfo, onnx_paths: dict[str, Path], pair: ImagePair, plan: EnginePlan
+) -> int:
+    """Build the planned engines, then check each against PyTorch on the parity pair."""
+    from fnet_deploy.export.tensorrt_build import ONNX_PRECISION, EngineBuildOptions, build_engine
+    from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
+    from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+
+    profile, device = plan.profile, plan.device
+    _, _, opt_h, opt_w = profile.opt
+    check_pair = pair if profile.fits(pair.feed()["ir"].shape) else pair.resized(opt_h, opt_w)
+    failures = 0
+    reference_device = device if torch.cuda.is_available() else "cpu"
+    with TorchRunner(model, reference_device) as reference:
+        for precision in plan.precisions:
+            onnx_path = onnx_paths[ONNX_PRECISION[precision]]
+            engine_path = onnx_path.parent / ENGINE_FILES[precision]
+            options = EngineBuildOptions(
+                precision=precision,
+                profile=profile,
+                workspace_mib=plan.workspace_mib,
+                timing_cache=plan.timing_cache,
+                device=device,
+                calibration=plan.calibration,
+                calibration_cache=onnx_path.parent / "int8_calibration.cache",
+            )
+            console.print(f"building {engine_path.name} ({precision}) on {device}...")
+            built = build_engine(
+                onnx_path,
+                engine_path,
+                options,
+                onnx_precision=ONNX_PRECISION[precision],
+                weights_file=info.path.name,
+                weights_sha256=info.sha256,
+            )
+            console.print(
+                f"wrote {engine_path} (TensorRT {built.tensorrt_version}, {built.gpu_name}, "
+                f"profile {format_shape(profile.min)}..{format_shape(profile.max)}, opt "
+                f"{format_shape(profile.opt)})"
+            )
+            stats = _check(reference, TensorRTRunner(engine_path, device), check_pair, 1)
+            failures += not _report(f"{engine_path.name} vs PyTorch", stats, precision)
+    return failures

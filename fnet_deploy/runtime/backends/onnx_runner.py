@@ -1,0 +1,179 @@
+"""ONNX Runtime backend: an exported ``fnet.onnx`` / ``fnet_fp16.onnx`` on CPU, CUDA or TensorRT.
+
+``device`` picks the execution providers:
+
+- ``cpu``: CPUExecutionProvider;
+- ``cuda`` / ``cuda:N``: CUDAExecutionProvider on GPU N, CPU for anything it lacks;
+- ``tensorrt`` / ``tensorrt:N``: ONNX Runtime's TensorrtExecutionProvider on GPU N (its engines
+  cached next to the model), then CUDA, then CPU.
+
+The GPU providers need the ``onnxruntime-gpu`` build. FP16 models (float32 inputs and outputs)
+run like FP32 ones; note that the CPU provider computes most of an FP16 graph in float32 (see
+:mod:`fnet_deploy.export.fp16`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
+
+PRECISION_KEY = "fnet_deploy.precision"
+
+
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "onnx") from None
+    return onnxruntime
+
+
+def execution_providers(
+    device: str, available: list[str], cache_dir: Path
+) -> list[str | tuple[str, dict[str, Any]]]:
+    """ONNX Runtime providers (with options) for a ``device`` string.
+
+    Raises:
+        FnetError: unknown device, or its provider is not in ``available``.
+    """
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        return ["CPUExecutionProvider"]
+    if kind not in ("cuda", "tensorrt") or (index and not index.isdigit()):
+        raise FnetError(f"onnxruntime: unknown device {device!r} (cpu, cuda[:N] or tensorrt[:N])")
+    device_id = int(index or 0)
+    wanted = ["CUDAExecutionProvider"]
+    providers: list[str | tuple[str, dict[str, Any]]] = [
+        ("CUDAExecutionProvider", {"device_id": device_id}),
+        "CPUExecutionProvider",
+    ]
+    if kind == "tensorrt":
+        wanted.insert(0, "TensorrtExecutionProvider")
+        options = {
+            "device_id": device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": True,
+        }
+        providers.insert(0, ("TensorrtExecutionProvider", options))
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise FnetError(
+            f"onnxruntime: {', '.join(missing)} not available in this onnxruntime build "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu for --device {device}"
+        )
+    return providers
+
+
+class OnnxRunner(Runner):
+    """Runs an exported FNet ONNX model with ONNX Runtime.
+
+    Args:
+        model_path: the ``.onnx`` file (inputs ``ir``, ``vis``; output ``fused``).
+        device: ``cpu``, ``cuda[:N]`` or ``tensorrt[:N]`` (see the module docstring).
+        intra_op_threads: threads inside one operator (``None``: ONNX Runtime's default, all
+            physical cores).
+        inter_op_threads: threads across independent operators (``None``: default).
+        expected_precision: if given, the model's recorded precision (``fp32`` / ``fp16``)
+            must match it.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "cpu",
+        *,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        expected_precision: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model_path = Path(model_path)
+        self.device = device
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.expected_precision = expected_precision
+        self.metadata: dict[str, str] = {}
+        self._session: Any = None
+        self._input_dims: dict[str, list[int | None]] = {}
+
+    @property
+    def precision(self) -> str:
+        """The model's precision as recorded at export (``fp32`` if unrecorded)."""
+        return self.metadata.get(PRECISION_KEY, "fp32")
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the active session uses, in priority order."""
+        return list(self._session.get_providers()) if self._session is not None else []
+
+    def _activate(self) -> None:
+        ort = _onnxruntime()
+        path = self.model_path
+        if not path.is_file():
+            raise InputError(path, "model file not found" if not path.exists() else "not a file")
+        providers = execution_providers(
+            self.device, list(ort.get_available_providers()), path.parent / "ort_trt_cache"
+        )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.intra_op_threads is not None:
+            options.intra_op_num_threads = self.intra_op_threads
+        if self.inter_op_threads is not None:
+            options.inter_op_num_threads = self.inter_op_threads
+        try:
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(path, f"ONNX Runtime cannot load the model ({first})") from None
+        inputs = [value.name for value in session.get_inputs()]
+        outputs = [value.name for value in session.get_outputs()]
+        if sorted(inputs) != sorted(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
+            raise InputError(
+                path,
+                f"not an FNet model: inputs {inputs}, outputs {outputs} "
+                f"(expected inputs {list(INPUT_NAMES)}, output {OUTPUT_NAME!r})",
+            )
+        wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        if wanted not in session.get_providers():
+            raise FnetError(
+                f"onnxruntime: {wanted} failed to initialise for {path.name} "
+                f"(session uses {session.get_providers()}); check the CUDA/TensorRT installation"
+            )
+        self.metadata = dict(session.get_modelmeta().custom_metadata_map)
+        if self.expected_precision is not None and self.precision != self.expected_precision:
+            raise InputError(
+                path, f"is a {self.precision} model, but {self.expected_precision} was requested"
+            )
+        self._input_dims = {
+            value.name: [dim if isinstance(dim, int) else None for dim in value.shape]
+            for value in session.get_inputs()
+        }
+        self._session = session
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = {name: np.ascontiguousarray(feed[name], np.float32) for name in INPUT_NAMES}
+        for name, array in arrays.items():
+            dims = self._input_dims[name]
+            if array.ndim != len(dims) or any(
+                want is not None and want != got
+                for want, got in zip(dims, array.shape, strict=True)
+            ):
+                expected = "x".join("?" if d is None else str(d) for d in dims)
+                raise FnetError(
+                    f"{self.model_path.name}: input {name} is {'x'.join(map(str, array.shape))}, "
+                    f"the model takes {expected}; re-export with dynamic shapes or matching "
+                    "--height/--width"
+                )
+        (fused,) = self._session.run([OUTPUT_NAME], arrays)
+        return {OUTPUT_NAME: np.asarray(fused, np.float32)}
+
+    def _deactivate(self) -> None:
+        self._session = None

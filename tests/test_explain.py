@@ -165,6 +165,7 @@ def image_sources(page: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', page)
 
 
+@pytest.mark.slow
 def test_written_report_is_complete_and_consistent(
     tmp_path: Path, model: FNet, explanation: Explanation
 ) -> None:

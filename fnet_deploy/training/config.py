@@ -12,7 +12,7 @@ The document has top-level run settings and one table per section::
     [optim]   # lr, betas, ema_decay, schedule, warmup
     [stage1]  # iterations
     [stage2]  # iterations, init, intensity_weight, gradient_weight, ssim_weight
-    [log]     # checkpoint_every, log_every, tensorboard
+    [log]     # checkpoint_every, log_every, tensorboard, plot
 
 Defaults are the paper's recipe (DESIGN section 3). Overrides are ``section.field=value`` strings
 whose value is read as a TOML value (``stage1.iterations=10``, ``data.folders=["a", "b"]``); a
@@ -167,11 +167,13 @@ class LogConfig:
             end of a stage and on Ctrl-C / SIGTERM).
         log_every: iterations between rows of ``log.csv`` (and TensorBoard points).
         tensorboard: also log to TensorBoard when it is installed.
+        plot: draw ``loss_curves.png`` from the log when the run ends (needs matplotlib).
     """
 
     checkpoint_every: int = 500
     log_every: int = 10
     tensorboard: bool = True
+    plot: bool = True
 
     def __post_init__(self) -> None:
         _check(
@@ -242,7 +244,8 @@ def _to_plain(value: Any) -> Any:
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'} must be a table, got {type(data).__name__}")
+        name = where.rstrip(".") or "config"
+        raise ConfigError(f"{name} must be a table, got {type(data).__name__}")
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
@@ -261,6 +264,8 @@ def _coerce(hint: Any, raw: Any, name: str) -> Any:
     origin = get_origin(hint)
     if origin is Literal:
         choices = get_args(hint)
+        if isinstance(raw, int) and not isinstance(raw, bool) and str(raw) in choices:
+            raw = str(raw)
         if raw not in choices:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got {raw!r}")
         return raw

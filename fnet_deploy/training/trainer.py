@@ -161,13 +161,15 @@ class TrainResult:
     """What a finished run produced.
 
     Attributes:
-        weights: inference weights per completed stage of this invocation.
+        weights: inference weights file per completed stage of this invocation.
+        models: the trained FNet (moving average, the weights saved) per completed stage.
         steps: iterations completed per stage.
         final_loss: last loss per stage (mean over processes).
         layout: where the run's files are.
     """
 
     weights: dict[int, Path] = field(default_factory=dict)
+    models: dict[int, FNet] = field(default_factory=dict)
     steps: dict[int, int] = field(default_factory=dict)
     final_loss: dict[int, float] = field(default_factory=dict)
     layout: RunLayout | None = None
@@ -225,9 +227,10 @@ def _ignore_interrupts(_worker: int) -> None:
 class MetricLog:
     """``log.csv`` (always) and TensorBoard (when installed), written by rank 0 only."""
 
-    def __init__(self, layout: RunLayout, enabled: bool, tensorboard: bool) -> None:
+    def __init__(self, layout: RunLayout, enabled: bool, tensorboard: bool, plot: bool) -> None:
         self.layout = layout
         self.enabled = enabled
+        self.plot = plot
         self.writer: Any = None
         self.tensorboard_missing = False
         if enabled and tensorboard:
@@ -273,7 +276,7 @@ class MetricLog:
         the curves cannot be drawn (matplotlib missing)."""
         if self.writer is not None:
             self.writer.close()
-        if not self.enabled or not self.layout.log.is_file():
+        if not (self.enabled and self.plot and self.layout.log.is_file()):
             return None
         from fnet_deploy.plots import plot_loss_curves
 
@@ -376,7 +379,7 @@ def train(
         )
         if ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        log = MetricLog(layout, ctx.is_main, config.log.tensorboard)
+        log = MetricLog(layout, ctx.is_main, config.log.tensorboard, config.log.plot)
         if log.tensorboard_missing:
             show.note("TensorBoard is not installed: logging to log.csv only")
         if ctx.is_main:
@@ -428,6 +431,7 @@ def _run_stage(
         if not layout.weights(stage).exists() and ctx.is_main:
             _save_weights(stage, parts, config, ctx, scan, layout, parts.start, parts.loss)
         result.weights[stage] = layout.weights(stage)
+        result.models[stage] = parts.ema.averaged(FNet)
         result.steps[stage] = parts.start
         return
     net = distributed.wrap(parts.trainable, ctx)
@@ -469,6 +473,9 @@ def _run_stage(
                 | {"sec_per_iter": (now - tick) / (done - last_logged)}
             )
             tick, last_logged = now, done
+        # One process stops right after the step the signal arrived in; several processes stop
+        # together at the step where the request was agreed on (see distributed.agree).
+        stopping = stopping or (stop.requested and not ctx.distributed)
         if done % config.log.checkpoint_every == 0 or done == total or stopping:
             _checkpoint(stage, parts, config, ctx, scan, layout, done, total, loss_value)
         if stopping and done < total:
@@ -481,6 +488,7 @@ def _run_stage(
         _save_weights(stage, parts, config, ctx, scan, layout, total, loss_value)
     distributed.barrier(ctx)
     result.weights[stage] = layout.weights(stage)
+    result.models[stage] = parts.ema.averaged(FNet)
     result.steps[stage] = total
     result.final_loss[stage] = loss_value
 

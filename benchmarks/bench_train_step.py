@@ -1,0 +1,81 @@
+"""Seconds per training iteration of the full-size FNet, per stage, crop and batch size.
+
+One iteration is what the trainer does per step: forward, loss, backward, Adam step and EMA
+update (stage I: FNet + IFNet on the inverse-fusion loss; stage II: FNet on the fusion loss).
+Inputs are random crops (the cost does not depend on the content). Prints a table and the time
+20,000 iterations per stage would take; ``--json`` writes the numbers.
+
+    python benchmarks/bench_train_step.py --sizes 64x4 64x8 128x1 128x4 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fnet_deploy.model import FNet, IFNet
+from fnet_deploy.training.ema import ModelEMA
+from fnet_deploy.training.losses import stage_one_loss, stage_two_loss
+from fnet_deploy.training.trainer import InverseFusion
+
+
+def time_iterations(stage: int, crop: int, batch: int, repeats: int) -> float:
+    """Median seconds of one iteration after one warm-up iteration."""
+    torch.manual_seed(0)
+    fnet = FNet()
+    trainable = InverseFusion(fnet, IFNet()) if stage == 1 else fnet
+    optimizer = torch.optim.Adam(trainable.parameters(), lr=1e-4)
+    ema = ModelEMA(fnet, 0.999)
+    ir, vis = torch.rand(batch, 1, crop, crop), torch.rand(batch, 1, crop, crop)
+
+    def step() -> None:
+        if stage == 1:
+            ir_hat, vis_hat = trainable(ir, vis)
+            loss: Tensor = stage_one_loss(ir, vis, ir_hat, vis_hat).total
+        else:
+            loss = stage_two_loss(ir, vis, trainable(ir, vis)).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema.update(fnet)
+
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["64x4", "128x1"], help="CROPxBATCH")
+    parser.add_argument("--stages", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=20_000, help="for the estimate")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{'stage':>5} {'crop':>5} {'batch':>5} {'s/iter':>8} {'h per ' + str(args.iterations):>12}"
+    )
+    for size in args.sizes:
+        crop, batch = (int(v) for v in size.lower().split("x"))
+        for stage in args.stages:
+            seconds = time_iterations(stage, crop, batch, args.repeats)
+            hours = seconds * args.iterations / 3600
+            rows.append({"stage": stage, "crop": crop, "batch": batch, "seconds": seconds})
+            print(f"{stage:>5} {crop:>5} {batch:>5} {seconds:>8.2f} {hours:>12.1f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,12 +9,9 @@ installation raises :class:`MissingDependencyError`.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.metrics.registry import METRICS
 
@@ -30,9 +28,6 @@ if TYPE_CHECKING:
 
 DPI = 110
 """Resolution of every written PNG."""
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -51,31 +46,11 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    The file gets the usual permissions of a new file (0666 less the process umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Render ``figure`` as PNG to ``path`` atomically; returns the path."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    return write_atomic(path, buffer.getvalue())
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 # --- metric bar charts ------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.data.color import Luminance, rgb_to_ycbcr, ycbcr_to_rgb
 from fnet_deploy.data.thermal import ThermalNorm, normalize_thermal
 from fnet_deploy.errors import InputError
@@ -166,13 +166,4 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         ok = False
     if not ok:
         raise InputError(path, f"cannot encode an image as '{suffix}'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, encoded.tobytes())

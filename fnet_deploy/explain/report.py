@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.explain import figures
 from fnet_deploy.explain.html import render_html
 from fnet_deploy.explain.trace_maps import BLOCKS, RECONSTRUCTIONS, Explanation
-from fnet_deploy.plots import save_figure, write_atomic
+from fnet_deploy.plots import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -244,8 +245,8 @@ def write_explanation(
         written[view.name] = save_figure(figure, folder / view.file)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **_arrays(explanation))
-    arrays = write_atomic(folder / ARRAYS_NAME, buffer.getvalue())
+    arrays = write_bytes_atomic(folder / ARRAYS_NAME, buffer.getvalue())
     record = explanation_record(explanation, meta)
-    json_path = write_atomic(folder / JSON_NAME, json.dumps(record, indent=1).encode())
-    html = write_atomic(folder / HTML_NAME, render_html(record, JSON_NAME).encode())
+    json_path = write_bytes_atomic(folder / JSON_NAME, json.dumps(record, indent=1).encode())
+    html = write_bytes_atomic(folder / HTML_NAME, render_html(record, JSON_NAME).encode())
     return ExplainFiles(folder=folder, html=html, json=json_path, arrays=arrays, figures=written)

@@ -26,12 +26,9 @@ Key mapping, published -> ours (``{b}`` is a block, ``{i}`` = 0, 1, 2 is step ``
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,7 @@ from torch import Tensor
 
 from fnet_deploy import __version__
 from fnet_deploy.assets import asset_path
+from fnet_deploy.atomic import atomic_path
 from fnet_deploy.errors import CheckpointError, FnetError
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.fnet import FNet
@@ -282,16 +280,8 @@ def save_fnet(
     state = {
         k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
 
 
 def packaged_weights() -> Path | None:

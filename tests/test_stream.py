@@ -352,6 +352,9 @@ def test_stream_command_default_sequence(
         (["--size", "big"], "--size expects WIDTHxHEIGHT"),
         (["--registration", "missing.json"], "calibration file not found"),
         ([], "no --weights given"),
+        (["--model", "m.gif"], "unknown model type '.gif'"),
+        (["--backend", "onnxruntime"], "needs an exported model file"),
+        (["--device", "gpu7", "--weights", "w.pth"], "--device gpu7: "),
     ],
 )
 def test_stream_command_errors_are_one_clear_line(

@@ -20,10 +20,9 @@ from fnet_deploy.commands.common import console, parse_pair, reports_errors
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError
-from fnet_deploy.fuse import resolve_device
 from fnet_deploy.model.checkpoint import resolve_weights
 from fnet_deploy.runtime.backends.base import Runner
-from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
+from fnet_deploy.runtime.backends.select import open_runner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
 from fnet_deploy.runtime.registration import Registrar, Registration
@@ -60,10 +59,25 @@ def stream(
     ] = "fused.mp4",
     weights: Annotated[
         Path | None,
-        typer.Option(help="FNet weights (.safetensors or the published .pth)."),
+        typer.Option(
+            help="FNet weights for the torch backend (.safetensors or the published .pth)."
+        ),
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    precision: Annotated[Precision, typer.Option(help="fp32, or fp16 (CUDA).")] = "fp32",
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Exported model instead of weights: .onnx, TensorRT .engine/.plan."),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="torch, onnxruntime or tensorrt (default: by the model file's type)."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="cpu, cuda[:N]; tensorrt[:N] for ONNX Runtime's TensorRT EP.")
+    ] = "cpu",
+    precision: Annotated[
+        str | None,
+        typer.Option(help="torch: fp32 or fp16 (CUDA); exported models: the expected precision."),
+    ] = None,
     fps: Annotated[
         float,
         typer.Option(min=0.001, help="Frame rate of dir:// sources without fps= or timestamps=."),
@@ -158,11 +172,17 @@ def stream(
         max_consecutive_errors=max_errors,
         reconnect_timeout=reconnect_timeout,
     )
-    resolve_device(device)
     run_stats = RunStats()
     stop = StopFlag()
-    with _runner(weights, device, precision) as runner:
-        run_stats.info.update({"backend": runner.name, "device": device, "precision": precision})
+    with _runner(model, backend, device, precision, weights) as runner:
+        run_stats.info.update(
+            {
+                "backend": runner.name,
+                "model": str(model or resolve_weights(weights)),
+                "device": device,
+                "precision": precision or "default",
+            }
+        )
         pipeline = StreamPipeline(
             vis_source, ir_source, runner, sink, registrar, gain, options, run_stats
         )
@@ -176,8 +196,17 @@ def stream(
     _summary(run_stats, stats)
 
 
-def _runner(weights: Path | None, device: str, precision: Precision) -> Runner:
-    return TorchRunner(resolve_weights(weights), device, precision)
+def _runner(
+    model: Path | None,
+    backend: str | None,
+    device: str,
+    precision: str | None,
+    weights: Path | None,
+) -> Runner:
+    try:
+        return open_runner(model, backend, device, precision, weights)
+    except RuntimeError as err:  # torch.device() rejects an unknown device string
+        raise FnetError(f"--device {device}: {str(err).splitlines()[0]}") from None
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -29,7 +29,8 @@ from fnet_deploy.training.config import (
     read_config,
     set_fields,
 )
-from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TrainingStopped
+from fnet_deploy.training.distributed import launched_rank
+from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TrainingStopped, TrainResult
 from fnet_deploy.training.trainer import train as run_training
 
 
@@ -112,6 +113,14 @@ def build_config(
     return config, differences(saved, config) if saved is not None else []
 
 
+def _run(config: TrainConfig, resume: bool, reporter: _ProgressReporter | None) -> TrainResult:
+    try:
+        return run_training(config, resume=resume, reporter=reporter)
+    except TrainingStopped as stopped:
+        typer.echo(str(stopped), err=True)
+        raise typer.Exit(130) from None
+
+
 @reports_errors
 def train(
     config: Annotated[
@@ -165,14 +174,14 @@ def train(
         "seed": seed,
     }
     run_config, changed = build_config(config, resume, flags, set_ or [])
-    if changed:
+    main_process = launched_rank() == 0
+    if changed and main_process:
         console.print(f"resuming with changes: {'; '.join(changed)}", markup=False)
+    if not main_process:
+        _run(run_config, resume, None)
+        return
     with _progress() as progress:
-        try:
-            result = run_training(run_config, resume=resume, reporter=_ProgressReporter(progress))
-        except TrainingStopped as stopped:
-            typer.echo(str(stopped), err=True)
-            raise typer.Exit(130) from None
+        result = _run(run_config, resume, _ProgressReporter(progress))
     for number, path in result.weights.items():
         console.print(f"{STAGE_NAMES[number]} weights: {path}", markup=False)
     console.print(f"log: {RunLayout(Path(run_config.out)).log}", markup=False)

@@ -113,18 +113,26 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def agree(loss: Tensor, stop: bool, ctx: DistContext) -> tuple[float, bool]:
-    """Mean of ``loss`` over the processes and whether any process asked to stop.
+def agree(losses: list[Tensor], stop: bool, ctx: DistContext) -> tuple[list[float], bool]:
+    """Means of the scalar ``losses`` over the processes and whether any process asked to stop.
 
     One all-reduce per iteration, so that every process takes the same decision (stop, or
-    halt on a non-finite loss) at the same step.
+    halt on a non-finite loss) at the same step and logs the same numbers.
     """
-    values = torch.stack([loss.detach().float(), torch.tensor(float(stop), device=loss.device)])
+    device = losses[0].device
+    values = torch.stack(
+        [loss.detach().float() for loss in losses] + [torch.tensor(float(stop), device=device)]
+    )
     if ctx.distributed:
         dist.all_reduce(values)
-        values[0] /= ctx.world_size
-    mean, stops = values.tolist()
-    return mean, stops > 0
+        values[:-1] /= ctx.world_size
+    *means, stops = values.tolist()
+    return means, stops > 0
+
+
+def launched_rank() -> int:
+    """This process's rank as set by the launcher (0 without torchrun), before :func:`setup`."""
+    return _env_int("RANK", 0)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -453,7 +453,11 @@ def _run_stage(
         ir = ir.to(ctx.device, non_blocking=True)
         vis = vis.to(ctx.device, non_blocking=True)
         terms = _loss(stage, net, ir, vis, config)
-        loss_value, stopping = distributed.agree(terms.total, stop.requested, ctx)
+        names = list(terms.parts)
+        means, stopping = distributed.agree(
+            [terms.total, *terms.parts.values()], stop.requested, ctx
+        )
+        loss_value = means[0]
         if not math.isfinite(loss_value):
             raise TrainingDiverged(_diverged_message(stage, step + 1, loss_value, layout))
         lr = float(parts.optimizer.param_groups[0]["lr"])
@@ -463,7 +467,7 @@ def _run_stage(
         parts.scheduler.step()
         parts.ema.update(parts.fnet)
         done = step + 1
-        losses = {"loss": loss_value} | {k: float(v.detach()) for k, v in terms.parts.items()}
+        losses = {"loss": loss_value} | dict(zip(names, means[1:], strict=True))
         show.step_done(stage, done, losses)
         if done % config.log.log_every == 0 or done == total:
             now = time.perf_counter()

@@ -23,10 +23,10 @@ from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import open_sink
-from fnet_deploy.runtime.sources import FileSource, open_source
+from fnet_deploy.runtime.sources import FileSource, RtspSource, open_source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.sync import FramePairer, Paired
-from fnet_deploy.runtime.uri import parse_uri
+from fnet_deploy.runtime.uri import URI, parse_uri
 from tests.conftest import shared_path
 
 NATO = ("data", "sequences", "TNO_Nato_camp_sequence")
@@ -365,3 +365,52 @@ def test_stream_command_errors_are_one_clear_line(
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+# --- live sources -------------------------------------------------------------------------------
+
+
+def live_from_file(path: Path) -> RtspSource:
+    """A live FFmpeg source reading a local file: host-clock stamps; it "drops" at the end."""
+    return RtspSource(URI("rtsp", str(path), str(path)))
+
+
+def test_live_sources_pair_on_the_host_clock_and_a_lost_one_ends_the_run(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    vis = live_from_file(write_video(tmp_path / "vis.avi", 30, 150, (160, 120)))
+    ir = live_from_file(write_video(tmp_path / "ir.avi", 30, 150, (160, 120)))
+    out = tmp_path / "live.mp4"
+    with TorchRunner(tiny_weights) as runner:
+        run = StreamPipeline(
+            vis,
+            ir,
+            runner,
+            open_sink(parse_uri(str(out), "sink")),
+            Registrar(None),
+            ThermalGain(),
+            StreamOptions(max_skew=0.05, reconnect_timeout=0.0),
+        )
+        with pytest.raises(FnetError, match=r"source .*vis\.avi lost and not back within 0 s"):
+            run.run()
+    c = run.stats.counts
+    assert c.paired >= 1 and c.written == c.paired == count_frames(out)
+    # Inference is slower than decoding: the live queues dropped old frames instead of lagging.
+    assert c.vis_dropped_live > 0 and c.vis_read == 150
+    assert run.stats.latency["end_to_end"].summary()["count"] == c.written
+
+
+def test_live_and_recorded_sources_cannot_be_paired(tmp_path: Path, tiny_weights: Path) -> None:
+    clip = write_video(tmp_path / "clip.avi", 10, 3)
+    with TorchRunner(tiny_weights) as runner:
+        run = StreamPipeline(
+            FileSource(parse_uri(str(clip), "source")),
+            live_from_file(clip),
+            runner,
+            open_sink(parse_uri(str(tmp_path / "x.mp4"), "sink")),
+            Registrar(None),
+            ThermalGain(),
+            StreamOptions(),
+        )
+        with pytest.raises(FnetError, match=r"cannot pair live .* with recorded"):
+            run.run()

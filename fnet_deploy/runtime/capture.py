@@ -81,6 +81,9 @@ class Capture:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        if self._thread.ident is None:  # never started
+            self.source.close()
+            return
         self._thread.join(timeout=LIVE_TIMEOUT_MS / 1000.0 + 1.0 if self.source.live else 2.0)
         if not self._thread.is_alive():
             self.source.close()

@@ -190,6 +190,12 @@ class StreamPipeline:
 
     def _start(self, vis_cap: Capture, ir_cap: Capture) -> FramePairer:
         opts = self.options
+        if self.vis.live != self.ir.live:
+            live, recorded = (self.vis, self.ir) if self.vis.live else (self.ir, self.vis)
+            raise FnetError(
+                f"cannot pair live {live.name} with recorded {recorded.name}: live frames carry "
+                "host-clock times, recorded ones their position in the recording"
+            )
         vis_fps = self.vis.fps or (opts.live_fps if self.vis.live else None)
         ir_fps = self.ir.fps or (opts.live_fps if self.ir.live else None)
         max_skew = opts.max_skew

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,15 @@ TINY = [
     "log.tensorboard=false",
     "log.plot=false",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run fastest on one thread (and do not fight other jobs for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -236,7 +246,6 @@ def test_train_state_round_trip_restores_rng_and_writes_no_pickle(tmp_path: Path
 # --- runs ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_two_stages_write_weights_logs_and_config(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     config = tiny(data_dir, out, "stage1.iterations=3", "stage2.iterations=2", "log.plot=true")
@@ -281,7 +290,6 @@ def test_ema_is_what_gets_saved(data_dir: Path, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.slow
 def test_interrupted_and_resumed_run_is_bitwise_the_uninterrupted_one(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -307,7 +315,6 @@ def test_interrupted_and_resumed_run_is_bitwise_the_uninterrupted_one(
     assert strip == [{k: v for k, v in row.items() if k not in drop} for row in log_rows(split)]
 
 
-@pytest.mark.slow
 def test_crash_between_checkpoints_resumes_from_the_last_one(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -383,7 +390,6 @@ def test_stage_two_starts_from_stage_one_or_a_weights_file(data_dir: Path, tmp_p
 # --- command line -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_cli_trains_resumes_and_reports_bad_data(data_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "cli"

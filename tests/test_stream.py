@@ -350,6 +350,7 @@ def test_stream_command_default_sequence(
         (["--out", "display://0"], "display://0: "),
         (["--out", "fused.gif"], "unknown video suffix '.gif'"),
         (["--size", "big"], "--size expects WIDTHxHEIGHT"),
+        (["--ir-percentiles", "99,1"], "IR gain: percentiles must satisfy"),
         (["--registration", "missing.json"], "calibration file not found"),
         ([], "no --weights given"),
         (["--model", "m.gif"], "unknown model type '.gif'"),

@@ -159,12 +159,15 @@ def stream(
     registrar = Registrar(
         Registration.load(registration) if registration else None, _parse_size(size)
     )
-    gain = ThermalGain(
-        ir_gain,
-        parse_pair(ir_percentiles, "--ir-percentiles"),
-        gain_smoothing,
-        parse_pair(ir_range, "--ir-range") if ir_range else None,
-    )
+    try:
+        gain = ThermalGain(
+            ir_gain,
+            parse_pair(ir_percentiles, "--ir-percentiles"),
+            gain_smoothing,
+            parse_pair(ir_range, "--ir-range") if ir_range else None,
+        )
+    except ValueError as err:
+        raise FnetError(f"IR gain: {err}") from None
     options = StreamOptions(
         max_skew=None if max_skew_ms is None else max_skew_ms / 1000.0,
         ir_offset=ir_offset_ms / 1000.0,

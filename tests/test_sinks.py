@@ -61,6 +61,18 @@ def test_grey_frames_are_written_as_colour_video(tmp_path: Path) -> None:
     assert count_frames(path) == 3
 
 
+def test_odd_sizes_drop_the_last_row_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "odd.mkv"  # FFV1: lossless apart from OpenCV's 4:2:0 conversion
+    noise = np.random.default_rng(0).integers(0, 255, (47, 65, 3), np.uint8)
+    image = cv2.GaussianBlur(noise, (0, 0), 3.0)
+    with VideoFileSink(parse_uri(str(path), "sink"), fps=5) as sink:
+        sink.write(image)
+    capture = cv2.VideoCapture(str(path))
+    ok, first = capture.read()
+    assert ok and first.shape == (46, 64, 3)
+    assert np.abs(first.astype(int) - image[:46, :64]).mean() < 2.0
+
+
 def test_no_frames_leave_no_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.mp4"
     VideoFileSink(parse_uri(str(path), "sink"), fps=5).close()

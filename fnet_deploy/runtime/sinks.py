@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
 import sys
 from types import TracebackType
@@ -23,6 +24,8 @@ from fnet_deploy.runtime.uri import URI, VIDEO_SUFFIXES
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
 """Codecs OpenCV's FFmpeg backend writes (and reads back) in the PyPI wheels; H.264 is not one."""
+
+log = logging.getLogger("fnet_deploy.runtime")
 
 RTSP_PIPELINE = (
     "appsrc ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast "
@@ -73,7 +76,11 @@ class Sink(abc.ABC):
 
 
 class _WriterSink(Sink):
-    """A sink backed by ``cv2.VideoWriter`` opened on the first frame (its size fixes the video)."""
+    """A sink backed by ``cv2.VideoWriter`` opened on the first frame (its size fixes the video).
+
+    Encoders with 4:2:0 chroma need even sizes: of a frame with an odd width or height the last
+    column or row is not written (said once in the log), as FFmpeg would do silently.
+    """
 
     def __init__(self, uri: URI, fps: float | None = None) -> None:
         super().__init__(uri, fps)
@@ -93,13 +100,22 @@ class _WriterSink(Sink):
     def _write(self, image: np.ndarray) -> None:
         size = (image.shape[1], image.shape[0])
         if self._writer is None:
-            self._writer = self._open_writer(size)
+            even = (size[0] - size[0] % 2, size[1] - size[1] % 2)
+            if even != size:
+                log.info(
+                    "%s: frames are %dx%d; writing %dx%d (video needs even sizes)",
+                    self.name,
+                    *size,
+                    *even,
+                )
+            self._writer = self._open_writer(even)
             self._size = size
         elif size != self._size:
             raise FnetError(f"{self.name}: frame size changed from {self._size} to {size}")
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        self._writer.write(image)
+        height, width = image.shape[0] - image.shape[0] % 2, image.shape[1] - image.shape[1] % 2
+        self._writer.write(np.ascontiguousarray(image[:height, :width]))
 
     def _release(self) -> None:
         if self._writer is not None:

@@ -335,7 +335,11 @@ def test_stream_command_default_sequence(
     )
     assert result.exit_code == 0, result.output
     assert count_frames(tmp_path / "fused.mp4") == 12
+    capture = cv2.VideoCapture(str(tmp_path / "fused.mp4"))
+    assert capture.read()[1].shape == (268, 354, 3)  # the shipped registration's common area
     doc = json.loads((tmp_path / "stats.json").read_text())
+    assert doc["registration"].endswith("nato_camp/registration.json")
+    assert doc["frame_size"] == [354, 268]
     assert doc["format"] == "fnet-deploy/stream-stats/1"
     assert doc["frames"]["written"] == 12 and doc["vis_fps"] == 10.0
     assert doc["vis_source"].endswith("nato_camp/vi") and doc["backend"] == "torch"

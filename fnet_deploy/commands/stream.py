@@ -34,10 +34,11 @@ from fnet_deploy.runtime.uri import parse_uri
 DEFAULT_SEQUENCE = ("sequences", "nato_camp")
 
 
-def default_sources() -> tuple[str, str]:
-    """The shipped visible and IR frame folders (TNO Nato camp, 12 frames)."""
+def default_sources() -> tuple[str, str, Path]:
+    """The shipped visible and IR frame folders (TNO Nato camp, 12 frames) and their
+    registration (a 4.5 px shift measured with ``fnet-deploy calibrate``)."""
     folder = asset_path(*DEFAULT_SEQUENCE)
-    return f"dir://{folder / 'vi'}", f"dir://{folder / 'ir'}"
+    return f"dir://{folder / 'vi'}", f"dir://{folder / 'ir'}", folder / "registration.json"
 
 
 @reports_errors
@@ -95,7 +96,10 @@ def stream(
     ] = 0.0,
     registration: Annotated[
         Path | None,
-        typer.Option(help="Calibration JSON from `fnet-deploy calibrate` (IR-to-visible map)."),
+        typer.Option(
+            help="Calibration JSON from `fnet-deploy calibrate` (IR-to-visible map); default: "
+            "none (the shipped one for the shipped sequence)."
+        ),
     ] = None,
     size: Annotated[
         str | None,
@@ -146,13 +150,15 @@ def stream(
     """Fuse a visible and an infrared stream into one video, live.
 
     Each visible frame is paired with the IR frame nearest in time, registered, fused by FNet
-    and written. Without --vis/--ir, fuses the TNO sequence shipped with the package.
+    and written. Without --vis/--ir, fuses the TNO sequence shipped with the package (with its
+    registration unless --registration is given).
     Ctrl-C or SIGTERM stops after the current frame and finalises the output.
     """
     if (vis is None) != (ir is None):
         raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
     if vis is None or ir is None:
-        vis, ir = default_sources()
+        vis, ir, shipped = default_sources()
+        registration = registration or shipped
     vis_source = open_source(parse_uri(vis, "source"), fps)
     ir_source = open_source(parse_uri(ir, "source"), fps)
     sink = open_sink(parse_uri(out, "sink"), out_fps)
@@ -184,6 +190,7 @@ def stream(
                 "model": str(model or resolve_weights(weights)),
                 "device": device,
                 "precision": precision or "default",
+                "registration": str(registration) if registration else None,
             }
         )
         pipeline = StreamPipeline(

@@ -185,6 +185,7 @@ class StreamPipeline:
                 source.close()
             self.sink.close()
             self._update_counts(captures)
+            stats.info["frame_size"] = list(self.registrar.size)
             stats.finished = time.monotonic()
         return stats
 

@@ -73,8 +73,7 @@ class Registration:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as handle:
-                json.dump(self.to_dict(), handle, indent=2)
-                handle.write("\n")
+                handle.write(_format_json(self.to_dict()))
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -261,6 +260,18 @@ def covered_rectangle(matrix: np.ndarray, ir_size: Size, vis_size: Size) -> Rect
     )
     covered = cv2.erode(covered, np.ones((3, 3), np.uint8), borderValue=1)
     return largest_rectangle(covered.astype(bool))
+
+
+def _format_json(doc: dict[str, Any]) -> str:
+    """The calibration document with one line per field and per matrix row."""
+    fields = []
+    for key, value in doc.items():
+        if key == "ir_to_vis":
+            rows = ",\n    ".join(json.dumps(row) for row in value)
+            fields.append(f'  "{key}": [\n    {rows}\n  ]')
+        else:
+            fields.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
 def _size(value: Any) -> Size:

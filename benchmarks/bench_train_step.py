@@ -59,8 +59,11 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=20_000, help="for the estimate")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
@@ -74,7 +77,8 @@ def main() -> None:
             rows.append({"stage": stage, "crop": crop, "batch": batch, "seconds": seconds})
             print(f"{stage:>5} {crop:>5} {batch:>5} {seconds:>8.2f} {hours:>12.1f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2))
+        meta = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        args.json.write_text(json.dumps(meta | {"rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -146,7 +146,14 @@ def test_shipped_configs_read_and_differ_from_the_defaults_only_where_documented
         "out: 'runs/fnet' -> 'runs/paper'",
     ]
     cpu = load_config(REPO / "configs" / "cpu.toml")
-    assert cpu.device == "cpu" and cpu.model == paper.model
+    assert differences(TrainConfig(), cpu) == [
+        "data.batch_size: 16 -> 2",
+        "data.folders: [] -> ['../shared/data/MSRS_train', '../shared/data/RoadScene_train']",
+        "log.checkpoint_every: 500 -> 100",
+        "out: 'runs/fnet' -> 'runs/default-cpu'",
+        "stage1.iterations: 20000 -> 4000",
+        "stage2.iterations: 20000 -> 4000",
+    ]
 
 
 def test_toml_round_trip_and_overrides(tmp_path: Path) -> None:
@@ -358,9 +365,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 
 def test_an_existing_run_is_never_overwritten(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(tiny(data_dir, out, "stages=1", "stage1.iterations=1"))
+    train(tiny(data_dir, out, "stage1.iterations=1", "stage2.iterations=1"))
     with pytest.raises(FnetError, match=r"already holds a stage I run .* pass --resume"):
         train(tiny(data_dir, out, "stages=1", "stage1.iterations=1"))
+    before = (out / "state" / "stage2.safetensors").read_bytes()
+    with pytest.raises(FnetError, match=r"started from stage I at iteration 1; .* stale"):
+        train(tiny(data_dir, out, "stage1.iterations=2", "stage2.iterations=2"), resume=True)
+    assert (out / "state" / "stage2.safetensors").read_bytes() == before
+    result = train(tiny(data_dir, out, "stage1.iterations=1", "stage2.iterations=2"), resume=True)
+    assert result.steps == {1: 1, 2: 2}
 
 
 def test_stage_two_starts_from_stage_one_or_a_weights_file(data_dir: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ The document has top-level run settings and one table per section::
 
     seed = 0
     device = "cpu"
+    threads = 0
     out = "runs/fnet"
     stages = "both"
 
@@ -191,12 +192,15 @@ class TrainConfig:
     Attributes:
         seed: seeds model initialisation and the crop/flip/rotation stream (>= 0).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun each process uses its local GPU).
+        threads: CPU threads torch may use (0: torch's default, one per core); 1 is faster on a
+            CPU that other jobs keep busy.
         out: output folder (checkpoints, logs, weights).
         stages: ``1``, ``2`` or ``both``.
     """
 
     seed: int = 0
     device: str = "cpu"
+    threads: int = 0
     out: str = "runs/fnet"
     stages: Stages = "both"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -208,6 +212,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        _check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
 
     def stage_list(self) -> list[int]:
         """The stages this run trains, in order."""

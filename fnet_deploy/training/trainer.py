@@ -354,7 +354,8 @@ def train(
     """Run the stages of ``config`` (``config.stages``), resuming from ``config.out`` if asked.
 
     Args:
-        config: the run's configuration.
+        config: the run's configuration (``config.threads`` sets torch's thread count for the
+            whole process).
         resume: continue the states found in ``config.out``; without it an existing state
             for a stage to be trained is an error (a run is never overwritten).
         reporter: progress receiver (rank 0 only); silent when ``None``.
@@ -364,6 +365,8 @@ def train(
         TrainingDiverged: the loss became NaN or infinite.
         FnetError: bad data, bad config, or a state that does not fit.
     """
+    if config.threads:
+        torch.set_num_threads(config.threads)
     ctx = distributed.setup(config.device)
     try:
         show: Reporter = reporter if (reporter is not None and ctx.is_main) else SilentReporter()
@@ -400,15 +403,24 @@ def train(
 
 
 def _check_existing(config: TrainConfig, layout: RunLayout, resume: bool) -> None:
-    if resume:
-        return
-    for stage in config.stage_list():
-        path = layout.state(stage)
-        if path.exists():
-            step = read_train_info(path)["step"]
+    """Refuse to overwrite a run, or to train stage I under an existing stage II."""
+    if not resume:
+        for stage in config.stage_list():
+            path = layout.state(stage)
+            if path.exists():
+                step = read_train_info(path)["step"]
+                raise FnetError(
+                    f"{layout.out} already holds a {STAGE_NAMES[stage]} run (iteration {step}): "
+                    "pass --resume to continue it, or choose another --out"
+                )
+    first, second = layout.state(1), layout.state(2)
+    if 1 in config.stage_list() and second.exists():
+        done = read_train_info(first)["step"] if first.exists() else 0
+        if done < config.stage1.iterations:
             raise FnetError(
-                f"{layout.out} already holds a {STAGE_NAMES[stage]} run (iteration {step}): "
-                "pass --resume to continue it, or choose another --out"
+                f"{layout.out} holds a stage II run that started from stage I at iteration "
+                f"{done}; training stage I on to {config.stage1.iterations} would leave it "
+                "stale: choose another --out (stage2.init starts stage II from any weights)"
             )
 
 

@@ -24,14 +24,15 @@ from fnet_deploy.training.losses import stage_one_loss, stage_two_loss
 from fnet_deploy.training.trainer import InverseFusion
 
 
-def time_iterations(stage: int, crop: int, batch: int, repeats: int) -> float:
+def time_iterations(stage: int, crop: int, batch: int, repeats: int, device: torch.device) -> float:
     """Median seconds of one iteration after one warm-up iteration."""
     torch.manual_seed(0)
-    fnet = FNet()
-    trainable = InverseFusion(fnet, IFNet()) if stage == 1 else fnet
+    fnet = FNet().to(device)
+    trainable = InverseFusion(fnet, IFNet().to(device)) if stage == 1 else fnet
     optimizer = torch.optim.Adam(trainable.parameters(), lr=1e-4)
     ema = ModelEMA(fnet, 0.999)
-    ir, vis = torch.rand(batch, 1, crop, crop), torch.rand(batch, 1, crop, crop)
+    ir = torch.rand(batch, 1, crop, crop, device=device)
+    vis = torch.rand(batch, 1, crop, crop, device=device)
 
     def step() -> None:
         if stage == 1:
@@ -43,6 +44,8 @@ def time_iterations(stage: int, crop: int, batch: int, repeats: int) -> float:
         loss.backward()
         optimizer.step()
         ema.update(fnet)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     step()
     times = []
@@ -59,25 +62,30 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=20_000, help="for the estimate")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads")
     print(
         f"{'stage':>5} {'crop':>5} {'batch':>5} {'s/iter':>8} {'h per ' + str(args.iterations):>12}"
     )
     for size in args.sizes:
         crop, batch = (int(v) for v in size.lower().split("x"))
         for stage in args.stages:
-            seconds = time_iterations(stage, crop, batch, args.repeats)
+            seconds = time_iterations(stage, crop, batch, args.repeats, device)
             hours = seconds * args.iterations / 3600
             rows.append({"stage": stage, "crop": crop, "batch": batch, "seconds": seconds})
             print(f"{stage:>5} {crop:>5} {batch:>5} {seconds:>8.2f} {hours:>12.1f}", flush=True)
     if args.json:
-        meta = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        meta = {"torch": torch.__version__, "device": str(device)}
+        meta["threads"] = torch.get_num_threads()
         args.json.write_text(json.dumps(meta | {"rows": rows}, indent=2))
 
 

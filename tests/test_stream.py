@@ -419,3 +419,35 @@ def test_live_and_recorded_sources_cannot_be_paired(tmp_path: Path, tiny_weights
         )
         with pytest.raises(FnetError, match=r"cannot pair live .* with recorded"):
             run.run()
+
+
+def test_the_run_goes_on_while_a_live_source_reconnects(
+    tmp_path: Path, tiny_weights: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both "streams" drop at the end of their file and come back when reopened.
+    vis = live_from_file(write_video(tmp_path / "vis.avi", 30, 20, (96, 64)))
+    ir = live_from_file(write_video(tmp_path / "ir.avi", 30, 20, (96, 64)))
+    out = tmp_path / "live.mp4"
+    stop = StopFlag()
+    written_at_reconnect: list[int] = []
+
+    def progress(stats: RunStats) -> None:
+        if stats.counts.reconnects and not written_at_reconnect:
+            written_at_reconnect.append(stats.counts.written)
+        if written_at_reconnect and stats.counts.written > written_at_reconnect[0] + 2:
+            stop.set("enough")
+
+    with TorchRunner(tiny_weights) as runner:
+        stats = StreamPipeline(
+            vis,
+            ir,
+            runner,
+            open_sink(parse_uri(str(out), "sink")),
+            Registrar(None),
+            ThermalGain(),
+            StreamOptions(max_skew=0.05, reconnect_timeout=5.0),
+        ).run(stop, progress)
+    assert stats.stopped_by == "enough" and stats.counts.reconnects >= 1
+    assert stats.counts.written > written_at_reconnect[0] + 2
+    assert count_frames(out) == stats.counts.written
+    assert any("reconnected" in record.getMessage() for record in caplog.records)

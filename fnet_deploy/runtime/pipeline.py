@@ -241,6 +241,7 @@ class StreamPipeline:
     ) -> None:
         stats = self.stats
         ir_ended = False
+        ir_reconnects = 0
         last_progress = 0.0
         while True:
             if stop.is_set() or self.sink.stop_requested:
@@ -253,6 +254,9 @@ class StreamPipeline:
                     pairer.end_ir()
                     self._report_end("ir", self.ir, item)
                 elif item is not None:
+                    if ir_cap.counts.reconnects != ir_reconnects:
+                        ir_reconnects = ir_cap.counts.reconnects
+                        self.gain.reset()  # a reopened camera may come back at another level
                     pairer.add_ir(item)
                 if not ir_ended and (bound := ir_cap.lower_bound()) is not None:
                     pairer.advance_ir(bound + self.options.ir_offset)

@@ -311,8 +311,14 @@ def test_interrupted_and_resumed_run_is_bitwise_the_uninterrupted_one(
     with pytest.raises(TrainingStopped, match="stage II saved at iteration 1 of 3"):
         train(tiny(data_dir, split, *extra), resume=True, reporter=Signaller(2, 1))
     train(tiny(data_dir, split, *extra), resume=True)
+    at_boundary = tmp_path / "boundary"
+    with pytest.raises(TrainingStopped, match="stage I finished and saved"):
+        train(tiny(data_dir, at_boundary, *extra), reporter=Signaller(1, 4))
+    assert not (at_boundary / "state" / "stage2.safetensors").exists()
+    train(tiny(data_dir, at_boundary, *extra), resume=True)
 
     assert_same_tensors(straight / "fnet.safetensors", split / "fnet.safetensors")
+    assert_same_tensors(straight / "fnet.safetensors", at_boundary / "fnet.safetensors")
     assert_same_tensors(straight / "fnet_stage1.safetensors", split / "fnet_stage1.safetensors")
     for stage in (1, 2):
         name = f"state/stage{stage}.safetensors"

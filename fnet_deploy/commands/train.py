@@ -114,10 +114,12 @@ def build_config(
 
 
 def _run(config: TrainConfig, resume: bool, reporter: _ProgressReporter | None) -> TrainResult:
+    """Train; an interruption (state saved) prints how to resume, on rank 0, and exits 130."""
     try:
         return run_training(config, resume=resume, reporter=reporter)
     except TrainingStopped as stopped:
-        typer.echo(str(stopped), err=True)
+        if reporter is not None:
+            typer.echo(str(stopped), err=True)
         raise typer.Exit(130) from None
 
 

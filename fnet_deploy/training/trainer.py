@@ -391,8 +391,16 @@ def train(
         stop = StopRequest()
         try:
             with stop.installed():
-                for stage in config.stage_list():
-                    _run_stage(stage, config, ctx, scan, layout, resume, show, log, stop, result)
+                stages = config.stage_list()
+                for stage in stages:
+                    stopped = _run_stage(
+                        stage, config, ctx, scan, layout, resume, show, log, stop, result
+                    )
+                    if stopped and stage != stages[-1]:
+                        raise TrainingStopped(
+                            f"interrupted: {STAGE_NAMES[stage]} finished and saved, the next "
+                            f"stage did not start; continue with --resume --out {layout.out}"
+                        )
         finally:
             note = log.close()
             if note:
@@ -435,7 +443,8 @@ def _run_stage(
     log: MetricLog,
     stop: StopRequest,
     result: TrainResult,
-) -> None:
+) -> bool:
+    """Train ``stage`` to its last iteration; True when a stop was requested on the way."""
     total = config.iterations(stage)
     parts = _build_stage(stage, config, ctx, layout, resume, show)
     if parts.start >= total:
@@ -445,7 +454,7 @@ def _run_stage(
         result.weights[stage] = layout.weights(stage)
         result.models[stage] = parts.ema.averaged(FNet)
         result.steps[stage] = parts.start
-        return
+        return False
     net = distributed.wrap(parts.trainable, ctx)
     loader = DataLoader(
         CropStream(scan, config.data.crop, config.seed, stage),
@@ -459,7 +468,7 @@ def _run_stage(
     log.start_stage(stage, parts.start)
     show.stage_started(stage, total, parts.start)
     net.train()
-    loss_value = parts.loss
+    loss_value, stopping = parts.loss, False
     tick, last_logged = time.perf_counter(), parts.start
     for step, (ir, vis) in enumerate(loader, start=parts.start):
         ir = ir.to(ctx.device, non_blocking=True)
@@ -507,6 +516,7 @@ def _run_stage(
     result.models[stage] = parts.ema.averaged(FNet)
     result.steps[stage] = total
     result.final_loss[stage] = loss_value
+    return stopping
 
 
 def _loss(stage: int, net: nn.Module, ir: Tensor, vis: Tensor, config: TrainConfig) -> LossTerms:

@@ -30,7 +30,7 @@ from fnet_deploy.training.config import (
     set_fields,
 )
 from fnet_deploy.training.distributed import launched_rank
-from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TrainingStopped, TrainResult
+from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TrainingStopped
 from fnet_deploy.training.trainer import train as run_training
 
 
@@ -113,16 +113,6 @@ def build_config(
     return config, differences(saved, config) if saved is not None else []
 
 
-def _run(config: TrainConfig, resume: bool, reporter: _ProgressReporter | None) -> TrainResult:
-    """Train; an interruption (state saved) prints how to resume, on rank 0, and exits 130."""
-    try:
-        return run_training(config, resume=resume, reporter=reporter)
-    except TrainingStopped as stopped:
-        if reporter is not None:
-            typer.echo(str(stopped), err=True)
-        raise typer.Exit(130) from None
-
-
 @reports_errors
 def train(
     config: Annotated[
@@ -179,11 +169,16 @@ def train(
     main_process = launched_rank() == 0
     if changed and main_process:
         console.print(f"resuming with changes: {'; '.join(changed)}", markup=False)
-    if not main_process:
-        _run(run_config, resume, None)
-        return
-    with _progress() as progress:
-        result = _run(run_config, resume, _ProgressReporter(progress))
+    try:
+        if not main_process:
+            run_training(run_config, resume=resume)
+            return
+        with _progress() as progress:
+            result = run_training(run_config, resume=resume, reporter=_ProgressReporter(progress))
+    except TrainingStopped as stopped:
+        if main_process:
+            typer.echo(str(stopped), err=True)
+        raise typer.Exit(130) from None
     for number, path in result.weights.items():
         console.print(f"{STAGE_NAMES[number]} weights: {path}", markup=False)
     console.print(f"log: {RunLayout(Path(run_config.out)).log}", markup=False)

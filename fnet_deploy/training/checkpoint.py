@@ -9,11 +9,9 @@ JSON document in the header metadata under ``fnet_deploy_train``. No pickle is w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from fnet_deploy.atomic import atomic_path
 from fnet_deploy.errors import CheckpointError
 
 FORMAT_NAME = "fnet-deploy-train/1"
@@ -115,18 +114,10 @@ def save_train_state(path: str | Path, state: TrainState) -> None:
         "info": state.info,
     }
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(document)})
-        with open(tmp, "rb") as handle:
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(document)})
+        with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_train_info(path: str | Path) -> dict[str, Any]:

@@ -28,9 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
+from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.checkpoint import load_fnet, save_fnet
@@ -256,7 +255,7 @@ class MetricLog:
                     if int(row["stage"]) < stage
                     or (int(row["stage"]) == stage and int(row["step"]) <= done)
                 ]
-        _write_atomic(path, _csv_text(rows))
+        write_text_atomic(path, _csv_text(rows))
 
     def row(self, values: dict[str, float | int]) -> None:
         """Append one row (missing columns empty) and mirror it to TensorBoard."""
@@ -299,19 +298,6 @@ def _csv_text(rows: list[dict[str, str]]) -> str:
     lines = [",".join(LOG_COLUMNS)]
     lines.extend(",".join(row.get(key, "") or "" for key in LOG_COLUMNS) for row in rows)
     return "\n".join(lines) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def make_scheduler(optimizer: Optimizer, optim: OptimConfig, total: int) -> LambdaLR:
@@ -386,7 +372,7 @@ def train(
         if log.tensorboard_missing:
             show.note("TensorBoard is not installed: logging to log.csv only")
         if ctx.is_main:
-            _write_atomic(layout.config, to_toml(config))
+            write_text_atomic(layout.config, to_toml(config))
         result = TrainResult(layout=layout)
         stop = StopRequest()
         try:

@@ -169,6 +169,7 @@ class StreamPipeline:
             for role, source in (("vis", self.vis), ("ir", self.ir)):
                 source.open()
                 captures.append(Capture(source, role, self.options.reconnect_timeout))
+                # from here on the capture owns the source (and closes it when its thread ends)
             vis_cap, ir_cap = captures
             pairer = self._start(vis_cap, ir_cap)
             self._loop(vis_cap, ir_cap, pairer, stop, progress)
@@ -181,8 +182,8 @@ class StreamPipeline:
         finally:
             for capture in captures:
                 capture.stop()
-            for source in (self.vis, self.ir):
-                source.close()
+            if len(captures) < 2:  # the IR source failed to open: nothing reads the visible one
+                self.vis.close()
             self.sink.close()
             self._update_counts(captures)
             stats.info["frame_size"] = list(self.registrar.size)

@@ -115,7 +115,7 @@ def build_metadata(info: WeightsInfo, spec: OnnxSpec) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """Silence the exporter's warnings about optional packages and deprecated internals."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
@@ -150,7 +150,7 @@ def build_onnx(model: FNet, spec: OnnxSpec, metadata: dict[str, str]) -> onnx.Mo
     )
     symbolic = {i: torch.export.Dim(d) for i, d in enumerate(dims) if isinstance(d, str)}
     dynamic_shapes = {name: dict(symbolic) for name in INPUT_NAMES} if symbolic else None
-    with _quiet_exporter(), torch.no_grad():
+    with quiet_exporter(), torch.no_grad():
         program = torch.export.export(
             module, (example, example.clone()), dynamic_shapes=dynamic_shapes, strict=False
         )

@@ -452,3 +452,25 @@ def test_the_run_goes_on_while_a_live_source_reconnects(
     assert stats.counts.written > written_at_reconnect[0] + 2
     assert count_frames(out) == stats.counts.written
     assert any("reconnected" in record.getMessage() for record in caplog.records)
+
+
+def test_stream_side_by_side_layout_places_the_three_panes(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fnet_deploy.views import pane_boxes
+
+    monkeypatch.chdir(tmp_path)
+    base = ["stream", "--weights", str(tiny_weights), "--no-live"]
+    plain = CliRunner().invoke(app, [*base, "--out", "dir://plain"])
+    sbs = CliRunner().invoke(app, [*base, "--out", "dir://sbs", "--layout", "side-by-side"])
+    assert plain.exit_code == 0, plain.output
+    assert sbs.exit_code == 0, sbs.output
+    first = sorted((tmp_path / "plain").iterdir())[0]
+    fused = cv2.imread(str(first), cv2.IMREAD_COLOR)
+    composite = cv2.imread(str(tmp_path / "sbs" / first.name), cv2.IMREAD_COLOR)
+    boxes = pane_boxes(*fused.shape[:2], "side-by-side")
+    top, left, bottom, right = boxes["fused"]
+    assert np.array_equal(composite[top:bottom, left:right], fused)
+    top, left, bottom, right = boxes["visible"]
+    assert not np.array_equal(composite[top:bottom, left:right], fused)
+    assert composite.shape[1] >= 3 * fused.shape[1]

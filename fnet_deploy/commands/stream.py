@@ -30,6 +30,7 @@ from fnet_deploy.runtime.sinks import open_sink
 from fnet_deploy.runtime.sources import DEFAULT_DIR_FPS, open_source
 from fnet_deploy.runtime.stats import STAGES, RunStats
 from fnet_deploy.runtime.uri import parse_uri
+from fnet_deploy.views import Layout
 
 DEFAULT_SEQUENCE = ("sequences", "nato_camp")
 
@@ -109,6 +110,10 @@ def stream(
         Luminance,
         typer.Option(help="Colour visible input: 'ycbcr' keeps the colour, 'gray' writes grey."),
     ] = "ycbcr",
+    layout: Annotated[
+        Layout,
+        typer.Option(help="fused, or a labelled side-by-side / grid of visible, IR and fused."),
+    ] = "fused",
     ir_gain: Annotated[
         ThermalNorm,
         typer.Option(help="Gain of IR deeper than 8 bit: percentile, minmax or fixed."),
@@ -178,6 +183,7 @@ def stream(
         max_skew=None if max_skew_ms is None else max_skew_ms / 1000.0,
         ir_offset=ir_offset_ms / 1000.0,
         luminance=luminance,
+        layout=layout,
         max_consecutive_errors=max_errors,
         reconnect_timeout=reconnect_timeout,
     )

@@ -27,6 +27,7 @@ from types import FrameType
 import numpy as np
 
 from fnet_deploy.data.color import Luminance
+from fnet_deploy.data.images import compose_output, to_uint8
 from fnet_deploy.errors import FnetError
 from fnet_deploy.runtime.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.runtime.capture import Capture, End
@@ -37,6 +38,7 @@ from fnet_deploy.runtime.sinks import Sink
 from fnet_deploy.runtime.sources import Frame, Source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.sync import FramePairer, Paired, Unpaired, default_max_skew
+from fnet_deploy.views import Layout, compose_view
 
 log = logging.getLogger("fnet_deploy.runtime")
 
@@ -56,6 +58,8 @@ class StreamOptions:
         max_consecutive_errors: backend errors in a row that stop the run.
         reconnect_timeout: seconds a lost live source may take to come back.
         live_fps: frame rate assumed for live sources that do not report one.
+        layout: ``fused`` writes the fused frame; ``side-by-side`` and ``grid`` write the
+            labelled composite of :func:`fnet_deploy.views.compose_view` (visible, IR, fused).
     """
 
     max_skew: float | None = None
@@ -64,6 +68,7 @@ class StreamOptions:
     max_consecutive_errors: int = 10
     reconnect_timeout: float = 30.0
     live_fps: float = 30.0
+    layout: Layout = "fused"
 
 
 class StopFlag:
@@ -316,7 +321,8 @@ class StreamPipeline:
         ir_image, vis_image = self.registrar(to_single_channel(ir.image), vis.image)
         t1 = time.monotonic()
         luma, chroma = self.convert(vis_image)
-        feed = {"ir": self.gain(ir_image)[None, None], "vis": luma[None, None]}
+        ir_input = self.gain(ir_image)
+        feed = {"ir": ir_input[None, None], "vis": luma[None, None]}
         t2 = time.monotonic()
         stats.latency["register"].add(t1 - t0)
         stats.latency["preprocess"].add(t2 - t1)
@@ -329,6 +335,9 @@ class StreamPipeline:
         stats.latency["infer"].add(self.runner.last_inference_time)
         t3 = time.monotonic()
         fused = postprocess(output, chroma)
+        if self.options.layout != "fused":
+            visible = compose_output(luma, chroma)
+            fused = compose_view(fused, visible, to_uint8(ir_input), self.options.layout)
         stats.latency["postprocess"].add(time.monotonic() - t3)
         return fused
 

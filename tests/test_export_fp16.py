@@ -115,6 +115,20 @@ def test_emulation_rounds_every_tensor_and_runs_in_float32(tiny_fp16: onnx.Model
 
 
 @pytest.mark.slow
+def test_published_fp32_export_matches_pytorch_on_real_crops(
+    official_model: FNet, official_protos: dict[str, onnx.ModelProto]
+) -> None:
+    fp32 = session(official_protos["fp32"])
+    for name, ir, vis in frames()[: len(REAL_PAIRS)]:
+        with torch.no_grad():
+            expected = official_model(
+                torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None]
+            )
+        fused = run(fp32, ir, vis)
+        assert np.abs(fused - expected.numpy()).max() < 1e-4, name
+
+
+@pytest.mark.slow
 def test_fp16_stays_within_two_grey_levels_on_real_and_extreme_frames(
     official_protos: dict[str, onnx.ModelProto],
 ) -> None:

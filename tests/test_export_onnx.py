@@ -20,7 +20,6 @@ from fnet_deploy.export.onnx_export import (
     read_metadata,
     save_onnx,
 )
-from fnet_deploy.export.parity import ErrorStats, read_pair
 from fnet_deploy.model import FNet, ModelConfig, WeightsInfo, load_fnet, save_fnet
 from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 
@@ -131,21 +130,3 @@ def test_spec_validation() -> None:
         OnnxSpec(height=480)
     with pytest.raises(FnetError, match="--batch must be >= 1"):
         OnnxSpec(batch=0)
-
-
-@pytest.mark.slow
-def test_published_model_on_onnx_runtime_matches_pytorch_on_a_real_pair(
-    official_model: FNet, official_weights: Path, crop_pair: tuple[Path, Path], tmp_path: Path
-) -> None:
-    _, info = load_fnet(official_weights)
-    path = tmp_path / "fnet.onnx"
-    save_onnx(build_onnx(official_model, OnnxSpec(), build_metadata(info, OnnxSpec())), path)
-    pair = read_pair(*crop_pair, luminance="ycbcr")
-    feed = pair.feed()
-    with OnnxRunner(path) as runner:
-        fused = runner.infer(feed)["fused"]
-    expected = run_torch(official_model, feed["ir"], feed["vis"])
-    stats = ErrorStats()
-    stats.add(expected, fused)
-    assert np.abs(fused - expected).max() < 1e-4
-    assert stats.nonfinite == 0 and stats.max < 0.03

@@ -7,9 +7,11 @@ Variants (all float32, batch 1, on this machine's CPU):
 - ``torch eager, training form``: the reference, ``FNet`` as trained (62 convolutions);
 - ``torch eager, deploy form``: scalars folded, convolutions merged (30 convolutions);
 - ``torch eager, deploy form + merged encoders``: also all W_k e of a block in one convolution;
+- ``torch eager, deploy form + col2im``: the convolutions with few outputs as taps + fold;
 - ``ORT, training form``: the training form exported as it is (what ONNX Runtime alone buys);
 - ``ORT, deploy form``: ``fnet.onnx`` as ``fnet-deploy export`` writes it;
 - ``ORT, deploy form + merged encoders``;
+- ``ORT, deploy form + col2im``: ``fnet-deploy export --col2im`` (ONNX Runtime CPU only);
 - ``ORT, FP16 model``: ``fnet_fp16.onnx``; on CPU, ONNX Runtime runs most of it in float32 with
   casts (no float16 Conv on x86), so this row is for information, not a float16 speed.
 
@@ -121,10 +123,12 @@ def main() -> None:
         return run
 
     merged = DeployOptions(merge_encoders=True)
+    taps = DeployOptions(col2im=True)
     variants: list[tuple[str, Callable[[], Callable[[], np.ndarray]]]] = [
         ("torch eager, training form", lambda: torch_run(model)),
         ("torch eager, deploy form", lambda: torch_run(to_deploy(model))),
         ("torch eager, deploy form + merged encoders", lambda: torch_run(to_deploy(model, merged))),
+        ("torch eager, deploy form + col2im", lambda: torch_run(to_deploy(model, taps))),
     ]
     protos: dict[str, Callable[[], onnx.ModelProto]] = {
         "ORT, training form": lambda: training_form_onnx(model, 18),

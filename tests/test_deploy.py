@@ -14,7 +14,8 @@ from fnet_deploy.model.deploy import DeployOptions, FoldedThreshold, to_deploy
 from fnet_deploy.model.threshold import smooth_l0, soft_l1
 from tests.conftest import shared_path
 
-OPTIONS = [DeployOptions(merge_encoders=False), DeployOptions(merge_encoders=True)]
+OPTIONS = [DeployOptions(), DeployOptions(merge_encoders=True), DeployOptions(col2im=True)]
+OPTION_IDS = ["default", "merged-encoders", "col2im"]
 
 
 def randomized(config: ModelConfig, seed: int) -> FNet:
@@ -47,7 +48,7 @@ def real_crop(size: int, top: int = 100, left: int = 180) -> tuple[torch.Tensor,
 
 @pytest.mark.parametrize("iterations", [1, 2, 3])
 @pytest.mark.parametrize("threshold", ["l0", "l1"])
-@pytest.mark.parametrize("options", OPTIONS, ids=["separate", "merged-encoders"])
+@pytest.mark.parametrize("options", OPTIONS, ids=OPTION_IDS)
 def test_conversion_is_exact_in_float64(
     iterations: int, threshold: str, options: DeployOptions
 ) -> None:
@@ -127,6 +128,6 @@ def test_deploy_form_matches_the_published_model_on_a_full_real_image(
     vis_t = torch.from_numpy(vis.astype(np.float32) / 255.0)[None, None]
     with torch.no_grad():
         expected = official_model(ir_t, vis_t)
-        actual = to_deploy(official_model, DeployOptions(merge_encoders=True))(ir_t, vis_t)
+        actual = to_deploy(official_model, DeployOptions(True, True))(ir_t, vis_t)
     assert actual.shape == (1, 1, 256, 256)
     assert (actual - expected).abs().max() < 1e-4

@@ -166,6 +166,10 @@ def test_export_rejects_inconsistent_options(tmp_path: Path) -> None:
     assert code == 2 and "both --height and --width" in output
     code, output = invoke("export", "--weights", weights, "--out", str(tmp_path), "--int8")
     assert code == 2 and "add --engine" in output
+    code, output = invoke(
+        "export", "--weights", weights, "--out", str(tmp_path), "--engine", "--col2im"
+    )
+    assert code == 2 and "TensorRT does not support" in output
 
 
 @pytest.mark.skipif(

@@ -21,6 +21,7 @@ from fnet_deploy.export.onnx_export import (
     save_onnx,
 )
 from fnet_deploy.model import FNet, ModelConfig, WeightsInfo, load_fnet, save_fnet
+from fnet_deploy.model.deploy import DeployOptions
 from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
@@ -79,7 +80,7 @@ def test_metadata_records_config_luminance_weights_and_version(
     assert meta["precision"] == "fp32"
     assert meta["opset"] == "18"
     assert "dynamo=True" in meta["exporter"]
-    assert json.loads(meta["deploy_options"]) == {"merge_encoders": False}
+    assert json.loads(meta["deploy_options"]) == {"merge_encoders": False, "col2im": False}
 
 
 def test_onnx_runtime_matches_torch_at_several_shapes(
@@ -125,8 +126,27 @@ def test_graph_problems_reports_a_graph_that_breaks_its_promise(tiny_onnx: Path)
     assert graph_problems(proto, OnnxSpec())
 
 
+def test_col2im_export_matches_torch_and_keeps_dynamic_shapes(
+    tiny: tuple[FNet, WeightsInfo], tmp_path: Path
+) -> None:
+    model, info = tiny
+    spec = OnnxSpec(options=DeployOptions(col2im=True))
+    proto = build_onnx(model, spec, build_metadata(info, spec))
+    assert sum(node.op_type == "Col2Im" for node in proto.graph.node) == 3 * TINY.iterations + 3
+    path = tmp_path / "col2im.onnx"
+    save_onnx(proto, path)
+    rng = np.random.default_rng(3)
+    with OnnxRunner(path) as runner:
+        for shape in [(1, 1, 29, 41), (2, 1, 16, 8)]:
+            ir, vis = (rng.random(shape, dtype=np.float32) for _ in range(2))
+            fused = runner.infer({"ir": ir, "vis": vis})["fused"]
+            np.testing.assert_allclose(fused, run_torch(model, ir, vis), rtol=0, atol=1e-5)
+
+
 def test_spec_validation() -> None:
     with pytest.raises(FnetError, match="both --height and --width"):
         OnnxSpec(height=480)
     with pytest.raises(FnetError, match="--batch must be >= 1"):
         OnnxSpec(batch=0)
+    with pytest.raises(FnetError, match="--col2im needs opset >= 18"):
+        OnnxSpec(opset=17, options=DeployOptions(col2im=True))

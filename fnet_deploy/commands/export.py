@@ -62,6 +62,13 @@ def export(
         bool,
         typer.Option(help="Merge all W_k(e) of a block into one conv (measured slower on CPU)."),
     ] = False,
+    col2im: Annotated[
+        bool,
+        typer.Option(
+            help="Compute the convolutions with few outputs as 1x1 conv + Col2Im: about 2x "
+            "faster on ONNX Runtime's CPU provider; TensorRT does not support Col2Im."
+        ),
+    ] = False,
     ir: Annotated[
         Path | None, typer.Option(help="IR image of the parity pair (default: shipped sample).")
     ] = None,
@@ -105,10 +112,15 @@ def export(
         raise FnetError("--int8 builds a TensorRT engine: add --engine")
     if int8 and (calib_ir is None or calib_vis is None):
         raise FnetError("--int8 needs real calibration pairs: --calib-ir DIR --calib-vis DIR")
+    if engine and col2im:
+        raise FnetError(
+            "--col2im graphs use Col2Im, which TensorRT does not support: build engines "
+            "without --col2im"
+        )
     if out.exists() and not out.is_dir():
         raise FnetError(f"{out}: exists and is not a folder")
     require("onnxruntime")
-    options = DeployOptions(merge_encoders=merge_encoders)
+    options = DeployOptions(merge_encoders=merge_encoders, col2im=col2im)
     specs = [OnnxSpec("fp32", batch, height, width, opset, options)]
     if fp16:
         specs.append(OnnxSpec("fp16", batch, height, width, opset, options))

@@ -75,6 +75,8 @@ class OnnxSpec:
                 raise FnetError(f"--{name} must be >= 1, got {value}")
         if self.precision not in ("fp32", "fp16"):
             raise FnetError(f"unknown ONNX precision {self.precision!r} (fp32 or fp16)")
+        if self.options.col2im and self.opset < 18:
+            raise FnetError(f"--col2im needs opset >= 18 (Col2Im), got --opset {self.opset}")
 
     def input_dims(self) -> list[int | str]:
         """The declared input shape: ints for fixed dimensions, names for dynamic ones."""
@@ -132,18 +134,18 @@ def build_onnx(model: FNet, spec: OnnxSpec, metadata: dict[str, str]) -> onnx.Mo
     """Export the deploy form of ``model`` to an in-memory ONNX model and check it.
 
     Args:
-        model: the trained FNet (training form); not modified.
+        model: the trained FNet (training form, any device); not modified.
         spec: precision, fixed or dynamic shapes, opset and conversion options.
         metadata: ``metadata_props`` to attach (see :func:`build_metadata`).
 
     Raises:
         FnetError: the exported graph fails a check (:func:`graph_problems`).
     """
-    model = model.to("cpu").float().eval()
     if spec.precision == "fp16":
-        module: torch.nn.Module = Float16Boundary(to_deploy(model, spec.options, torch.float16))
+        half = to_deploy(model, spec.options, torch.float16).cpu()
+        module: torch.nn.Module = Float16Boundary(half)
     else:
-        module = to_deploy(model, spec.options, torch.float32)
+        module = to_deploy(model, spec.options, torch.float32).cpu()
     dims = spec.input_dims()
     example = torch.rand(
         *(d if isinstance(d, int) else (2 if d == "batch" else _EXAMPLE_SIZE) for d in dims)

@@ -17,9 +17,10 @@ reparameterisation:
   form ``sign(x) (|x| - alpha theta) sigmoid(gamma |x| - gamma theta)`` (never overflows).
 
 The published model's 62 convolutions become 30 with the same multiply-accumulate count.
-Optionally (:attr:`DeployOptions.merge_encoders`) all ``W_k e`` of a block are computed by one
-C -> F (N + 1) convolution; on CPU that bought nothing (docs/performance.md), so it is off by
-default.
+Options (:class:`DeployOptions`, measured in docs/performance.md): all ``W_k e`` of a block in
+one C -> F (N + 1) convolution (bought nothing on CPU, off by default), and the convolutions
+with few outputs as taps plus ``Col2Im`` (:class:`TapConv`; fast on ONNX Runtime CPU, not
+supported by TensorRT, off by default).
 
 Folding is done in float64 and the result stored in the requested dtype; in float64 the deploy
 form equals the training form to rounding (about 1e-15).
@@ -45,9 +46,14 @@ class DeployOptions:
     Attributes:
         merge_encoders: compute all ``W_k e`` of a block with one C -> F (N + 1) convolution
             instead of feeding ``e`` into every step's mix convolution.
+        col2im: compute every convolution with few outputs (the F -> 2C reads and the F -> 2
+            tails) as a 1x1 convolution to C K^2 tap images plus a shift-and-sum (``fold``,
+            ONNX ``Col2Im``, opset >= 18), see :class:`TapConv`. Several times faster on ONNX
+            Runtime's CPU provider, slower in eager PyTorch, and not supported by TensorRT.
     """
 
     merge_encoders: bool = False
+    col2im: bool = False
 
     def to_dict(self) -> dict[str, bool]:
         """Plain JSON-serialisable form."""
@@ -60,6 +66,39 @@ def _conv_with(weight: Tensor, dtype: torch.dtype) -> nn.Conv2d:
     layer = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False)
     layer.weight = nn.Parameter(weight.to(dtype).contiguous(), requires_grad=False)
     return layer
+
+
+class TapConv(nn.Module):
+    """A 'same' K x K convolution F -> C computed as taps plus a shift-and-sum.
+
+    A 1x1 convolution gives the C K^2 tap images ``t[c, dy, dx] = sum_f W[c, f, dy, dx] x[f]``
+    (the same multiply-accumulates as the K x K convolution, in a shape CPU GEMMs handle well
+    when C is small), and ``fold`` (ONNX ``Col2Im``) adds each tap image shifted by its offset.
+    The taps are stored spatially flipped because ``fold`` places tap (i, j) of the block at
+    pixel p at p + (i, j) - K // 2. Input B x F x H x W, output B x C x H x W.
+    """
+
+    def __init__(self, weight: Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        _, in_channels, kernel, _ = weight.shape
+        taps = weight.flip(-2, -1).permute(0, 2, 3, 1).reshape(-1, in_channels, 1, 1)
+        self.taps = nn.Conv2d(in_channels, taps.shape[0], 1, bias=False)
+        self.taps.weight = nn.Parameter(taps.to(dtype).contiguous(), requires_grad=False)
+        self.kernel = kernel
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        return nn.functional.fold(
+            self.taps(x).flatten(2),
+            output_size=(height, width),
+            kernel_size=self.kernel,
+            padding=self.kernel // 2,
+        )
+
+
+def _reading_conv(weight: Tensor, dtype: torch.dtype, options: DeployOptions) -> nn.Module:
+    """A convolution with few outputs: plain, or :class:`TapConv` with ``options.col2im``."""
+    return TapConv(weight, dtype) if options.col2im else _conv_with(weight, dtype)
 
 
 @dataclass(frozen=True)
@@ -124,7 +163,7 @@ class DeployLZSC(nn.Module):
                 parts = [_residual(steps[k + 1], "prev").down.weight]
                 if k + 2 <= n:
                     parts.append(_residual(steps[k + 2], "prev2").down.weight)
-                self.reads.append(_conv_with(torch.cat(parts).double(), dtype))
+                self.reads.append(_reading_conv(torch.cat(parts).double(), dtype, options))
             for k in range(1, n + 1):
                 parts = [-(1 + rhos[k]) * _residual(steps[k], "prev").up.weight.double()]
                 if k >= 2:
@@ -184,13 +223,13 @@ class DeployFNet(nn.Module):
         self.unique_vis = DeployLZSC(model.unique_vis, options, dtype)
         self.common = DeployLZSC(model.common, options, dtype)
         with torch.no_grad():
-            self.tail_ir = _conv_with(
-                torch.cat((model.proj_ir.weight, model.dec_ir.weight)).double(), dtype
+            self.tail_ir = _reading_conv(
+                torch.cat((model.proj_ir.weight, model.dec_ir.weight)).double(), dtype, options
             )
-            self.tail_vis = _conv_with(
-                torch.cat((model.proj_vis.weight, model.dec_vis.weight)).double(), dtype
+            self.tail_vis = _reading_conv(
+                torch.cat((model.proj_vis.weight, model.dec_vis.weight)).double(), dtype, options
             )
-            self.tail_common = _conv_with(model.dec_common.weight.double(), dtype)
+            self.tail_common = _reading_conv(model.dec_common.weight.double(), dtype, options)
 
     def forward(self, ir: Tensor, vis: Tensor) -> Tensor:
         """Fused image, B x 1 x H x W, from ``ir`` and ``vis`` (B x 1 x H x W, [0, 1])."""

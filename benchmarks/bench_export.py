@@ -136,6 +136,7 @@ def main() -> None:
         "ORT, deploy form + merged encoders": lambda: build_onnx(
             model, OnnxSpec(options=merged), {}
         ),
+        "ORT, deploy form + col2im": lambda: build_onnx(model, OnnxSpec(options=taps), {}),
         "ORT, FP16 model (CPU: mostly float32 + casts)": lambda: build_onnx(
             model, OnnxSpec(precision="fp16"), {}
         ),

@@ -72,6 +72,8 @@ def test_open_runner_refuses_contradictions(tiny_files: tuple[Path, Path]) -> No
         open_runner(None, backend="onnxruntime", weights=weights)
     with pytest.raises(FnetError, match="give the weights once"):
         open_runner(weights, weights=weights)
+    with pytest.raises(FnetError, match="unknown device 'gpu0'"):
+        open_runner(weights, device="gpu0")
 
 
 def test_missing_optional_dependency_names_the_extra(

@@ -91,6 +91,8 @@ def open_runner(
         )
     require(chosen)
     if chosen == "torch":
+        import torch
+
         from fnet_deploy.model.checkpoint import resolve_weights
         from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 
@@ -98,6 +100,12 @@ def open_runner(
             raise FnetError("give the weights once: as the model or as --weights, not both")
         if precision not in (None, "fp32", "fp16"):
             raise FnetError(f"the torch backend runs fp32 or fp16, not {precision!r}")
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise FnetError(
+                f"torch backend: unknown device {device!r} (cpu, cuda or cuda:N)"
+            ) from None
         source = path if path is not None else resolve_weights(weights)
         return TorchRunner(
             source, device=device, precision="fp16" if precision == "fp16" else "fp32"

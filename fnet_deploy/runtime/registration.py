@@ -23,10 +23,7 @@ Calibration file (JSON, written by ``fnet-deploy calibrate``)::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +31,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.errors import FnetError, InputError
 
 Transform = Literal["homography", "affine", "translation"]
@@ -68,17 +66,7 @@ class Registration:
 
     def save(self, path: str | Path) -> None:
         """Write the calibration file atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(_format_json(self.to_dict()))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, _format_json(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> Registration:

@@ -68,7 +68,7 @@ def tiny_fp16() -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def official_protos(official_model: FNet) -> dict[str, onnx.ModelProto]:
     return {
-        precision: build_onnx(official_model, OnnxSpec(precision=precision), {})  # type: ignore[arg-type]
+        precision: build_onnx(official_model, OnnxSpec(precision=precision), {})
         for precision in ("fp32", "fp16")
     }
 

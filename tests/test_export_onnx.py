@@ -88,7 +88,8 @@ def test_onnx_runtime_matches_torch_at_several_shapes(
 ) -> None:
     model, _ = tiny
     rng = np.random.default_rng(0)
-    with OnnxRunner(tiny_onnx, intra_op_threads=1) as runner:
+    runner = OnnxRunner(tiny_onnx, intra_op_threads=1)
+    with runner:
         assert runner.providers == ["CPUExecutionProvider"]
         assert runner.precision == "fp32"
         for shape in [(2, 1, 40, 56), (1, 1, 33, 17), (1, 1, 1, 5)]:

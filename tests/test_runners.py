@@ -116,8 +116,9 @@ def test_onnx_runner_checks_the_recorded_precision(tiny_files: tuple[Path, Path]
 
 
 def test_onnx_runner_thread_settings_reach_the_session(tiny_files: tuple[Path, Path]) -> None:
-    with OnnxRunner(tiny_files[1], intra_op_threads=1, inter_op_threads=1) as runner:
-        options = runner._session.get_session_options()
+    runner = OnnxRunner(tiny_files[1], intra_op_threads=1, inter_op_threads=1)
+    with runner:
+        options = runner.session_options
         assert options.intra_op_num_threads == 1
         assert options.inter_op_num_threads == 1
 
@@ -149,7 +150,7 @@ def test_execution_providers_by_device(tmp_path: Path) -> None:
     cuda = execution_providers("cuda:1", gpu, tmp_path)
     assert cuda == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     trt = execution_providers("tensorrt", gpu, tmp_path)
-    assert trt[0][0] == "TensorrtExecutionProvider"  # type: ignore[index]
+    assert trt[0][0] == "TensorrtExecutionProvider"
     assert trt[0][1]["trt_engine_cache_path"] == str(tmp_path)  # type: ignore[index]
     assert [p if isinstance(p, str) else p[0] for p in trt[1:]] == gpu[1:]
     with pytest.raises(FnetError, match="install onnxruntime-gpu"):

@@ -26,12 +26,11 @@ from fnet_deploy.export.engine_info import (
 )
 from fnet_deploy.export.parity import ErrorStats, ImagePair, read_pair
 from fnet_deploy.export.tensorrt_build import calibration_batches
-from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
+from fnet_deploy.model import FNet
 from fnet_deploy.model.checkpoint import file_sha256
 from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
 from tests.conftest import shared_path
 
-TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
 PROFILE = ShapeProfile((1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 128, 128))
 
 
@@ -177,22 +176,17 @@ def test_engine_with_sidecar_but_no_tensorrt_names_the_extra(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[FNet, Path, Path, Path]:
-    """(model, weights, fnet.onnx, fnet_fp16.onnx) of one small random FNet."""
-    from fnet_deploy.export.onnx_export import OnnxSpec, build_metadata, build_onnx, save_onnx
+def exported(official_model: FNet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(fnet.onnx, fnet_fp16.onnx) of the published model, as export writes them."""
+    from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
 
     folder = tmp_path_factory.mktemp("trt")
-    torch.manual_seed(13)
-    weights = folder / "tiny.safetensors"
-    save_fnet(weights, FNet(TINY))
-    model, info = load_fnet(weights)
     paths = []
     for precision in ("fp32", "fp16"):
-        spec = OnnxSpec(precision=precision)  # type: ignore[arg-type]
         path = folder / ("fnet.onnx" if precision == "fp32" else "fnet_fp16.onnx")
-        save_onnx(build_onnx(model, spec, build_metadata(info, spec)), path)
+        save_onnx(build_onnx(official_model, OnnxSpec(precision=precision), {}), path)
         paths.append(path)
-    return model, weights, paths[0], paths[1]
+    return paths[0], paths[1]
 
 
 def build(onnx_path: Path, precision: str, calibration: list[ImagePair] | None = None) -> Path:
@@ -223,28 +217,29 @@ def torch_fused(model: FNet, feed: dict[str, np.ndarray]) -> np.ndarray:
 @needs_gpu
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_engine_matches_pytorch(tiny_models: tuple[FNet, Path, Path, Path], precision: str) -> None:
+def test_engine_matches_pytorch(
+    official_model: FNet, exported: tuple[Path, Path], precision: str
+) -> None:
     import tensorrt as trt
 
-    model, _, fp32_onnx, fp16_onnx = tiny_models
-    onnx_path = fp32_onnx if precision == "fp32" else fp16_onnx
+    onnx_path = exported[0] if precision == "fp32" else exported[1]
     engine = build(onnx_path, precision)
     info = read_sidecar(engine)
     assert info.precision == precision and info.tensorrt_version == trt.__version__
     assert info.onnx_sha256 == file_sha256(onnx_path) and info.profile == PROFILE.to_dict()
     assert (onnx_path.parent / "timing.cache").stat().st_size > 0
-    rng = np.random.default_rng(4)
+    folder = shared_path("data", "RoadScene")
+    pair = read_pair(folder / "ir" / "FLIR_00211.jpg", folder / "vi" / "FLIR_00211.jpg", "ycbcr")
     with TensorRTRunner(engine) as runner:
-        for shape in [(1, 1, 64, 64), (2, 1, 37, 120)]:
-            feed = {name: rng.random(shape, dtype=np.float32) for name in ("ir", "vis")}
-            fused = runner.infer(feed)["fused"]
-            expected = torch_fused(model, feed)
+        for height, width, batch in [(64, 64, 1), (37, 120, 2)]:
+            feed = pair.resized(height, width).feed(batch)
             stats = ErrorStats()
-            stats.add(expected, fused)
+            stats.add(torch_fused(official_model, feed), runner.infer(feed)["fused"])
+            assert stats.nonfinite == 0
             if precision == "fp32":
-                np.testing.assert_allclose(fused, expected, rtol=0, atol=1e-4)
+                assert stats.max < 0.05, stats.describe()
             else:
-                assert stats.nonfinite == 0 and stats.quantile(0.999) <= 2.0
+                assert stats.quantile(0.999) <= 2.0, stats.describe()
         with pytest.raises(FnetError, match="outside the engine's profile"):
             runner.infer({name: np.zeros((1, 1, 8, 8), np.float32) for name in ("ir", "vis")})
 
@@ -252,9 +247,9 @@ def test_engine_matches_pytorch(tiny_models: tuple[FNet, Path, Path, Path], prec
 @needs_gpu
 @pytest.mark.slow
 def test_engine_from_another_tensorrt_version_is_refused_with_a_rebuild_command(
-    tiny_models: tuple[FNet, Path, Path, Path],
+    exported: tuple[Path, Path],
 ) -> None:
-    engine = build(tiny_models[2], "fp32")
+    engine = build(exported[0], "fp32")
     info = read_sidecar(engine)
     write_sidecar(engine, dataclasses.replace(info, tensorrt_version="9.9.9"))
     with pytest.raises(InputError, match=r"built with TensorRT 9\.9\.9.*rebuild it here with: "):
@@ -266,11 +261,11 @@ def test_engine_from_another_tensorrt_version_is_refused_with_a_rebuild_command(
 
 @needs_gpu
 @pytest.mark.slow
-def test_int8_engine_calibrates_on_real_pairs(tiny_models: tuple[FNet, Path, Path, Path]) -> None:
+def test_int8_engine_calibrates_on_real_pairs(exported: tuple[Path, Path]) -> None:
     folder = shared_path("data", "MSRS_test")
     names = sorted(p.name for p in (folder / "ir").iterdir())[:4]
     pairs = [read_pair(folder / "ir" / n, folder / "vi" / n, "ycbcr") for n in names]
-    engine = build(tiny_models[2], "int8", pairs)
+    engine = build(exported[0], "int8", pairs)
     assert read_sidecar(engine).precision == "int8"
     assert (engine.parent / "int8.cache").stat().st_size > 0
     feed = pairs[0].resized(64, 64).feed()

@@ -114,6 +114,13 @@ class OnnxRunner(Runner):
         """The execution providers the active session uses, in priority order."""
         return list(self._session.get_providers()) if self._session is not None else []
 
+    @property
+    def session_options(self) -> Any:
+        """The active session's ``onnxruntime.SessionOptions`` (threads, optimisation level)."""
+        if self._session is None:
+            raise RuntimeError("onnxruntime: session options exist after activate()")
+        return self._session.get_session_options()
+
     def _activate(self) -> None:
         ort = _onnxruntime()
         path = self.model_path

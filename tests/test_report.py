@@ -124,7 +124,7 @@ def test_pairing_errors(dataset: Path) -> None:
     with pytest.raises(InputError, match="folder not found"):
         pair_images(dataset / "ir", dataset / "vis", dataset / "missing")
     write(dataset / "fused" / "a.jpg", pattern(5))
-    with pytest.raises(InputError, match="two images share the name .a."):
+    with pytest.raises(InputError, match="two images share the name 'a'"):
         pair_images(dataset / "ir", dataset / "vis", dataset / "fused")
     write(dataset / "other" / "zzz.png", pattern(5))
     with pytest.raises(InputError, match="no fused image"):

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.export.files import write_atomic
 
 EnginePrecision = Literal["fp32", "fp16", "int8"]
 ENGINE_PRECISIONS: tuple[EnginePrecision, ...] = ("fp32", "fp16", "int8")
@@ -127,7 +127,7 @@ def write_sidecar(engine_path: Path, info: EngineInfo) -> Path:
     """Write the sidecar of ``engine_path`` atomically; returns its path."""
     path = sidecar_path(engine_path)
     text = json.dumps(asdict(info), indent=2, sort_keys=True) + "\n"
-    write_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, text.encode("utf-8"))
     return path
 
 

@@ -27,8 +27,8 @@ import torch
 from onnx import TensorProto
 
 from fnet_deploy import __version__
+from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.export.files import write_atomic
 from fnet_deploy.export.fp16 import Float16Boundary, float16_problems
 from fnet_deploy.model.checkpoint import WeightsInfo
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
@@ -246,7 +246,7 @@ def graph_problems(proto: onnx.ModelProto, spec: OnnxSpec) -> list[str]:
 
 def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
     """Write ``proto`` to ``path`` atomically (complete or not at all)."""
-    write_atomic(path, proto.SerializeToString())
+    write_bytes_atomic(path, proto.SerializeToString())
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from fnet_deploy import __version__
+from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.errors import FnetError, MissingDependencyError
 from fnet_deploy.export.cuda_buffers import (
     DeviceBuffer,
@@ -40,7 +41,6 @@ from fnet_deploy.export.engine_info import (
     ShapeProfile,
     write_sidecar,
 )
-from fnet_deploy.export.files import write_atomic
 from fnet_deploy.export.parity import ImagePair
 from fnet_deploy.model.checkpoint import file_sha256
 from fnet_deploy.runtime.backends.base import INPUT_NAMES
@@ -139,7 +139,7 @@ def _entropy_calibrator(trt: Any, batches: list[dict[str, np.ndarray]], cache: P
 
         def write_calibration_cache(self, data: Any) -> None:
             if cache is not None:
-                write_atomic(cache, bytes(data))
+                write_bytes_atomic(cache, bytes(data))
 
         def release(self) -> None:
             for buffer in self.buffers.values():
@@ -232,9 +232,9 @@ def build_engine(
             calibrator.release()
     if serialized is None:
         raise FnetError(f"TensorRT failed to build a {precision} engine from {onnx_path.name}")
-    write_atomic(engine_path, bytes(serialized))
+    write_bytes_atomic(engine_path, bytes(serialized))
     if options.timing_cache is not None:
-        write_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()))
     info = EngineInfo(
         tensorrt_version=str(trt.__version__),
         gpu_name=gpu_name,

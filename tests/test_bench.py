@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fnet_deploy.bench.cost import forward_cost
-from fnet_deploy.bench.matrix import Cell, run_cell
+from fnet_deploy.bench.matrix import Cell, add_speedups, run_cell
 from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import Timing, time_runner
 from fnet_deploy.cli import app
@@ -53,16 +54,16 @@ def test_time_runner_counts_calls() -> None:
     assert len(timing.samples) == 4 and all(s > 0 for s in timing.samples)
 
 
-def test_cell_beside_floors_and_skips() -> None:
+def test_cell_beside_floors_and_skips(tmp_path: Path) -> None:
     peaks = Peaks("cpu", "float32", 1e11, 1e10, 1e11, 5e10)
     model = FNet(TINY)
-    result = run_cell(Cell("torch", "fp32", 16, 24, 2), model, "cpu", peaks, 0, 2, 10.0)
+    result = run_cell(Cell("torch", "fp32", 16, 24, 2), model, "cpu", peaks, 0, 2, 10.0, tmp_path)
     cost = forward_cost(TINY, 16, 24, 2)
     assert result.compute_floor_ms == pytest.approx(1e3 * cost.flops / 1e11)
     assert result.memory_floor_ms == pytest.approx(1e3 * cost.activation_bytes / 1e10)
     assert result.median_ms is not None and result.fps == pytest.approx(2e3 / result.median_ms)
     assert result.fraction_of_floor is not None and 0 < result.fraction_of_floor < 1
-    skipped = run_cell(Cell("torch", "fp16", 16, 24, 1), model, "cpu", peaks, 0, 2, 10.0)
+    skipped = run_cell(Cell("torch", "fp16", 16, 24, 1), model, "cpu", peaks, 0, 2, 10.0, tmp_path)
     assert skipped.skipped is not None and "CUDA" in skipped.skipped
     assert skipped.median_ms is None
 
@@ -101,3 +102,23 @@ def test_bench_rejects_bad_resolution() -> None:
     result = CliRunner().invoke(app, ["bench", "--resolution", "480by640", "--no-peaks"])
     assert result.exit_code == 2
     assert "--resolution expects HxW" in result.output
+
+
+def test_deploy_and_onnxruntime_cells_with_speedups(tmp_path: Path) -> None:
+    model = FNet(TINY)
+    results = [
+        run_cell(Cell(backend, "fp32", 20, 28, 1), model, "cpu", None, 1, 2, 10.0, tmp_path)
+        for backend in ("torch", "torch-deploy", "onnxruntime")
+    ]
+    assert [r.skipped for r in results] == [None, None, None]
+    assert (tmp_path / "fnet_fp32.onnx").exists()
+    add_speedups(results)
+    assert results[0].speedup == pytest.approx(1.0)
+    for r in results[1:]:
+        assert r.median_ms is not None and r.speedup == pytest.approx(
+            results[0].median_ms / r.median_ms
+        )
+    if importlib.util.find_spec("tensorrt") is None:
+        trt = run_cell(Cell("tensorrt", "fp16", 20, 28, 1), model, "cpu", None, 0, 1, 1.0, tmp_path)
+        assert trt.skipped is not None and "tensorrt" in trt.skipped  # a reason, not a number
+        assert trt.median_ms is None

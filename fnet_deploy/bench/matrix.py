@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,15 @@ from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import time_runner
 from fnet_deploy.errors import FnetError
+from fnet_deploy.export.onnx_export import OnnxPrecision
+from fnet_deploy.model.deploy import to_deploy
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.runtime.backends.base import Runner
-from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
 
-RunnerFactory = Callable[[FNet, str, str, tuple[int, int, int]], Runner]
+Shape = tuple[int, int, int]
+RunnerFactory = Callable[[FNet, str, str, Shape, Path], Runner]
+"""``(model, device, precision, (N, H, W), work folder) -> inactive runner``."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class CellResult:
     gflop: float = 0.0
     compute_floor_ms: float | None = None
     memory_floor_ms: float | None = None
+    speedup: float | None = None
     skipped: str | None = None
 
     @property
@@ -64,16 +70,88 @@ class CellResult:
         return data
 
 
-def _torch_runner(model: FNet, device: str, precision: str, shape: tuple[int, int, int]) -> Runner:
-    return TorchRunner(model, device=device, precision="fp16" if precision == "fp16" else "fp32")
+def _torch(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
+    return TorchRunner(model, device, _torch_precision(precision))
 
 
-BACKENDS: dict[str, RunnerFactory] = {"torch": _torch_runner}
+def _torch_deploy(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
+    return TorchRunner(to_deploy(model), device, _torch_precision(precision))
 
 
-def register_backend(name: str, factory: RunnerFactory) -> None:
-    """Make ``name`` selectable with ``--backend`` (factories build an inactive runner)."""
-    BACKENDS[name] = factory
+def _torch_compile(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
+    gpu = torch.device(device).type == "cuda"
+    return TorchRunner(
+        to_deploy(model), device, _torch_precision(precision), compile=True, channels_last=gpu
+    )
+
+
+def _onnx_model(model: FNet, precision: str, work: Path) -> Path:
+    """The deploy form exported once per precision into ``work`` (dynamic N, H, W)."""
+    from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
+
+    path = work / f"fnet_{precision}.onnx"
+    if not path.exists():
+        save_onnx(build_onnx(model, OnnxSpec(precision=_onnx_precision(precision)), {}), path)
+    return path
+
+
+def _onnxruntime(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
+    from fnet_deploy.runtime.backends.select import require
+
+    require("onnxruntime")
+    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+
+    return OnnxRunner(_onnx_model(model, precision, work), device)
+
+
+def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
+    from fnet_deploy.runtime.backends.select import require
+
+    require("tensorrt")
+    from fnet_deploy.export.engine_info import ShapeProfile
+    from fnet_deploy.export.tensorrt_build import EngineBuildOptions, build_engine
+    from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
+
+    onnx_precision = _onnx_precision(precision)
+    cuda = device if torch.device(device).type == "cuda" else "cuda:0"
+    batch, height, width = shape
+    dims = (batch, 1, height, width)
+    engine = work / f"fnet_{precision}_{batch}x{height}x{width}.engine"
+    if not engine.exists():
+        options = EngineBuildOptions(
+            precision=onnx_precision,
+            profile=ShapeProfile(dims, dims, dims),
+            timing_cache=work / "timing.cache",
+            device=cuda,
+        )
+        onnx_path = _onnx_model(model, precision, work)
+        build_engine(onnx_path, engine, options, onnx_precision=onnx_precision)
+    return TensorRTRunner(engine, cuda)
+
+
+def _torch_precision(precision: str) -> Precision:
+    if precision not in ("fp32", "fp16"):
+        raise FnetError(f"the torch backends run fp32 or fp16, not {precision}")
+    return "fp16" if precision == "fp16" else "fp32"
+
+
+def _onnx_precision(precision: str) -> OnnxPrecision:
+    if precision not in ("fp32", "fp16"):
+        raise FnetError(f"ONNX models and engines here are fp32 or fp16, not {precision}")
+    return "fp16" if precision == "fp16" else "fp32"
+
+
+BACKENDS: dict[str, RunnerFactory] = {
+    "torch": _torch,
+    "torch-deploy": _torch_deploy,
+    "torch-compile": _torch_compile,
+    "onnxruntime": _onnxruntime,
+    "tensorrt": _tensorrt,
+}
+"""Benchmark targets: ``torch`` is the eager training form (the baseline of every ratio);
+``torch-deploy`` the eager deploy form; ``torch-compile`` the deploy form through torch.compile
+(channels_last on CUDA); ``onnxruntime`` the exported deploy form; ``tensorrt`` an engine built
+for each cell's exact shape."""
 
 
 def cells(
@@ -97,6 +175,7 @@ def run_cell(
     warmup: int,
     iterations: int,
     max_seconds: float,
+    work: Path,
 ) -> CellResult:
     """Time one cell; a backend that cannot run here is returned as skipped with the reason."""
     bytes_per_element = 2 if cell.precision == "fp16" else 4
@@ -112,7 +191,8 @@ def run_cell(
         "vis": rng.random(shape, dtype=np.float32),
     }
     try:
-        runner = BACKENDS[cell.backend](model, device, cell.precision, shape[:1] + shape[2:])
+        factory = BACKENDS[cell.backend]
+        runner = factory(model, device, cell.precision, (cell.batch, cell.height, cell.width), work)
         with runner:
             timing = time_runner(runner, feed, warmup, iterations, max_seconds)
     except FnetError as err:
@@ -124,6 +204,19 @@ def run_cell(
     result.p99_ms = 1e3 * timing.percentile(99)
     result.fps = timing.frames_per_second
     return result
+
+
+def add_speedups(results: list[CellResult]) -> None:
+    """Set each result's speed-up over eager ``torch`` fp32 at the same shape and batch."""
+    baseline = {
+        (r.cell.height, r.cell.width, r.cell.batch): r.median_ms
+        for r in results
+        if r.cell.backend == "torch" and r.cell.precision == "fp32" and r.median_ms
+    }
+    for r in results:
+        base = baseline.get((r.cell.height, r.cell.width, r.cell.batch))
+        if base is not None and r.median_ms:
+            r.speedup = base / r.median_ms
 
 
 def machine_info(device: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fnet_deploy.bench.matrix import BACKENDS, CellResult, cells, machine_info, run_cell
+from fnet_deploy.bench.matrix import (
+    BACKENDS,
+    CellResult,
+    add_speedups,
+    cells,
+    machine_info,
+    run_cell,
+)
 from fnet_deploy.bench.peaks import Peaks, measure_peaks
 from fnet_deploy.commands.common import console, progress_bar, reports_errors
 from fnet_deploy.errors import FnetError
@@ -58,7 +66,8 @@ def _describe_peaks(peaks: Peaks) -> str:
 
 def _table(results: list[CellResult]) -> Table:
     table = Table(title="FNet latency beside the floors (FLOPs / peak compute, bytes / bandwidth)")
-    headers = ["backend", "prec", "HxW", "N", "p50 ms", "p95 ms", "p99 ms", "fps", "GFLOP"]
+    headers = ["backend", "prec", "HxW", "N", "p50 ms", "p95 ms", "p99 ms", "fps", "vs torch"]
+    headers += ["GFLOP"]
     headers += ["compute floor ms", "memory floor ms", "of floor"]
     for column in headers:
         table.add_column(
@@ -68,10 +77,11 @@ def _table(results: list[CellResult]) -> Table:
         c = r.cell
         row = [c.backend, c.precision, f"{c.height}x{c.width}", str(c.batch)]
         if r.skipped:
-            table.add_row(*row, "skipped", *[""] * 7)
+            table.add_row(*row, "skipped", *[""] * 8)
             continue
         fraction = r.fraction_of_floor
         row += [_fmt(r.median_ms), _fmt(r.p95_ms), _fmt(r.p99_ms), _fmt(r.fps, 2)]
+        row += ["-" if r.speedup is None else f"{r.speedup:.2f}x"]
         row += [_fmt(r.gflop), _fmt(r.compute_floor_ms), _fmt(r.memory_floor_ms)]
         row += ["-" if fraction is None else f"{100 * fraction:.0f}%"]
         table.add_row(*row)
@@ -134,7 +144,7 @@ def bench(
             measured = measure_peaks(str(torch_device), dtype)
         console.print(_describe_peaks(measured))
     results = []
-    with progress_bar() as progress:
+    with tempfile.TemporaryDirectory(prefix="fnet-bench-") as work, progress_bar() as progress:
         task = progress.add_task("benchmarking", total=len(matrix))
         for cell in matrix:
             progress.update(
@@ -143,9 +153,19 @@ def bench(
                 f"b{cell.batch}",
             )
             results.append(
-                run_cell(cell, model, str(torch_device), measured, warmup, iterations, max_seconds)
+                run_cell(
+                    cell,
+                    model,
+                    str(torch_device),
+                    measured,
+                    warmup,
+                    iterations,
+                    max_seconds,
+                    Path(work),
+                )
             )
             progress.advance(task)
+    add_speedups(results)
     out = Console()
     out.width = max(out.width, 132)
     out.print(_table(results))

@@ -25,6 +25,7 @@ class Runner(abc.ABC):
     def __init__(self) -> None:
         self.is_active = False
         self.last_inference_time = 0.0
+        self.last_device_time: float | None = None
 
     def activate(self) -> None:
         """Load the model and allocate what inference needs; idempotent."""
@@ -46,7 +47,8 @@ class Runner(abc.ABC):
 
         Returns:
             ``{"fused": N x 1 x H x W}`` float32 (host memory). The wall time of the call, device
-            synchronisation included, is kept in :attr:`last_inference_time` (seconds).
+            synchronisation included, is kept in :attr:`last_inference_time` (seconds); backends
+            that time the device itself (CUDA events) also set :attr:`last_device_time`.
         """
         if not self.is_active:
             raise RuntimeError(f"{self.name}: infer() before activate()")

@@ -359,7 +359,7 @@ def test_stream_command_default_sequence(
         ([], "no --weights given"),
         (["--model", "m.gif"], "unknown model type '.gif'"),
         (["--backend", "onnxruntime"], "needs an exported model file"),
-        (["--device", "gpu7", "--weights", "w.pth"], "--device gpu7: "),
+        (["--device", "gpu7", "--weights", "w.pth"], "unknown device 'gpu7'"),
     ],
 )
 def test_stream_command_errors_are_one_clear_line(

@@ -21,7 +21,6 @@ from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model.checkpoint import resolve_weights
-from fnet_deploy.runtime.backends.base import Runner
 from fnet_deploy.runtime.backends.select import open_runner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
@@ -189,7 +188,7 @@ def stream(
     )
     run_stats = RunStats()
     stop = StopFlag()
-    with _runner(model, backend, device, precision, weights) as runner:
+    with open_runner(model, backend, device, precision, weights) as runner:
         run_stats.info.update(
             {
                 "backend": runner.name,
@@ -210,19 +209,6 @@ def stream(
             if stats is not None:
                 run_stats.write_json(stats)
     _summary(run_stats, stats)
-
-
-def _runner(
-    model: Path | None,
-    backend: str | None,
-    device: str,
-    precision: str | None,
-    weights: Path | None,
-) -> Runner:
-    try:
-        return open_runner(model, backend, device, precision, weights)
-    except RuntimeError as err:  # torch.device() rejects an unknown device string
-        raise FnetError(f"--device {device}: {str(err).splitlines()[0]}") from None
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -108,9 +108,9 @@ def test_deploy_and_onnxruntime_cells_with_speedups(tmp_path: Path) -> None:
     model = FNet(TINY)
     results = [
         run_cell(Cell(backend, "fp32", 20, 28, 1), model, "cpu", None, 1, 2, 10.0, tmp_path)
-        for backend in ("torch", "torch-deploy", "onnxruntime")
+        for backend in ("torch", "torch-deploy", "onnxruntime", "onnxruntime-col2im")
     ]
-    assert [r.skipped for r in results] == [None, None, None]
+    assert [r.skipped for r in results] == [None] * 4
     assert (tmp_path / "fnet_fp32.onnx").exists()
     add_speedups(results)
     assert results[0].speedup == pytest.approx(1.0)

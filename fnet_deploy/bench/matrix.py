@@ -17,7 +17,7 @@ from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import time_runner
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.onnx_export import OnnxPrecision
-from fnet_deploy.model.deploy import to_deploy
+from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.runtime.backends.base import Runner
 from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
@@ -85,13 +85,14 @@ def _torch_compile(model: FNet, device: str, precision: str, shape: Shape, work:
     )
 
 
-def _onnx_model(model: FNet, precision: str, work: Path) -> Path:
-    """The deploy form exported once per precision into ``work`` (dynamic N, H, W)."""
+def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -> Path:
+    """The deploy form exported once per variant into ``work`` (dynamic N, H, W)."""
     from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
 
-    path = work / f"fnet_{precision}.onnx"
+    path = work / f"fnet_{precision}{'_col2im' if col2im else ''}.onnx"
     if not path.exists():
-        save_onnx(build_onnx(model, OnnxSpec(precision=_onnx_precision(precision)), {}), path)
+        spec = OnnxSpec(precision=_onnx_precision(precision), options=DeployOptions(col2im=col2im))
+        save_onnx(build_onnx(model, spec, {}), path)
     return path
 
 
@@ -102,6 +103,17 @@ def _onnxruntime(model: FNet, device: str, precision: str, shape: Shape, work: P
     from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 
     return OnnxRunner(_onnx_model(model, precision, work), device)
+
+
+def _onnxruntime_col2im(
+    model: FNet, device: str, precision: str, shape: Shape, work: Path
+) -> Runner:
+    from fnet_deploy.runtime.backends.select import require
+
+    require("onnxruntime")
+    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+
+    return OnnxRunner(_onnx_model(model, precision, work, col2im=True), device)
 
 
 def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
@@ -146,12 +158,14 @@ BACKENDS: dict[str, RunnerFactory] = {
     "torch-deploy": _torch_deploy,
     "torch-compile": _torch_compile,
     "onnxruntime": _onnxruntime,
+    "onnxruntime-col2im": _onnxruntime_col2im,
     "tensorrt": _tensorrt,
 }
 """Benchmark targets: ``torch`` is the eager training form (the baseline of every ratio);
 ``torch-deploy`` the eager deploy form; ``torch-compile`` the deploy form through torch.compile
-(channels_last on CUDA); ``onnxruntime`` the exported deploy form; ``tensorrt`` an engine built
-for each cell's exact shape."""
+(channels_last on CUDA); ``onnxruntime`` the exported deploy form; ``onnxruntime-col2im`` the
+same with few-output convolutions as 1x1 + Col2Im (fastest on ORT's CPU provider, not for
+TensorRT); ``tensorrt`` an engine built for each cell's exact shape."""
 
 
 def cells(

@@ -6,7 +6,7 @@ import platform
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,7 +16,6 @@ from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import time_runner
 from fnet_deploy.errors import FnetError
-from fnet_deploy.export.onnx_export import OnnxPrecision
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.runtime.backends.base import Runner
@@ -147,7 +146,7 @@ def _torch_precision(precision: str) -> Precision:
     return "fp16" if precision == "fp16" else "fp32"
 
 
-def _onnx_precision(precision: str) -> OnnxPrecision:
+def _onnx_precision(precision: str) -> Literal["fp32", "fp16"]:
     if precision not in ("fp32", "fp16"):
         raise FnetError(f"ONNX models and engines here are fp32 or fp16, not {precision}")
     return "fp16" if precision == "fp16" else "fp32"

@@ -1,0 +1,5 @@
+"""``python -m fnet_deploy``: the same CLI as ``fnet-deploy`` (works under torchrun too)."""
+
+from fnet_deploy.cli import app
+
+app(prog_name="fnet-deploy")

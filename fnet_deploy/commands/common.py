@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,12 +18,26 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 console = Console(stderr=True)
+
+WeightsOption = Annotated[
+    Path | None,
+    typer.Option(help="FNet weights: fnet-deploy .safetensors or the published .pth."),
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+IrNormOption = Annotated[
+    ThermalNorm,
+    typer.Option(help="16-bit IR to [0,1]: percentile clip, per-image minmax, or fixed /65535."),
+]
+IrPercentilesOption = Annotated[
+    str, typer.Option(help="Low,high percentiles for --ir-norm percentile.")
+]
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:

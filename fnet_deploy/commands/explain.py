@@ -8,10 +8,17 @@ from typing import Annotated
 import typer
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.commands.common import console, parse_pair, reports_errors
+from fnet_deploy.commands.common import (
+    DeviceOption,
+    IrNormOption,
+    IrPercentilesOption,
+    WeightsOption,
+    console,
+    parse_pair,
+    reports_errors,
+)
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import read_ir, read_visible
-from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import resolve_device
 from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
@@ -27,24 +34,14 @@ def explain(
     out: Annotated[
         Path, typer.Option(help="Output folder for the PNGs, explain.json, arrays.npz, index.html.")
     ] = Path("explain"),
-    weights: Annotated[
-        Path | None,
-        typer.Option(help="FNet weights: fnet-deploy .safetensors or the published .pth."),
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    weights: WeightsOption = None,
+    device: DeviceOption = "cpu",
     luminance: Annotated[
         Luminance,
         typer.Option(help="Visible luminance: BT.601 studio Y ('ycbcr') or OpenCV grey ('gray')."),
     ] = "ycbcr",
-    ir_norm: Annotated[
-        ThermalNorm,
-        typer.Option(
-            help="16-bit IR to [0,1]: percentile clip, per-image minmax, or fixed /65535."
-        ),
-    ] = "percentile",
-    ir_percentiles: Annotated[
-        str, typer.Option(help="Low,high percentiles for --ir-norm percentile.")
-    ] = "1,99",
+    ir_norm: IrNormOption = "percentile",
+    ir_percentiles: IrPercentilesOption = "1,99",
     top: Annotated[
         int, typer.Option(min=1, max=64, help="Strongest channels shown per feature code.")
     ] = 8,

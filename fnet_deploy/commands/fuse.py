@@ -8,10 +8,18 @@ from typing import Annotated
 import typer
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.commands.common import console, parse_pair, progress_bar, reports_errors
+from fnet_deploy.commands.common import (
+    DeviceOption,
+    IrNormOption,
+    IrPercentilesOption,
+    WeightsOption,
+    console,
+    parse_pair,
+    progress_bar,
+    reports_errors,
+)
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode, resolve_device
 from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
@@ -31,11 +39,8 @@ def fuse(
         Path | None,
         typer.Option(help="Output image (single pair) or folder (folders); PNG by default."),
     ] = None,
-    weights: Annotated[
-        Path | None,
-        typer.Option(help="FNet weights: fnet-deploy .safetensors or the published .pth."),
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    weights: WeightsOption = None,
+    device: DeviceOption = "cpu",
     luminance: Annotated[
         Luminance,
         typer.Option(
@@ -43,15 +48,8 @@ def fuse(
             "'gray' uses OpenCV's grayscale (the authors' evaluation) and writes grey."
         ),
     ] = "ycbcr",
-    ir_norm: Annotated[
-        ThermalNorm,
-        typer.Option(
-            help="16-bit IR to [0,1]: percentile clip, per-image minmax, or fixed /65535."
-        ),
-    ] = "percentile",
-    ir_percentiles: Annotated[
-        str, typer.Option(help="Low,high percentiles for --ir-norm percentile.")
-    ] = "1,99",
+    ir_norm: IrNormOption = "percentile",
+    ir_percentiles: IrPercentilesOption = "1,99",
     resize: Annotated[
         ResizeMode,
         typer.Option(help="When the two images differ in size: error (none) or resize one."),

@@ -319,7 +319,7 @@ def latency_figure(latencies_ms: Mapping[str, Sequence[float]]) -> Figure:
     colours = _palette(len(names))
     every = np.concatenate(samples)
     wide = every.min() > 0 and every.max() / every.min() > 20
-    figure = new_figure(10.0, 1.2 + 0.5 * len(names) + 2.0)
+    figure = new_figure(12.0, 1.2 + 0.5 * len(names) + 2.5)
     box_ax, hist_ax = figure.subplots(1, 2, width_ratios=(1, 1.3))
     boxes = box_ax.boxplot(
         samples[::-1],
@@ -333,7 +333,7 @@ def latency_figure(latencies_ms: Mapping[str, Sequence[float]]) -> Figure:
     for patch, colour in zip(boxes["boxes"], colours[::-1], strict=True):
         patch.set_facecolor(colour)
         patch.set_alpha(0.6)
-    box_ax.set_xlabel("latency per frame (ms); box: quartiles, whiskers: 5th-95th percentile")
+    box_ax.set_xlabel("ms per frame\n(box: quartiles, whiskers: 5th-95th percentile)")
     box_ax.grid(axis="x", alpha=0.3)
     count = min(60, max(10, every.size // 5))
     if wide:
@@ -348,9 +348,9 @@ def latency_figure(latencies_ms: Mapping[str, Sequence[float]]) -> Figure:
         hist_ax.hist(values, bins=edges, histtype="stepfilled", alpha=0.35, color=colour)
         hist_ax.hist(values, bins=edges, histtype="step", color=colour, label=label)
         hist_ax.axvline(median, color=colour, linestyle="--", linewidth=1)
-    hist_ax.set_xlabel("latency per frame (ms); dashed: median")
+    hist_ax.set_xlabel("ms per frame\n(dashed: median)")
     hist_ax.set_ylabel("frames")
-    hist_ax.legend(fontsize=7)
+    hist_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncols=1)
     hist_ax.grid(alpha=0.3)
     figure.suptitle("Per-frame latency by backend", fontsize=10)
     return figure

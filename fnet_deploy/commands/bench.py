@@ -167,7 +167,7 @@ def bench(
             progress.advance(task)
     add_speedups(results)
     out = Console()
-    out.width = max(out.width, 132)
+    out.width = max(out.width, 160)
     out.print(_table(results))
     for reason in sorted({r.skipped for r in results if r.skipped}):
         out.print(f"skipped: {reason}")

@@ -20,21 +20,13 @@ from fnet_deploy.runtime.sinks import (
 )
 from fnet_deploy.runtime.sources import has_gstreamer
 from fnet_deploy.runtime.uri import parse_uri
+from tests.videos import count_frames
 
 
 def frames(count: int, colour: bool = True) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (48, 64, 3) if colour else (48, 64), dtype=np.uint8)
     return [np.roll(base, 4 * i, axis=1) for i in range(count)]
-
-
-def count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv"])

@@ -28,6 +28,7 @@ from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.sync import FramePairer, Paired
 from fnet_deploy.runtime.uri import URI, parse_uri
 from tests.conftest import shared_path
+from tests.videos import count_frames, write_video
 
 NATO = ("data", "sequences", "TNO_Nato_camp_sequence")
 FIRE = ("data", "sequences", "TNO_DHV_Fire_sequence_part2")
@@ -48,27 +49,6 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_fnet(path, FNet(ModelConfig(filters=4, kernel_size=3, iterations=2)))
     return path
-
-
-def write_video(path: Path, fps: float, count: int, size: tuple[int, int] = (64, 48)) -> Path:
-    """An OpenCV-written video (MJPEG in AVI, or mp4v) of moving noise."""
-    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
-    rng = np.random.default_rng(int(fps))
-    base = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    for i in range(count):
-        writer.write(np.roll(base, 2 * i, axis=1))
-    writer.release()
-    return path
-
-
-def count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
 
 
 def pipeline(

@@ -10,32 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
 from fnet_deploy.model import FNet, ModelConfig, save_fnet
+from tests.videos import count_frames, write_video
 
 CLI = [sys.executable, "-c", "from fnet_deploy.cli import app; app()"]
-
-
-def write_video(path: Path, fps: float, count: int, size: tuple[int, int]) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
-    base = np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    for i in range(count):
-        writer.write(np.roll(base, 3 * i, axis=1))
-    writer.release()
-    return path
-
-
-def count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
 
 
 @pytest.mark.slow

@@ -97,7 +97,8 @@ def test_missing_file(tmp_path: Path) -> None:
     ("name", "content", "message"),
     [
         ("empty.pth", b"", "empty file"),
-        ("garbage.pth", b"this is not a checkpoint at all", "not a readable PyTorch checkpoint"),
+        ("garbage.pth", b"this is not a checkpoint at all", "not a weights file"),
+        ("cut.pth", b"PK\x03\x04 truncated zip", "not a readable PyTorch checkpoint"),
         ("fake.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all", "corrupt"),
     ],
 )
@@ -153,3 +154,10 @@ def test_safetensors_with_wrong_config_is_rejected(tmp_path: Path) -> None:
     save_file(state, str(tmp_path / "w.safetensors"), metadata={"fnet_deploy": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="do not match FNet: 30 missing"):
         load_fnet(tmp_path / "w.safetensors")
+
+
+def test_checkpoint_with_python_objects_is_refused_without_unsafe_advice(tmp_path: Path) -> None:
+    torch.save({"weights": FNet(SMALL).state_dict(), "note": object}, tmp_path / "pickled.pth")
+    with pytest.raises(CheckpointError, match="holds Python objects") as err:
+        load_fnet(tmp_path / "pickled.pth")
+    assert "weights_only" not in str(err.value)

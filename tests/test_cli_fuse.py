@@ -132,7 +132,7 @@ def test_wrong_checkpoint(tmp_path: Path, crop_pair: tuple[Path, Path]) -> None:
     out = tmp_path / "fused.png"
     code, output = run("--ir", ir, "--vis", vis, "--out", out, "--weights", bad)
     assert code == 2
-    assert "bad.pth: not a readable PyTorch checkpoint" in one_error_line(output)
+    assert "bad.pth: not a weights file" in one_error_line(output)
     assert not out.exists()
 
 

@@ -136,11 +136,20 @@ def _is_safetensors(head: bytes) -> bool:
     return len(head) >= 9 and head[8:9] == b"{"
 
 
+def _is_torch_file(head: bytes) -> bool:
+    """A torch.save zip archive, or a legacy pickle (protocol 2+)."""
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def _read_published(path: Path) -> tuple[dict[str, Tensor], ModelConfig]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        if "Weights only load failed" in text:
+            reason = "it holds Python objects, not a plain state_dict of tensors"
+        else:
+            reason = text.splitlines()[0] if text else type(err).__name__
         raise CheckpointError(path, f"not a readable PyTorch checkpoint ({reason})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -221,6 +230,10 @@ def load_fnet(path: str | Path, device: str | torch.device = "cpu") -> tuple[FNe
         head = handle.read(16)
     if not head:
         raise CheckpointError(path, "empty file")
+    if not _is_safetensors(head) and not _is_torch_file(head):
+        raise CheckpointError(
+            path, "not a weights file (expected a PyTorch .pth or an fnet-deploy .safetensors)"
+        )
     if _is_safetensors(head):
         state, metadata = _read_ours(path)
         if metadata.get("model") != "fnet":

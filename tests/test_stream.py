@@ -24,7 +24,7 @@ from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import open_sink
 from fnet_deploy.runtime.sources import FileSource, RtspSource, open_source
-from fnet_deploy.runtime.stats import RunStats
+from fnet_deploy.runtime.stats import STAGES, RunStats
 from fnet_deploy.runtime.sync import FramePairer, Paired
 from fnet_deploy.runtime.uri import URI, parse_uri
 from tests.conftest import shared_path
@@ -149,16 +149,7 @@ def test_real_sequence_with_calibration_to_frames(tmp_path: Path, tiny_weights: 
     assert image.shape == (h, w)  # grey visible input gives grey output, cropped
     doc = stats.to_dict()
     assert doc["frames"]["paired"] == 12 and doc["frames"]["ir_unused"] == 0
-    for stage in (
-        "capture",
-        "sync",
-        "register",
-        "preprocess",
-        "infer",
-        "postprocess",
-        "write",
-        "end_to_end",
-    ):
+    for stage in STAGES:
         summary = doc["latency_ms"][stage]
         assert summary["count"] == 12 and 0 <= summary["p50"] <= summary["p95"] <= summary["p99"]
     assert doc["latency_ms"]["end_to_end"]["p50"] >= doc["latency_ms"]["infer"]["p50"]

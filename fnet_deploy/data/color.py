@@ -53,3 +53,18 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     """
     out = (ycbcr.astype(np.float64) - _YCBCR_OFFSET) @ _YCBCR_TO_RGB.T
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def bgr_to_luma_chroma(bgr: np.ndarray, scale: float = 255.0) -> tuple[np.ndarray, np.ndarray]:
+    """Split a BGR image into BT.601 studio-range Y and its (Cb, Cr).
+
+    Args:
+        bgr: H x W x 3 (extra channels ignored), integer or float values in [0, ``scale``].
+        scale: full-scale value of the input (255 for 8-bit, 65535 for 16-bit).
+
+    Returns:
+        ``(luma, chroma)``: H x W float32 and H x W x 2 float32, both in [0, 1].
+    """
+    rgb = bgr[:, :, 2::-1].astype(np.float32) / scale
+    ycc = rgb_to_ycbcr(rgb)
+    return np.ascontiguousarray(ycc[:, :, 0]), ycc[:, :, 1:]

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from fnet_deploy.atomic import write_bytes_atomic
-from fnet_deploy.data.color import Luminance, rgb_to_ycbcr, ycbcr_to_rgb
+from fnet_deploy.data.color import Luminance, bgr_to_luma_chroma, ycbcr_to_rgb
 from fnet_deploy.data.thermal import ThermalNorm, normalize_thermal
 from fnet_deploy.errors import InputError
 
@@ -127,9 +127,8 @@ def read_visible(path: str | Path, luminance: Luminance = "ycbcr") -> VisibleIma
             gray = _decode(path, buffer, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
             return VisibleImage(luma=gray.astype(np.float32) / scale, chroma=None)
         else:
-            rgb = bgr[:, :, ::-1].astype(np.float32) / scale
-            ycc = rgb_to_ycbcr(rgb)
-            return VisibleImage(luma=np.ascontiguousarray(ycc[:, :, 0]), chroma=ycc[:, :, 1:])
+            luma, chroma = bgr_to_luma_chroma(bgr, scale)
+            return VisibleImage(luma=luma, chroma=chroma)
     return VisibleImage(luma=image.astype(np.float32) / scale, chroma=None)
 
 

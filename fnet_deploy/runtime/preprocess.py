@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from fnet_deploy.data.color import Luminance, rgb_to_ycbcr
+from fnet_deploy.data.color import Luminance, bgr_to_luma_chroma
 from fnet_deploy.data.images import compose_output
 
 GREY_TOLERANCE = 2
@@ -54,9 +54,7 @@ class VisibleConverter:
             self.colour = image.ndim == 3 and not _is_grey(image, scale)
         if not self.colour or self.luminance == "gray":
             return to_single_channel(image).astype(np.float32) / scale, None
-        rgb = image[:, :, ::-1].astype(np.float32) / scale
-        ycc = rgb_to_ycbcr(rgb)
-        return np.ascontiguousarray(ycc[:, :, 0]), ycc[:, :, 1:]
+        return bgr_to_luma_chroma(image, scale)
 
 
 def postprocess(fused: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:

@@ -38,7 +38,7 @@ class VisibleImage:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
+def quiet_native_stderr() -> Iterator[None]:
     """Silence C libraries (libpng, libjpeg) that print to fd 2 while decoding broken files."""
     try:
         fd = sys.stderr.fileno()
@@ -70,7 +70,7 @@ def _read_bytes(path: Path) -> np.ndarray:
 
 
 def _decode(path: Path, buffer: np.ndarray, flags: int) -> np.ndarray:
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         image = cv2.imdecode(buffer, flags)
     if image is None or image.size == 0:
         raise InputError(path, "cannot decode image (truncated, corrupt or not an image)")

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fnet_deploy.data.images import IMAGE_SUFFIXES
+from fnet_deploy.data.images import IMAGE_SUFFIXES, quiet_native_stderr
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.runtime.uri import URI
 
@@ -113,7 +113,8 @@ class FileSource(Source):
         path = self.uri.path
         if not path.is_file():
             raise InputError(path, "video file not found" if not path.exists() else "not a file")
-        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        with quiet_native_stderr():  # FFmpeg and OpenCV print their own lines for broken files
+            capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
             raise InputError(path, "cannot open as a video (corrupt, truncated or unknown format)")
         fps = capture.get(cv2.CAP_PROP_FPS)

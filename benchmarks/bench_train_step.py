@@ -43,7 +43,7 @@ def time_iterations(stage: int, crop: int, batch: int, repeats: int, device: tor
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        ema.update(fnet)
+        ema.update(fnet, 1)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 

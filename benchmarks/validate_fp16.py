@@ -1,6 +1,7 @@
 """Validate the FP16 model against FP32 on every real pair (and extreme synthetic frames).
 
     python benchmarks/validate_fp16.py [--weights W] [--data DIR] [--limit N] [--device D]
+        [--threads T]
 
 For every pair of every data set under DIR (default ../shared/data: <set>/<A>/<file> with the
 same file in <set>/<B>/), plus all-black, all-white and saturated-IR frames, compares the FP16
@@ -83,6 +84,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=SHARED / "data")
     parser.add_argument("--limit", type=int, help="first N pairs of each data set")
     parser.add_argument("--device", default="cpu", help="cpu (emulation), cuda[:N], tensorrt[:N]")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all)")
     args = parser.parse_args()
 
     model, info = load_fnet(args.weights)
@@ -102,7 +104,10 @@ def main() -> int:
         )
         print(f"FP16 side: {label}", flush=True)
         start = time.perf_counter()
-        with OnnxRunner(fp32_path) as reference, OnnxRunner(fp16_path, args.device) as candidate:
+        with (
+            OnnxRunner(fp32_path, intra_op_threads=args.threads) as reference,
+            OnnxRunner(fp16_path, args.device, intra_op_threads=args.threads) as candidate,
+        ):
             for index, pair in enumerate(frames(pairs)):
                 group = per_set.setdefault(pair.name.split("/")[0], ErrorStats())
                 failures += check(reference, candidate, pair, group)

@@ -150,6 +150,7 @@ def test_shipped_configs_read_and_differ_from_the_defaults_only_where_documented
         "data.batch_size: 16 -> 2",
         "data.folders: [] -> ['../shared/data/MSRS_train', '../shared/data/RoadScene_train']",
         "log.checkpoint_every: 500 -> 100",
+        "optim.ema_warmup: False -> True",
         "out: 'runs/fnet' -> 'runs/default-cpu'",
         "stage1.iterations: 20000 -> 4000",
         "stage2.iterations: 20000 -> 4000",

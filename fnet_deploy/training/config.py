@@ -101,6 +101,9 @@ class OptimConfig:
         betas: Adam (beta1, beta2).
         ema_decay: decay of the exponential moving average of the FNet weights (the averaged
             copy is what gets saved for inference).
+        ema_warmup: ramp the average's decay up as ``min(ema_decay, (1 + n) / (10 + n))`` at
+            step ``n`` of each stage, so that short runs do not keep their starting weights in
+            the average (off in the paper's recipe; see ``ModelEMA``).
         schedule: ``constant`` (the paper) or ``cosine`` decay to zero over the stage.
         warmup: iterations of linear warm-up from 0 (0 = none).
     """
@@ -108,6 +111,7 @@ class OptimConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     ema_decay: float = 0.999
+    ema_warmup: bool = False
     schedule: Schedule = "constant"
     warmup: int = 0
 

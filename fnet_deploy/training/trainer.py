@@ -472,8 +472,8 @@ def _run_stage(
         terms.total.backward()
         parts.optimizer.step()
         parts.scheduler.step()
-        parts.ema.update(parts.fnet)
         done = step + 1
+        parts.ema.update(parts.fnet, done)
         losses = {"loss": loss_value} | dict(zip(names, means[1:], strict=True))
         show.step_done(stage, done, losses)
         if done % config.log.log_every == 0 or done == total:
@@ -546,7 +546,7 @@ def _build_stage(
     if stage == 2 and saved is None:
         start_weights, ema_init, init_info = _stage_two_init(config, ctx, layout)
         fnet.load_state_dict(start_weights)
-    ema = ModelEMA(fnet, config.optim.ema_decay)
+    ema = ModelEMA(fnet, config.optim.ema_decay, config.optim.ema_warmup)
     if ema_init is not None:
         ema.load_state_dict(ema_init)
     optimizer = Adam(trainable.parameters(), lr=config.optim.lr, betas=config.optim.betas)

@@ -47,16 +47,29 @@ class _SpeedColumn(ProgressColumn):
 
 
 class _ProgressReporter:
-    """Shows the trainer's progress as one rich bar per stage."""
+    """Shows the trainer's progress as one rich bar per stage.
+
+    The bars appear when the first stage starts, so that a run refused while checking its data
+    prints its error alone; :meth:`close` ends the display.
+    """
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task: TaskID | None = None
+        self.started = False
+
+    def close(self) -> None:
+        if self.started:
+            self.progress.stop()
+            self.started = False
 
     def note(self, text: str) -> None:
         self.progress.console.print(text, markup=False, highlight=False)
 
     def stage_started(self, stage: int, total: int, done: int) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         self.task = self.progress.add_task(STAGE_NAMES[stage], total=total, completed=done, loss="")
 
     def step_done(self, stage: int, step: int, losses: dict[str, float]) -> None:
@@ -173,8 +186,11 @@ def train(
         if not main_process:
             run_training(run_config, resume=resume)
             return
-        with _progress() as progress:
-            result = run_training(run_config, resume=resume, reporter=_ProgressReporter(progress))
+        reporter = _ProgressReporter(_progress())
+        try:
+            result = run_training(run_config, resume=resume, reporter=reporter)
+        finally:
+            reporter.close()
     except TrainingStopped as stopped:
         if main_process:
             typer.echo(str(stopped), err=True)

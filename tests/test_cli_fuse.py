@@ -136,11 +136,12 @@ def test_wrong_checkpoint(tmp_path: Path, crop_pair: tuple[Path, Path]) -> None:
     assert not out.exists()
 
 
-def test_no_weights_is_a_clear_error(tmp_path: Path, crop_pair: tuple[Path, Path]) -> None:
-    from fnet_deploy.model.checkpoint import packaged_weights
+def test_no_weights_in_a_build_without_defaults_is_a_clear_error(
+    tmp_path: Path, crop_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fnet_deploy.model import checkpoint
 
-    if packaged_weights() is not None:
-        pytest.skip("this build ships default weights")
+    monkeypatch.setattr(checkpoint, "packaged_weights", lambda: None)
     ir, vis = crop_pair
     code, output = run("--ir", ir, "--vis", vis, "--out", tmp_path / "f.png")
     assert code == 2

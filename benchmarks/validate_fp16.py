@@ -13,7 +13,7 @@ pixels of every pair.
 float16; ONNX Runtime's CPU provider has no float16 Conv, so the FP16 model itself would run in
 float32 there). ``--device cuda[:N]`` or ``tensorrt[:N]`` runs the FP16 model itself on the GPU
 (onnxruntime-gpu). Exits 1 if any pair fails. Takes about an hour on 2 CPU cores for all 453
-pairs; ``--limit N`` takes the first N pairs of each set.
+pairs (50 minutes with ``--threads 1``); ``--limit N`` takes the first N pairs of each set.
 """
 
 from __future__ import annotations

@@ -329,6 +329,28 @@ def test_interrupted_and_resumed_run_is_bitwise_the_uninterrupted_one(
     assert strip == [{k: v for k, v in row.items() if k not in drop} for row in log_rows(split)]
 
 
+def test_a_run_stopped_early_is_finished_at_the_step_it_reached(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    extra = ("stages=1", "log.checkpoint_every=100")
+    straight = tmp_path / "straight"
+    train(tiny(data_dir, straight, *extra, "stage1.iterations=3"))
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, *extra, "stage1.iterations=1"))
+    older = tensors(run / "fnet_stage1.safetensors")
+    with pytest.raises(TrainingStopped, match="stage I saved at iteration 3 of 6"):
+        train(
+            tiny(data_dir, run, *extra, "stage1.iterations=6"),
+            resume=True,
+            reporter=Signaller(1, 3),
+        )
+    train(tiny(data_dir, run, *extra, "stage1.iterations=3"), resume=True)
+    assert not torch.equal(
+        older["unique_ir.w_theta"], tensors(run / "fnet_stage1.safetensors")["unique_ir.w_theta"]
+    )
+    assert_same_tensors(straight / "fnet_stage1.safetensors", run / "fnet_stage1.safetensors")
+
+
 def test_crash_between_checkpoints_resumes_from_the_last_one(
     data_dir: Path, tmp_path: Path
 ) -> None:

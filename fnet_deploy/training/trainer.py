@@ -435,7 +435,7 @@ def _run_stage(
     parts = _build_stage(stage, config, ctx, layout, resume, show)
     if parts.start >= total:
         show.note(f"{STAGE_NAMES[stage]} already complete ({parts.start} iterations)")
-        if not layout.weights(stage).exists() and ctx.is_main:
+        if _weights_step(layout.weights(stage), stage) != parts.start and ctx.is_main:
             _save_weights(stage, parts, config, ctx, scan, layout, parts.start, parts.loss)
         result.weights[stage] = layout.weights(stage)
         result.models[stage] = parts.ema.averaged(FNet)
@@ -669,6 +669,23 @@ def _checkpoint(
         )
         save_train_state(layout.state(stage), state)
     distributed.barrier(ctx)
+
+
+def _weights_step(path: Path, stage: int) -> int | None:
+    """The iteration count a stage's weights file records (None: missing, unreadable, foreign).
+
+    A stage that is already complete rewrites its weights unless they record exactly its
+    iterations, so that a run stopped early and finished with ``--set stageN.iterations=STEP``
+    writes the weights of that step, never leaves an older file in place.
+    """
+    if not path.is_file():
+        return None
+    try:
+        _, info = load_fnet(path)
+    except FnetError:
+        return None
+    total = info.metadata.get("training", {}).get(f"stage{stage}", {}).get("total")
+    return total if isinstance(total, int) else None
 
 
 def _save_weights(

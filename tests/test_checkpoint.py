@@ -10,7 +10,12 @@ import torch
 
 from fnet_deploy.errors import CheckpointError
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
-from fnet_deploy.model.checkpoint import official_key_to_ours, official_to_ours
+from fnet_deploy.model.checkpoint import (
+    official_key_to_ours,
+    official_to_ours,
+    packaged_weights,
+    resolve_weights,
+)
 
 SMALL = ModelConfig(filters=4, kernel_size=3, iterations=2)
 
@@ -161,3 +166,18 @@ def test_checkpoint_with_python_objects_is_refused_without_unsafe_advice(tmp_pat
     with pytest.raises(CheckpointError, match="holds Python objects") as err:
         load_fnet(tmp_path / "pickled.pth")
     assert "weights_only" not in str(err.value)
+
+
+def test_shipped_default_weights_came_from_the_trainer() -> None:
+    path = packaged_weights()
+    assert path is not None, "the package ships assets/fnet_default.safetensors"
+    assert resolve_weights(None) == path
+    model, info = load_fnet(path)
+    assert isinstance(model, FNet)
+    assert info.config == ModelConfig()
+    assert info.provenance.startswith("fnet-deploy train: stages I+II")
+    training = info.metadata["training"]
+    assert training["stage1"]["total"] > 0
+    assert training["stage2"]["total"] > 0
+    assert training["stage2"]["data"] == ["MSRS_train", "RoadScene_train"]
+    assert training["stage2"]["config"]["model"] == info.metadata["config"]

@@ -136,6 +136,18 @@ def test_wrong_checkpoint(tmp_path: Path, crop_pair: tuple[Path, Path]) -> None:
     assert not out.exists()
 
 
+def test_without_weights_the_packaged_default_fuses(
+    tmp_path: Path, crop_pair: tuple[Path, Path]
+) -> None:
+    ir, vis = crop_pair
+    code, output = run("--ir", ir, "--vis", vis, "--out", tmp_path / "f.png")
+    assert code == 0, output
+    fused = cv2.imread(str(tmp_path / "f.png"))
+    assert fused is not None
+    assert fused.shape[:2] == cv2.imread(str(ir), cv2.IMREAD_GRAYSCALE).shape
+    assert 10 < float(fused.mean()) < 245
+
+
 def test_no_weights_in_a_build_without_defaults_is_a_clear_error(
     tmp_path: Path, crop_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -327,7 +327,6 @@ def test_stream_command_default_sequence(
         (["--size", "big"], "--size expects WIDTHxHEIGHT"),
         (["--ir-percentiles", "99,1"], "IR gain: percentiles must satisfy"),
         (["--registration", "missing.json"], "calibration file not found"),
-        ([], "no --weights given"),
         (["--model", "m.gif"], "unknown model type '.gif'"),
         (["--backend", "onnxruntime"], "needs an exported model file"),
         (["--device", "gpu7", "--weights", "w.pth"], "unknown device 'gpu7'"),
@@ -340,6 +339,19 @@ def test_stream_command_errors_are_one_clear_line(
     result = CliRunner().invoke(app, ["stream", "--no-live", *args])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stream_without_weights_in_a_build_without_defaults_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fnet_deploy.model import checkpoint
+
+    monkeypatch.setattr(checkpoint, "packaged_weights", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["stream", "--no-live"])
+    assert result.exit_code == 2
+    assert "no --weights given" in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
 
 

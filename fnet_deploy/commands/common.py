@@ -28,7 +28,10 @@ console = Console(stderr=True)
 
 WeightsOption = Annotated[
     Path | None,
-    typer.Option(help="FNet weights: fnet-deploy .safetensors or the published .pth."),
+    typer.Option(
+        help="FNet weights: fnet-deploy .safetensors or the published .pth "
+        "(default: the package's own weights)."
+    ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 IrNormOption = Annotated[

@@ -139,7 +139,29 @@ def test_check_fails_with_exit_1_beyond_the_tolerance(
         "0",
     )
     assert code == 1, output
-    assert "FAIL: max" in output and "(onnxruntime, fp16)" in output
+    text = " ".join(output.split())
+    assert "FAIL: max" in text and "(onnxruntime, fp16, float16 emulated on CPU)" in text
+
+
+@pytest.mark.slow
+def test_check_compares_several_models_against_one_reference_run(
+    exported: tuple[Path, str], workspace: Path, official_weights: Path
+) -> None:
+    out, _ = exported
+    pair = ["--ir", str(workspace / "ir"), "--vis", str(workspace / "vis")]
+    models = [str(out / "fnet.onnx"), str(out / "fnet_fp16.onnx")]
+    code, output = invoke("check", *models, *pair, "--weights", str(official_weights))
+    assert code == 0, output
+    text = " ".join(output.split())
+    assert "fnet.onnx (onnxruntime, fp32) vs PyTorch fp32" in text
+    assert "fnet_fp16.onnx (onnxruntime, fp16, float16 emulated on CPU)" in text
+    assert "(tolerance 0.5)" in text and "(tolerance 2)" in text
+    assert text.count("PASS:") == 2 and text.count("all pixels") == 2
+    code, output = invoke(
+        "check", *models, *pair, "--weights", str(official_weights), "--no-emulate-fp16"
+    )
+    assert code == 0, output
+    assert "emulated" not in output and "(onnxruntime, fp16)" in " ".join(output.split())
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ The check over all real pairs is benchmarks/validate_fp16.py.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,10 +19,11 @@ import torch
 from onnx import TensorProto
 
 from fnet_deploy.export.fp16 import float16_emulation, float16_problems
-from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx
+from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.export.parity import ErrorStats, read_pair
 from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
+from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 from tests.conftest import shared_path
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
@@ -176,3 +178,23 @@ def test_fp16_export_has_no_float32_compute_with_l1_and_col2im() -> None:
     assert float16_problems(proto) == []
     ops = {node.op_type for node in proto.graph.node}
     assert {"Relu", "Col2Im"} <= ops
+
+
+def test_onnx_runner_emulates_float16_models_on_request(
+    tiny_fp16: onnx.ModelProto, tmp_path: Path
+) -> None:
+    torch.manual_seed(3)
+    paths = {"fp16": tmp_path / "fp16.onnx", "fp32": tmp_path / "fp32.onnx"}
+    save_onnx(tiny_fp16, paths["fp16"])
+    save_onnx(build_onnx(FNet(TINY), OnnxSpec(), {}), paths["fp32"])
+    x = np.linspace(0, 1, 20 * 28, dtype=np.float32).reshape(20, 28)
+    feed = {"ir": x[None, None], "vis": x.T.copy().reshape(1, 1, 20, 28)}
+    with OnnxRunner(paths["fp16"], emulate_fp16=True) as runner:
+        emulated = runner.infer(feed)["fused"]
+        assert runner.emulated
+    expected = run(session(float16_emulation(tiny_fp16)), feed["ir"][0, 0], feed["vis"][0, 0])
+    assert np.array_equal(emulated, expected)
+    with OnnxRunner(paths["fp16"]) as runner:
+        assert not runner.emulated
+    with OnnxRunner(paths["fp32"], emulate_fp16=True) as runner:
+        assert not runner.emulated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -17,6 +18,7 @@ from fnet_deploy.export.parity import (
     ERROR_STATS,
     ErrorStat,
     ErrorStats,
+    ParityReport,
     compare_runners,
     iter_pairs,
 )
@@ -37,10 +39,49 @@ def _recorded(runner: Runner) -> tuple[str, str]:
     return str(getattr(runner, "precision", "fp32")), ""
 
 
+def _how(runner: Runner, precision: str) -> str:
+    """How the model ran, for the report title: backend, precision, emulation."""
+    emulated = ", float16 emulated on CPU" if getattr(runner, "emulated", False) else ""
+    return f"{runner.name}, {precision}{emulated}"
+
+
+def _print_report(
+    out: Console, title: str, report: ParityReport, chosen: ErrorStat, limit: float
+) -> bool:
+    """Print one model's table and verdict line; True when it passed."""
+    table = Table(title=title)
+    for column in ("pair", "max", "mean", "p99.9", "NaN/inf"):
+        table.add_column(column, justify="left" if column == "pair" else "right")
+    rows: list[tuple[str, ErrorStats]] = [*report.per_pair]
+    if len(rows) > 1:
+        rows.append(("all pixels", report.overall))
+    for name, stats in rows:
+        table.add_row(
+            name,
+            f"{stats.max:.4f}",
+            f"{stats.mean:.5f}",
+            f"{stats.quantile(0.999):.4f}",
+            str(stats.nonfinite),
+        )
+    out.print(table)
+    passed = report.overall.passed(chosen, limit)
+    out.print(
+        f"{'PASS' if passed else 'FAIL'}: {chosen} {report.overall.stat(chosen):.4f} grey levels "
+        f"(tolerance {limit:g}), {report.overall.nonfinite} NaN/inf pixels, "
+        f"{len(report.per_pair)} pair(s)"
+    )
+    return passed
+
+
 @reports_errors
 def check(
-    model: Annotated[
-        Path, typer.Argument(help="Model to check: .onnx (FP32/FP16), .engine/.plan, or weights.")
+    models: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Model(s) to check: .onnx (FP32/FP16), .engine/.plan, or weights; several "
+            "models share one reference run.",
+            show_default=False,
+        ),
     ],
     ir: Annotated[Path, typer.Option(help="Infrared image, or a folder of them.")],
     vis: Annotated[Path, typer.Option(help="Visible image, or a folder (paired by file name).")],
@@ -73,56 +114,60 @@ def check(
             "(default: 0.5 for fp32, 2 for fp16, 8 for int8 models)."
         ),
     ] = None,
+    emulate_fp16: Annotated[
+        bool,
+        typer.Option(
+            help="On --device cpu, run FP16 ONNX models as float16 emulation (every tensor "
+            "rounded to float16), since ONNX Runtime's CPU provider computes float16 "
+            "convolutions in float32 and would hide float16 error."
+        ),
+    ] = True,
 ) -> None:
-    """Compare an exported model with the PyTorch reference, in grey levels.
+    """Compare exported models with the PyTorch reference, in grey levels.
 
     Reports max / mean / p99.9 of |clamp(model) - clamp(reference)| * 255 per pair and over all
-    pixels; exits 1 when the chosen statistic exceeds the tolerance or any output is NaN/inf.
+    pixels; exits 1 when, for any model, the chosen statistic exceeds the tolerance or an output
+    is NaN/inf.
     """
     if stat not in ERROR_STATS:
         raise FnetError(f"--stat must be one of {', '.join(ERROR_STATS)}, got {stat!r}")
     chosen = cast(ErrorStat, stat)
     weights_path = resolve_weights(weights)
-    candidate = open_runner(model, backend, device)
+    candidates = [
+        open_runner(model, backend, device, emulate_fp16=emulate_fp16) for model in models
+    ]
     reference = open_runner(None, "torch", reference_device, "fp32", weights_path)
     out = Console()
     pairs = list(iter_pairs(ir, vis, luminance))
-    with candidate, reference:
-        precision, recorded_sha = _recorded(candidate)
-        if recorded_sha and recorded_sha != file_sha256(weights_path):
-            typer.echo(
-                f"warning: {model.name} was exported from other weights (sha256 "
-                f"{recorded_sha[:12]}...) than {weights_path.name}",
-                err=True,
+    with ExitStack() as stack:
+        for runner in (*candidates, reference):
+            stack.enter_context(runner)
+        recorded = [_recorded(candidate) for candidate in candidates]
+        for model, (_, sha) in zip(models, recorded, strict=True):
+            if sha and sha != file_sha256(weights_path):
+                typer.echo(
+                    f"warning: {model.name} was exported from other weights (sha256 "
+                    f"{sha[:12]}...) than {weights_path.name}",
+                    err=True,
+                )
+        names = ", ".join(model.name for model in models)
+        with progress_bar() as progress:
+            task = progress.add_task(f"checking {names}", total=len(pairs))
+            reports = compare_runners(
+                reference, candidates, pairs, on_pair=lambda _: progress.advance(task)
             )
+        how = [
+            _how(candidate, precision)
+            for candidate, (precision, _) in zip(candidates, recorded, strict=True)
+        ]
+    failed = []
+    for model, report, (precision, _), label in zip(models, reports, recorded, how, strict=True):
         limit = DEFAULT_TOLERANCE.get(precision, DEFAULT_TOLERANCE["fp32"])
         limit = tolerance if tolerance is not None else limit
-        with progress_bar() as progress:
-            task = progress.add_task(f"checking {model.name}", total=len(pairs))
-            report = compare_runners(
-                reference, candidate, pairs, on_pair=lambda *_: progress.advance(task)
-            )
-    table = Table(title=f"{model.name} ({candidate.name}, {precision}) vs PyTorch fp32")
-    for column in ("pair", "max", "mean", "p99.9", "NaN/inf"):
-        table.add_column(column, justify="left" if column == "pair" else "right")
-    rows: list[tuple[str, ErrorStats]] = [*report.per_pair]
-    if len(rows) > 1:
-        rows.append(("all pixels", report.overall))
-    for name, stats in rows:
-        table.add_row(
-            name,
-            f"{stats.max:.4f}",
-            f"{stats.mean:.5f}",
-            f"{stats.quantile(0.999):.4f}",
-            str(stats.nonfinite),
-        )
-    out.print(table)
-    passed = report.overall.passed(chosen, limit)
-    verdict = "PASS" if passed else "FAIL"
-    out.print(
-        f"{verdict}: {chosen} {report.overall.stat(chosen):.4f} grey levels "
-        f"(tolerance {limit:g}), {report.overall.nonfinite} NaN/inf pixels, "
-        f"{len(report.per_pair)} pair(s), luminance {luminance}"
-    )
-    if not passed:
+        title = f"{model.name} ({label}) vs PyTorch fp32, luminance {luminance}"
+        if not _print_report(out, title, report, chosen, limit):
+            failed.append(model.name)
+    if failed:
+        if len(models) > 1:
+            out.print(f"FAILED: {', '.join(failed)}")
         raise typer.Exit(1)

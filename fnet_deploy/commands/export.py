@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -196,15 +195,11 @@ def _report(label: str, stats: ErrorStats, precision: str) -> bool:
 
 def _check(reference: Runner, candidate: Runner, pair: ImagePair, batch: int) -> ErrorStats:
     with candidate:
-        return compare_runners(reference, candidate, [pair], batch=batch).overall
+        return compare_runners(reference, [candidate], [pair], batch=batch)[0].overall
 
 
 def _onnx_parity(model: FNet, onnx_paths: dict[str, Path], pair: ImagePair, batch: int) -> int:
     """ORT (CPU) against the PyTorch training form; FP16 through its float16 emulation."""
-    import onnx
-
-    from fnet_deploy.export.fp16 import float16_emulation
-    from fnet_deploy.export.onnx_export import save_onnx
     from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
     from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 
@@ -216,10 +211,9 @@ def _onnx_parity(model: FNet, onnx_paths: dict[str, Path], pair: ImagePair, batc
             f"fnet.onnx (ORT CPU) vs PyTorch on {pair.name} {size}", stats, "fp32"
         )
         if "fp16" in onnx_paths:
-            with tempfile.TemporaryDirectory() as tmp:
-                emulated = Path(tmp) / "fp16_emulated.onnx"
-                save_onnx(float16_emulation(onnx.load(str(onnx_paths["fp16"]))), emulated)
-                stats = _check(reference, OnnxRunner(emulated), pair, batch)
+            stats = _check(
+                reference, OnnxRunner(onnx_paths["fp16"], emulate_fp16=True), pair, batch
+            )
             failures += not _report(
                 f"fnet_fp16.onnx (float16 arithmetic emulated on CPU) vs PyTorch fp32 on "
                 f"{pair.name} {size}",

@@ -7,7 +7,7 @@ fine histogram, so the p99.9 over millions of pixels needs no big buffers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -181,34 +181,35 @@ class ParityReport:
 
 def compare_runners(
     reference: Runner,
-    candidate: Runner,
+    candidates: Sequence[Runner],
     pairs: Iterable[ImagePair],
-    on_pair: Callable[[str, ErrorStats], None] | None = None,
+    on_pair: Callable[[str], None] | None = None,
     batch: int = 1,
-) -> ParityReport:
-    """Run both (active) runners on every pair and collect grey-level errors.
+) -> list[ParityReport]:
+    """Run the reference once and every candidate on each pair; collect grey-level errors.
 
     Args:
-        reference: the PyTorch reference runner.
-        candidate: the runner under test.
+        reference: the PyTorch reference runner (active).
+        candidates: the runners under test (active); one report each, in this order.
         pairs: the inputs, one pair per inference.
-        on_pair: called after each pair with its name and errors (progress reporting).
+        on_pair: called with the pair's name after all runners are done with it (progress).
         batch: each pair is repeated to this batch size (for fixed-batch models).
     """
-    report = ParityReport()
+    reports = [ParityReport() for _ in candidates]
     for pair in pairs:
         feed = pair.feed(batch)
         expected = reference.infer(feed)[OUTPUT_NAME]
-        actual = candidate.infer(feed)[OUTPUT_NAME]
-        if actual.shape != expected.shape:
-            raise FnetError(
-                f"{candidate.name}: output shape {actual.shape} for {pair.name}, "
-                f"expected {expected.shape}"
-            )
-        stats = ErrorStats()
-        stats.add(expected, actual)
-        report.per_pair.append((pair.name, stats))
-        report.overall.merge(stats)
+        for candidate, report in zip(candidates, reports, strict=True):
+            actual = candidate.infer(feed)[OUTPUT_NAME]
+            if actual.shape != expected.shape:
+                raise FnetError(
+                    f"{candidate.name}: output shape {actual.shape} for {pair.name}, "
+                    f"expected {expected.shape}"
+                )
+            stats = ErrorStats()
+            stats.add(expected, actual)
+            report.per_pair.append((pair.name, stats))
+            report.overall.merge(stats)
         if on_pair is not None:
-            on_pair(pair.name, stats)
-    return report
+            on_pair(pair.name)
+    return reports

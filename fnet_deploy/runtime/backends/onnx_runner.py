@@ -9,7 +9,9 @@
 
 The GPU providers need the ``onnxruntime-gpu`` build. FP16 models (float32 inputs and outputs)
 run like FP32 ones; note that the CPU provider computes most of an FP16 graph in float32 (see
-:mod:`fnet_deploy.export.fp16`).
+:mod:`fnet_deploy.export.fp16`). With ``emulate_fp16`` an FP16 model on the CPU provider runs as
+its float16 emulation instead (every tensor rounded to float16, as GPU float16 kernels store them),
+which is what parity checks on a CPU should measure.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class OnnxRunner(Runner):
         inter_op_threads: threads across independent operators (``None``: default).
         expected_precision: if given, the model's recorded precision (``fp32`` / ``fp16``)
             must match it.
+        emulate_fp16: on ``cpu``, run an FP16 model as its float16 emulation
+            (:func:`fnet_deploy.export.fp16.float16_emulation`); FP32 models and other devices
+            are unaffected. :attr:`emulated` tells whether it applied.
     """
 
     name = "onnxruntime"
@@ -93,6 +98,7 @@ class OnnxRunner(Runner):
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         expected_precision: str | None = None,
+        emulate_fp16: bool = False,
     ) -> None:
         super().__init__()
         self.model_path = Path(model_path)
@@ -100,6 +106,8 @@ class OnnxRunner(Runner):
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.expected_precision = expected_precision
+        self.emulate_fp16 = emulate_fp16
+        self.emulated = False
         self.metadata: dict[str, str] = {}
         self._session: Any = None
         self._input_dims: dict[str, list[int | None]] = {}
@@ -135,8 +143,11 @@ class OnnxRunner(Runner):
             options.intra_op_num_threads = self.intra_op_threads
         if self.inter_op_threads is not None:
             options.inter_op_num_threads = self.inter_op_threads
+        source: str | bytes = str(path)
+        if self.emulate_fp16 and self.device == "cpu":
+            source = self._emulated_source(path)
         try:
-            session = ort.InferenceSession(str(path), options, providers=providers)
+            session = ort.InferenceSession(source, options, providers=providers)
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InputError(path, f"ONNX Runtime cannot load the model ({first})") from None
@@ -165,6 +176,24 @@ class OnnxRunner(Runner):
         }
         self._session = session
 
+    def _emulated_source(self, path: Path) -> str | bytes:
+        """The float16 emulation of a model with float16 weights, or the path of any other model."""
+        import onnx
+
+        from fnet_deploy.export.fp16 import float16_emulation, float16_problems
+
+        try:
+            model = onnx.load(str(path))
+        except Exception as err:
+            raise InputError(path, f"not a readable ONNX model ({type(err).__name__})") from None
+        if all(init.data_type != onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
+            return str(path)
+        problems = float16_problems(model)
+        if problems:
+            raise InputError(path, f"cannot emulate float16: {problems[0]}")
+        self.emulated = True
+        return float16_emulation(model).SerializeToString()
+
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = {name: np.ascontiguousarray(feed[name], np.float32) for name in INPUT_NAMES}
         for name, array in arrays.items():
@@ -184,3 +213,4 @@ class OnnxRunner(Runner):
 
     def _deactivate(self) -> None:
         self._session = None
+        self.emulated = False

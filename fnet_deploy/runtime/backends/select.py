@@ -61,6 +61,7 @@ def open_runner(
     device: str = "cpu",
     precision: str | None = None,
     weights: str | Path | None = None,
+    emulate_fp16: bool = False,
 ) -> Runner:
     """A (not yet activated) runner for a model file or weights.
 
@@ -75,6 +76,8 @@ def open_runner(
             exported models a check that the file has this precision (``None``: any).
         weights: the weights for the torch backend when ``model`` is ``None`` (``None``: the
             packaged default).
+        emulate_fp16: onnxruntime on ``cpu`` only: run an FP16 model as its float16 emulation
+            (what a parity check on a CPU should measure; see :class:`OnnxRunner`).
 
     Raises:
         FnetError: contradictory arguments or an unknown backend.
@@ -117,7 +120,9 @@ def open_runner(
     if chosen == "onnxruntime":
         from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 
-        return OnnxRunner(path, device=device, expected_precision=precision)
+        return OnnxRunner(
+            path, device=device, expected_precision=precision, emulate_fp16=emulate_fp16
+        )
     from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
 
     return TensorRTRunner(

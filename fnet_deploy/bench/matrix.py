@@ -119,7 +119,7 @@ def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path
     from fnet_deploy.runtime.backends.select import require
 
     require("tensorrt")
-    from fnet_deploy.export.engine_info import ShapeProfile
+    from fnet_deploy.export.engine_info import ShapeProfile, sidecar_path
     from fnet_deploy.export.tensorrt_build import EngineBuildOptions, build_engine
     from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
 
@@ -128,7 +128,7 @@ def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path
     batch, height, width = shape
     dims = (batch, 1, height, width)
     engine = work / f"fnet_{precision}_{batch}x{height}x{width}.engine"
-    if not engine.exists():
+    if not (engine.exists() and sidecar_path(engine).exists()):
         options = EngineBuildOptions(
             precision=onnx_precision,
             profile=ShapeProfile(dims, dims, dims),

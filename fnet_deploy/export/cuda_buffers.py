@@ -39,6 +39,28 @@ def call(result: tuple[Any, ...], what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def device_count() -> int:
+    """Number of CUDA GPUs (0 when the driver says there are none).
+
+    Raises:
+        MissingDependencyError: cuda-python is not installed.
+        FnetError: the CUDA runtime is unusable (no driver library, a driver older than the
+            cuda-python runtime, ...), with CUDA's own message.
+    """
+    runtime = cudart()
+    try:
+        error, count = runtime.cudaGetDeviceCount()
+    except RuntimeError as err:
+        raise FnetError(f"CUDA runtime unusable: {err}") from None
+    if error == runtime.cudaError_t.cudaErrorNoDevice:
+        return 0
+    if error != runtime.cudaError_t.cudaSuccess:
+        _, text = runtime.cudaGetErrorString(error)
+        message = text.decode() if isinstance(text, bytes) else str(text)
+        raise FnetError(f"CUDA cannot count GPUs: {message} (check the driver and cuda-python)")
+    return int(count)
+
+
 def select_device(index: int) -> tuple[str, str]:
     """Make GPU ``index`` current; returns its name and compute capability (``"9.0"``).
 
@@ -46,8 +68,8 @@ def select_device(index: int) -> tuple[str, str]:
         FnetError: no CUDA GPU, or no GPU with that index.
     """
     runtime = cudart()
-    error, count = runtime.cudaGetDeviceCount()
-    if error != runtime.cudaError_t.cudaSuccess or count == 0:
+    count = device_count()
+    if count == 0:
         raise FnetError("TensorRT needs an NVIDIA GPU, and CUDA reports none on this machine")
     if not 0 <= index < count:
         raise FnetError(f"no GPU cuda:{index} (this machine has {count})")

@@ -9,12 +9,16 @@
 
 TF32 is always off: the gamma = 100 gate of the threshold amplifies the rounding of TF32's
 10-bit mantissa. Every build uses one optimization profile for both inputs, a timing cache
-(loaded and saved) and a workspace limit, and writes the engine and its JSON sidecar
-atomically. TensorRT and cuda-python are imported only when a build runs.
+(loaded and saved; one TensorRT rejects, from another GPU or version, is replaced) and a
+workspace limit, and writes the engine and then its JSON sidecar atomically. The INT8
+calibration cache is reused only for the same ONNX model and calibration data. TensorRT 10 is
+required (TensorRT 11 removed implicit INT8). TensorRT and cuda-python are imported only when a
+build runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,7 @@ from fnet_deploy.export.engine_info import (
     EnginePrecision,
     Shape,
     ShapeProfile,
+    format_shape,
     write_sidecar,
 )
 from fnet_deploy.export.parity import ImagePair
@@ -113,7 +118,26 @@ def calibration_batches(pairs: Sequence[ImagePair], shape: Shape) -> list[dict[s
     ]
 
 
-def _entropy_calibrator(trt: Any, batches: list[dict[str, np.ndarray]], cache: Path | None) -> Any:
+def calibration_key(onnx_path: Path, batches: list[dict[str, np.ndarray]]) -> str:
+    """SHA-256 over the ONNX model and the calibration data: what an INT8 cache is valid for."""
+    digest = hashlib.sha256(file_sha256(onnx_path).encode())
+    for feed in batches:
+        for name in INPUT_NAMES:
+            digest.update(str(feed[name].shape).encode())
+            digest.update(feed[name].tobytes())
+    return digest.hexdigest()
+
+
+def _entropy_calibrator(
+    trt: Any, batches: list[dict[str, np.ndarray]], cache: Path | None, key: str
+) -> Any:
+    """An INT8 entropy calibrator over ``batches``.
+
+    The cache is reused only when ``<cache>.key`` holds ``key`` (same ONNX model, same
+    calibration pairs, same shape); otherwise TensorRT calibrates again and both are rewritten.
+    """
+    key_path = cache.with_name(cache.name + ".key") if cache is not None else None
+
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         """Feeds real pairs to TensorRT's INT8 entropy calibration, one batch at a time."""
 
@@ -124,7 +148,7 @@ def _entropy_calibrator(trt: Any, batches: list[dict[str, np.ndarray]], cache: P
             self.stream = create_stream()
 
         def get_batch_size(self) -> int:
-            return int(batches[0][INPUT_NAMES[0]].shape[0])
+            return 1
 
         def get_batch(self, names: list[str]) -> list[int] | None:
             feed = next(self.remaining, None)
@@ -135,11 +159,16 @@ def _entropy_calibrator(trt: Any, batches: list[dict[str, np.ndarray]], cache: P
             return pointers
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache.read_bytes() if cache is not None and cache.is_file() else None
+            if cache is None or key_path is None or not cache.is_file():
+                return None
+            if not key_path.is_file() or key_path.read_text().strip() != key:
+                return None
+            return cache.read_bytes()
 
         def write_calibration_cache(self, data: Any) -> None:
-            if cache is not None:
+            if cache is not None and key_path is not None:
                 write_bytes_atomic(cache, bytes(data))
+                write_bytes_atomic(key_path, key.encode())
 
         def release(self) -> None:
             for buffer in self.buffers.values():
@@ -210,20 +239,28 @@ def build_engine(
     profile = builder.create_optimization_profile()
     for name in INPUT_NAMES:
         profile.set_shape(name, options.profile.min, options.profile.opt, options.profile.max)
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        shapes = " / ".join(
+            format_shape(shape)
+            for shape in (options.profile.min, options.profile.opt, options.profile.max)
+        )
+        raise FnetError(f"TensorRT rejected the profile min / opt / max {shapes}")
     config.clear_flag(trt.BuilderFlag.TF32)
     calibrator = None
     if precision == "int8":
+        if _major(trt.__version__) >= 11:
+            raise FnetError(
+                f"TensorRT {trt.__version__} has no implicit INT8 calibration (removed in "
+                "TensorRT 11); install tensorrt<11 for --int8"
+            )
         config.set_flag(trt.BuilderFlag.INT8)
         batches = calibration_batches(options.calibration, options.profile.opt)
-        calibrator = _entropy_calibrator(trt, batches, options.calibration_cache)
+        key = calibration_key(onnx_path, batches)
+        calibrator = _entropy_calibrator(trt, batches, options.calibration_cache, key)
         config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
-    cache_bytes = b""
-    if options.timing_cache is not None and options.timing_cache.is_file():
-        cache_bytes = options.timing_cache.read_bytes()
-    timing_cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        if not config.set_calibration_profile(profile):
+            raise FnetError("TensorRT rejected the calibration profile")
+    stale_cache = _use_timing_cache(config, options.timing_cache)
 
     try:
         serialized = builder.build_serialized_network(network, config)
@@ -232,9 +269,6 @@ def build_engine(
             calibrator.release()
     if serialized is None:
         raise FnetError(f"TensorRT failed to build a {precision} engine from {onnx_path.name}")
-    write_bytes_atomic(engine_path, bytes(serialized))
-    if options.timing_cache is not None:
-        write_bytes_atomic(options.timing_cache, bytes(config.get_timing_cache().serialize()))
     info = EngineInfo(
         tensorrt_version=str(trt.__version__),
         gpu_name=gpu_name,
@@ -247,7 +281,38 @@ def build_engine(
         package_version=__version__,
         weights_file=weights_file,
         weights_sha256=weights_sha256,
-        notes={"strongly_typed": precision != "int8", "tf32": False},
+        notes={
+            "strongly_typed": precision != "int8",
+            "tf32": False,
+            "stale_timing_cache_replaced": stale_cache,
+        },
     )
+    write_bytes_atomic(engine_path, bytes(serialized))
     write_sidecar(engine_path, info)
+    if options.timing_cache is not None:
+        cache = config.get_timing_cache()
+        if cache is not None:
+            write_bytes_atomic(options.timing_cache, bytes(cache.serialize()))
     return info
+
+
+def _major(version: str) -> int:
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _use_timing_cache(config: Any, path: Path | None) -> bool:
+    """Load the timing cache at ``path`` into ``config`` (an empty one if none or unusable).
+
+    Returns:
+        True when a cache file existed but TensorRT rejected it (another GPU or TensorRT
+        version); the build then starts from an empty cache, which replaces the file.
+    """
+    stored = path.read_bytes() if path is not None and path.is_file() else b""
+    if stored:
+        loaded = config.create_timing_cache(stored)
+        if loaded is not None and config.set_timing_cache(loaded, ignore_mismatch=False):
+            return False
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise FnetError("TensorRT could not set up an empty timing cache")
+    return bool(stored)

@@ -8,10 +8,22 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from fnet_deploy.errors import InputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 """Permissions of a newly created file under this process's umask."""
+
+
+def _unwritable(path: Path, err: OSError) -> InputError:
+    """The error for an output path that cannot be written, naming the actual obstacle."""
+    if path.is_dir():
+        return InputError(path, "cannot write a file here: it is a folder")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return InputError(path, f"cannot write here: {blocking} is a file, not a folder")
+    return InputError(path, f"cannot write here: {(err.strerror or type(err).__name__).lower()}")
 
 
 @contextlib.contextmanager
@@ -21,16 +33,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The caller writes the temporary file by any means (a library's ``save``, ``open``); on normal
     exit it is given ordinary file permissions and renamed onto ``path`` (atomic on POSIX); on an
     exception it is removed and ``path`` is left as it was. Parent folders are created.
+
+    Raises:
+        InputError: ``path`` cannot be written (its folder cannot be created or written, or
+            ``path`` is a folder).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _unwritable(path, err) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            raise _unwritable(path, err) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

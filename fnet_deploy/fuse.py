@@ -50,7 +50,10 @@ class FuseOptions:
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``, checked against what this machine has."""
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FnetError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FnetError(f"--device {name}: CUDA is not available on this machine (use cpu)")
     if device.type not in ("cpu", "cuda"):

@@ -193,3 +193,32 @@ def test_folders_with_unpaired_and_broken_files(
     assert "no visible partner for lonely" in output
     assert "broken.png: cannot decode image" in output
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "banana"], "--device 'banana': expected cpu, cuda or cuda:N"),
+        (["--ir-percentiles", "99,1"], "--ir-percentiles expects low,high with low < high"),
+        (["--ir-percentiles", "-5,200"], "--ir-percentiles expects percentiles between 0 and 100"),
+    ],
+)
+def test_bad_option_values_are_one_line(
+    tmp_path: Path, crop_pair: tuple[Path, Path], args: list[str], message: str
+) -> None:
+    ir, vis = crop_pair
+    code, output = run("--ir", ir, "--vis", vis, "--out", tmp_path / "f.png", *args)
+    assert code == 2
+    assert message in one_error_line(output)
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_output_under_a_regular_file_is_one_line(
+    tmp_path: Path, crop_pair: tuple[Path, Path]
+) -> None:
+    ir, vis = crop_pair
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    code, output = run("--ir", ir, "--vis", vis, "--out", blocker / "fused.png")
+    assert code == 2
+    assert f"{blocker} is a file, not a folder" in one_error_line(output)

@@ -325,7 +325,7 @@ def test_stream_command_default_sequence(
         (["--out", "display://0"], "display://0: "),
         (["--out", "fused.gif"], "unknown video suffix '.gif'"),
         (["--size", "big"], "--size expects WIDTHxHEIGHT"),
-        (["--ir-percentiles", "99,1"], "IR gain: percentiles must satisfy"),
+        (["--ir-percentiles", "99,1"], "--ir-percentiles expects low,high with low < high"),
         (["--registration", "missing.json"], "calibration file not found"),
         (["--model", "m.gif"], "unknown model type '.gif'"),
         (["--backend", "onnxruntime"], "needs an exported model file"),

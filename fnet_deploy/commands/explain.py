@@ -14,7 +14,7 @@ from fnet_deploy.commands.common import (
     IrPercentilesOption,
     WeightsOption,
     console,
-    parse_pair,
+    parse_percentiles,
     reports_errors,
 )
 from fnet_deploy.data.color import Luminance
@@ -58,7 +58,7 @@ def explain(
         ir, vis = sample_pair()
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder (explain writes a folder of files)")
-    ir_image = read_ir(ir, ir_norm, parse_pair(ir_percentiles, "--ir-percentiles"))
+    ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles))
     vis_image = read_visible(vis, luminance).luma
     if ir_image.shape != vis_image.shape:
         raise InputError(

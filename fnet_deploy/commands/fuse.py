@@ -14,7 +14,7 @@ from fnet_deploy.commands.common import (
     IrPercentilesOption,
     WeightsOption,
     console,
-    parse_pair,
+    parse_percentiles,
     progress_bar,
     reports_errors,
 )
@@ -77,7 +77,7 @@ def fuse(
     options = FuseOptions(
         luminance=luminance,
         ir_norm=ir_norm,
-        ir_percentiles=parse_pair(ir_percentiles, "--ir-percentiles"),
+        ir_percentiles=parse_percentiles(ir_percentiles),
         resize=resize,
         tile=tile,
         layout=layout,

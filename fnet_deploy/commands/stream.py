@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fnet_deploy.assets import asset_path
-from fnet_deploy.commands.common import console, parse_pair, reports_errors
+from fnet_deploy.commands.common import console, parse_pair, parse_percentiles, reports_errors
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError
@@ -172,9 +172,9 @@ def stream(
     try:
         gain = ThermalGain(
             ir_gain,
-            parse_pair(ir_percentiles, "--ir-percentiles"),
+            parse_percentiles(ir_percentiles),
             gain_smoothing,
-            parse_pair(ir_range, "--ir-range") if ir_range else None,
+            parse_pair(ir_range, "--ir-range", "0,4095") if ir_range else None,
         )
     except ValueError as err:
         raise FnetError(f"IR gain: {err}") from None

@@ -401,6 +401,10 @@ def test_an_existing_run_is_never_overwritten(data_dir: Path, tmp_path: Path) ->
     with pytest.raises(FnetError, match=r"started from stage I at iteration 1; .* stale"):
         train(tiny(data_dir, out, "stage1.iterations=2", "stage2.iterations=2"), resume=True)
     assert (out / "state" / "stage2.safetensors").read_bytes() == before
+    config_before = (out / "config.toml").read_text()
+    with pytest.raises(FnetError, match=r"cannot resume stage I: the saved run used model"):
+        train(tiny(data_dir, out, "model.filters=3", "stage1.iterations=1"), resume=True)
+    assert (out / "config.toml").read_text() == config_before
     result = train(tiny(data_dir, out, "stage1.iterations=1", "stage2.iterations=2"), resume=True)
     assert result.steps == {1: 1, 2: 2}
 

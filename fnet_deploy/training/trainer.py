@@ -397,7 +397,8 @@ def train(
 
 
 def _check_existing(config: TrainConfig, layout: RunLayout, resume: bool) -> None:
-    """Refuse to overwrite a run, or to train stage I under an existing stage II."""
+    """Refuse to overwrite a run, to resume one with another model, or to train stage I under an
+    existing stage II; runs before anything in ``layout`` is written."""
     if not resume:
         for stage in config.stage_list():
             path = layout.state(stage)
@@ -406,6 +407,19 @@ def _check_existing(config: TrainConfig, layout: RunLayout, resume: bool) -> Non
                 raise FnetError(
                     f"{layout.out} already holds a {STAGE_NAMES[stage]} run (iteration {step}): "
                     "pass --resume to continue it, or choose another --out"
+                )
+    else:
+        for stage in config.stage_list():
+            path = layout.state(stage)
+            saved_model = (
+                read_train_info(path).get("info", {}).get("config", {}).get("model")
+                if path.exists()
+                else None
+            )
+            if saved_model is not None and saved_model != config.model.to_dict():
+                raise FnetError(
+                    f"cannot resume {STAGE_NAMES[stage]}: the saved run used model "
+                    f"{saved_model}, this config asks for {config.model.to_dict()}"
                 )
     first, second = layout.state(1), layout.state(2)
     if 1 in config.stage_list() and second.exists():
@@ -572,12 +586,6 @@ def _check_resumable(
 ) -> None:
     if saved.stage != stage:
         raise FnetError(f"training state holds stage {saved.stage}, expected stage {stage}")
-    if saved.info.get("config", {}).get("model") != config.model.to_dict():
-        raise FnetError(
-            f"cannot resume {STAGE_NAMES[stage]}: the saved run used model "
-            f"{saved.info.get('config', {}).get('model')}, this config asks for "
-            f"{config.model.to_dict()}"
-        )
     saved_world = saved.info.get("world_size", 1)
     if saved_world != ctx.world_size:
         show.note(

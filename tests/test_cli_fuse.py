@@ -222,3 +222,14 @@ def test_output_under_a_regular_file_is_one_line(
     code, output = run("--ir", ir, "--vis", vis, "--out", blocker / "fused.png")
     assert code == 2
     assert f"{blocker} is a file, not a folder" in one_error_line(output)
+
+
+def test_an_output_that_is_an_input_is_refused(
+    tmp_path: Path, crop_pair: tuple[Path, Path]
+) -> None:
+    ir, vis = crop_pair
+    before = vis.read_bytes()
+    code, output = run("--ir", ir, "--vis", vis, "--out", vis)
+    assert code == 2
+    assert "would overwrite an input" in one_error_line(output)
+    assert vis.read_bytes() == before

@@ -23,7 +23,7 @@ from fnet_deploy.runtime.sources import (
     has_gstreamer,
     open_source,
 )
-from fnet_deploy.runtime.uri import URI, parse_uri
+from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source
 from tests.conftest import shared_path
 
 
@@ -89,6 +89,19 @@ def test_parse_sink_uris(tmp_path: Path) -> None:
 def test_bad_uris_have_clear_errors(text: str, role: str, message: str) -> None:
     with pytest.raises(FnetError, match=re.escape(message)):
         parse_uri(text, role)  # type: ignore[arg-type]
+
+
+def test_a_sink_that_would_overwrite_a_source_is_found(tmp_path: Path) -> None:
+    frames = tmp_path / "seq" / "vi"
+    frames.mkdir(parents=True)
+    video = tmp_path / "in.mp4"
+    video.write_bytes(b"")
+    sources = [parse_uri(str(frames), "source"), parse_uri(str(video), "source")]
+    assert sink_overwrites_source(parse_uri(f"dir://{frames}", "sink"), sources) == sources[0]
+    assert sink_overwrites_source(parse_uri(str(video), "sink"), sources) == sources[1]
+    assert sink_overwrites_source(parse_uri(f"dir://{tmp_path}", "sink"), sources) == sources[0]
+    assert sink_overwrites_source(parse_uri(str(tmp_path / "out.mp4"), "sink"), sources) is None
+    assert sink_overwrites_source(parse_uri("display://0", "sink"), sources) is None
 
 
 def test_missing_bare_source_is_an_input_error(tmp_path: Path) -> None:

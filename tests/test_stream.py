@@ -342,6 +342,19 @@ def test_stream_command_errors_are_one_clear_line(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_stream_refuses_an_output_that_is_an_input(tmp_path: Path) -> None:
+    for name in ("vi", "ir"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "000000.png").write_bytes(b"frame")
+    vis, ir = str(tmp_path / "vi"), str(tmp_path / "ir")
+    result = CliRunner().invoke(
+        app, ["stream", "--no-live", "--vis", vis, "--ir", ir, "--out", f"dir://{vis}"]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "would overwrite the input" in result.output
+    assert (tmp_path / "vi" / "000000.png").read_bytes() == b"frame"
+
+
 def test_stream_without_weights_in_a_build_without_defaults_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -91,6 +91,8 @@ def fuse(
     if not folders and out.is_dir():
         raise InputError(out, "is a folder; give an image file name such as fused.png")
 
+    if out.resolve() in (ir.resolve(), vis.resolve()):
+        raise InputError(out, "would overwrite an input; choose another --out")
     torch_device = resolve_device(device)
     model, info = load_fnet(resolve_weights(weights), torch_device)
     fuser = ImageFuser(model, torch_device, options)

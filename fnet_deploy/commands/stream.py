@@ -19,7 +19,7 @@ from fnet_deploy.assets import asset_path
 from fnet_deploy.commands.common import console, parse_pair, parse_percentiles, reports_errors
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
-from fnet_deploy.errors import FnetError
+from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.model.checkpoint import resolve_weights
 from fnet_deploy.runtime.backends.select import open_runner
 from fnet_deploy.runtime.gain import ThermalGain
@@ -28,7 +28,7 @@ from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import open_sink
 from fnet_deploy.runtime.sources import DEFAULT_DIR_FPS, open_source
 from fnet_deploy.runtime.stats import STAGES, RunStats
-from fnet_deploy.runtime.uri import parse_uri
+from fnet_deploy.runtime.uri import parse_uri, sink_overwrites_source
 from fnet_deploy.views import Layout
 
 DEFAULT_SEQUENCE = ("sequences", "nato_camp")
@@ -163,9 +163,19 @@ def stream(
     if vis is None or ir is None:
         vis, ir, shipped = default_sources()
         registration = registration or shipped
-    vis_source = open_source(parse_uri(vis, "source"), fps)
-    ir_source = open_source(parse_uri(ir, "source"), fps)
-    sink = open_sink(parse_uri(out, "sink"), out_fps)
+    vis_uri, ir_uri, out_uri = (
+        parse_uri(vis, "source"),
+        parse_uri(ir, "source"),
+        parse_uri(out, "sink"),
+    )
+    overwritten = sink_overwrites_source(out_uri, [vis_uri, ir_uri])
+    if overwritten is not None:
+        raise InputError(
+            out_uri.path, f"would overwrite the input {overwritten}; choose another --out"
+        )
+    vis_source = open_source(vis_uri, fps)
+    ir_source = open_source(ir_uri, fps)
+    sink = open_sink(out_uri, out_fps)
     registrar = Registrar(
         Registration.load(registration) if registration else None, _parse_size(size)
     )

@@ -133,3 +133,21 @@ def _suffix_problem(path: Path) -> str:
         f"unknown video suffix '{path.suffix}' (expected one of "
         f"{', '.join(sorted(VIDEO_SUFFIXES))}, or a folder name for frames)"
     )
+
+
+def sink_overwrites_source(sink: URI, sources: list[URI]) -> URI | None:
+    """The source that writing ``sink`` would overwrite, if any.
+
+    A file or folder sink overwrites a file or folder source that is the same path, or (for a
+    folder sink, whose frames are numbered files) lies inside it.
+    """
+    if sink.scheme not in ("file", "dir"):
+        return None
+    target = sink.path.resolve()
+    for source in sources:
+        if source.scheme not in ("file", "dir"):
+            continue
+        path = source.path.resolve()
+        if path == target or (sink.scheme == "dir" and target in path.parents):
+            return source
+    return None

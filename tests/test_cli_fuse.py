@@ -233,3 +233,16 @@ def test_an_output_that_is_an_input_is_refused(
     assert code == 2
     assert "would overwrite an input" in one_error_line(output)
     assert vis.read_bytes() == before
+
+
+def test_folders_without_a_single_pair_are_an_error(
+    tmp_path: Path, crop_pair: tuple[Path, Path]
+) -> None:
+    ir, vis = crop_pair
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vi").mkdir()
+    (tmp_path / "ir" / "a.png").write_bytes(ir.read_bytes())
+    (tmp_path / "vi" / "b.png").write_bytes(vis.read_bytes())
+    code, output = run("--ir", tmp_path / "ir", "--vis", tmp_path / "vi", "--out", tmp_path / "o")
+    assert code == 2
+    assert "no image shares a file name" in one_error_line(output)

@@ -355,6 +355,15 @@ def test_stream_refuses_an_output_that_is_an_input(tmp_path: Path) -> None:
     assert (tmp_path / "vi" / "000000.png").read_bytes() == b"frame"
 
 
+def test_stream_that_fuses_no_frame_exits_non_zero(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["stream", "--no-live", "--ir-offset-ms", "100000", "--out", str(tmp_path / "f.mp4")],
+    )
+    assert result.exit_code == 1, result.output
+    assert "error: no frame was fused" in result.output and "Traceback" not in result.output
+
+
 def test_stream_without_weights_in_a_build_without_defaults_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -63,7 +63,7 @@ def test_signal_during_stream_finalises_a_playable_video(tmp_path: Path, signum:
         if process.poll() is None:
             process.kill()
     name = signal.Signals(signum).name
-    assert process.returncode == 0, output
+    assert process.returncode == 128 + signum, output
     assert f"{name} received" in output
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["stopped_by"] == f"signal {name}"

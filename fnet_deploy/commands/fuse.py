@@ -105,6 +105,8 @@ def fuse(
 
 def _fuse_folders(fuser: ImageFuser, ir_dir: Path, vis_dir: Path, out_dir: Path) -> None:
     listing = pair_folders(ir_dir, vis_dir)
+    if not listing.pairs:
+        raise InputError(ir_dir, f"no image shares a file name with one in {vis_dir}")
     unpaired = listing.unpaired_message()
     if unpaired:
         typer.echo(f"warning: unpaired files skipped: {unpaired}", err=True)

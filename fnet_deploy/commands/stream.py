@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -156,13 +157,23 @@ def stream(
     Each visible frame is paired with the IR frame nearest in time, registered, fused by FNet
     and written. Without --vis/--ir, fuses the TNO sequence shipped with the package (with its
     registration unless --registration is given).
-    Ctrl-C or SIGTERM stops after the current frame and finalises the output.
+    Ctrl-C or SIGTERM stops after the current frame and finalises the output (exit code 130 or
+    143, as for any interrupted command); a run that fused no frame exits with 1.
     """
     if (vis is None) != (ir is None):
         raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
     if vis is None or ir is None:
         vis, ir, shipped = default_sources()
         registration = registration or shipped
+    try:
+        gain = ThermalGain(
+            ir_gain,
+            parse_percentiles(ir_percentiles),
+            gain_smoothing,
+            parse_pair(ir_range, "--ir-range", "0,4095") if ir_range else None,
+        )
+    except ValueError as err:
+        raise FnetError(f"IR gain: {err}") from None
     vis_uri, ir_uri, out_uri = (
         parse_uri(vis, "source"),
         parse_uri(ir, "source"),
@@ -179,15 +190,6 @@ def stream(
     registrar = Registrar(
         Registration.load(registration) if registration else None, _parse_size(size)
     )
-    try:
-        gain = ThermalGain(
-            ir_gain,
-            parse_percentiles(ir_percentiles),
-            gain_smoothing,
-            parse_pair(ir_range, "--ir-range", "0,4095") if ir_range else None,
-        )
-    except ValueError as err:
-        raise FnetError(f"IR gain: {err}") from None
     options = StreamOptions(
         max_skew=None if max_skew_ms is None else max_skew_ms / 1000.0,
         ir_offset=ir_offset_ms / 1000.0,
@@ -219,6 +221,11 @@ def stream(
             if stats is not None:
                 run_stats.write_json(stats)
     _summary(run_stats, stats)
+    if run_stats.stopped_by.startswith("signal "):
+        raise typer.Exit(128 + signal.Signals[run_stats.stopped_by.split()[1]].value)
+    if run_stats.counts.written == 0:
+        typer.echo("error: no frame was fused (the counts above say why)", err=True)
+        raise typer.Exit(1)
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

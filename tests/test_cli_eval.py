@@ -115,3 +115,11 @@ def test_size_mismatch_is_one_clear_line(dataset: Path) -> None:
 def test_nothing_to_evaluate(dataset: Path) -> None:
     code, output = invoke("--ir", dataset / "ir", "--vis", dataset / "vi")
     assert code == 2 and "nothing to evaluate" in output
+
+
+def test_a_method_name_used_twice_is_refused(dataset: Path) -> None:
+    pairs = ["--ir", str(dataset / "ir"), "--vis", str(dataset / "vi")]
+    code, output = invoke(*pairs, "--fused", f"average={dataset / 'vi'}", "--baseline", "average")
+    assert code == 2 and "method name 'average' given twice" in output
+    code, output = invoke(*pairs, "--baseline", "max", "--baseline", "max")
+    assert code == 2 and "method name 'max' given twice" in output

@@ -114,6 +114,13 @@ def evaluate_command(
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise FnetError(f"--baseline {unknown[0]}: unknown; choose from {', '.join(BASELINES)}")
+    generated = ([name] if weights is not None else []) + baselines
+    clash = next((m for m in generated if m in methods or generated.count(m) > 1), None)
+    if clash is not None:
+        raise FnetError(
+            f"method name {clash!r} given twice (--fused, --baseline, --name); rename one with "
+            "NAME=DIR or --name"
+        )
     if not methods and weights is None and not baselines:
         raise FnetError("nothing to evaluate: give --fused DIR, --weights W or --baseline NAME")
     listing = pair_folders(ir, vis)
@@ -145,7 +152,7 @@ def evaluate_command(
     pairings = pair_methods(ir, vis, methods)
     for method, pairing in pairings.items():
         if pairing.unpaired:
-            names = ", ".join(p.name for p in pairing.unpaired)
+            names = ", ".join(dict.fromkeys(p.name for p in pairing.unpaired))
             typer.echo(f"warning: {method}: files without a full triple skipped: {names}", err=True)
     total = sum(len(p.triples) for p in pairings.values())
     with progress_bar() as progress:

@@ -98,10 +98,20 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
     assert (tmp_path / "latency.png").stat().st_size > 1000
 
 
-def test_bench_rejects_bad_resolution() -> None:
-    result = CliRunner().invoke(app, ["bench", "--resolution", "480by640", "--no-peaks"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--resolution", "480by640"], "--resolution expects HxW"),
+        (["--batch", "x"], "--batch expects sizes like 1,2,4"),
+        (["--batch", "0"], "--batch expects positive sizes"),
+        (["--precision", "fp8"], "--precision: expected a comma-separated list of fp32, fp16"),
+        (["--backend", ","], "--backend: expected a comma-separated list of torch"),
+    ],
+)
+def test_bench_rejects_bad_options_in_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["bench", "--no-peaks", *args])
     assert result.exit_code == 2
-    assert "--resolution expects HxW" in result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
 
 
 def test_deploy_and_onnxruntime_cells_with_speedups(tmp_path: Path) -> None:

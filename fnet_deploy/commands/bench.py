@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.bench.matrix import (
     BACKENDS,
     CellResult,
@@ -32,6 +33,27 @@ from fnet_deploy.plots import plot_latency
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in _split(text)]
+    except ValueError:
+        raise FnetError(f"--batch expects sizes like 1,2,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise FnetError(f"--batch expects positive sizes like 1,2,4, got {text!r}")
+    return values
+
+
+def _choices(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
+    values = _split(text)
+    unknown = [v for v in values if v not in allowed]
+    if not values or unknown:
+        got = repr(unknown[0]) if unknown else "nothing"
+        raise FnetError(
+            f"{option}: expected a comma-separated list of {', '.join(allowed)}, got {got}"
+        )
+    return values
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -108,13 +130,13 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per cell.")] = 2,
     iterations: Annotated[int, typer.Option(min=1, help="Timed calls per cell (at most).")] = 10,
     max_seconds: Annotated[
-        float, typer.Option(help="Stop timing a cell after this many seconds.")
+        float, typer.Option(min=0.001, help="Stop timing a cell after this many seconds.")
     ] = 30.0,
     peaks: Annotated[
         bool, typer.Option(help="Measure the compute and bandwidth peaks for the floors.")
     ] = True,
     threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+        int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")
     ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Draw the latency distributions to this PNG (matplotlib).")
@@ -130,7 +152,10 @@ def bench(
     model = load_fnet(weights)[0] if weights is not None else FNet().eval()
     matrix = list(
         cells(
-            _split(backend), _split(precision), _shapes(resolution), [int(b) for b in _split(batch)]
+            _choices(backend, "--backend", tuple(BACKENDS)),
+            _choices(precision, "--precision", ("fp32", "fp16")),
+            _shapes(resolution),
+            _batches(batch),
         )
     )
     measured = None
@@ -144,33 +169,37 @@ def bench(
             measured = measure_peaks(str(torch_device), dtype)
         console.print(_describe_peaks(measured))
     results = []
+    interrupted = False
     with tempfile.TemporaryDirectory(prefix="fnet-bench-") as work, progress_bar() as progress:
         task = progress.add_task("benchmarking", total=len(matrix))
-        for cell in matrix:
-            progress.update(
-                task,
-                description=f"{cell.backend} {cell.precision} {cell.height}x{cell.width} "
-                f"b{cell.batch}",
-            )
-            results.append(
-                run_cell(
-                    cell,
-                    model,
-                    str(torch_device),
-                    measured,
-                    warmup,
-                    iterations,
-                    max_seconds,
-                    Path(work),
+        try:
+            for cell in matrix:
+                progress.update(
+                    task,
+                    description=f"{cell.backend} {cell.precision} {cell.height}x{cell.width} "
+                    f"b{cell.batch}",
                 )
-            )
-            progress.advance(task)
+                results.append(
+                    run_cell(
+                        cell,
+                        model,
+                        str(torch_device),
+                        measured,
+                        warmup,
+                        iterations,
+                        max_seconds,
+                        Path(work),
+                    )
+                )
+                progress.advance(task)
+        except KeyboardInterrupt:
+            interrupted = True
     add_speedups(results)
     out = Console()
     out.width = max(out.width, 160)
     out.print(_table(results))
     for reason in sorted({r.skipped for r in results if r.skipped}):
-        out.print(f"skipped: {reason}")
+        out.print(f"skipped: {reason}", markup=False)
     if plot is not None:
         latencies = {
             f"{r.cell.backend} {r.cell.precision} {r.cell.height}x{r.cell.width} b{r.cell.batch}": [
@@ -188,6 +217,8 @@ def bench(
             "peaks": asdict(measured) if measured else None,
             "results": [r.to_dict() for r in results],
         }
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(document, indent=2))
+        write_text_atomic(json_out, json.dumps(document, indent=2))
         console.print(f"wrote {json_out}")
+    if interrupted:
+        console.print(f"interrupted: {len(results)} of {len(matrix)} cells finished (shown above)")
+        raise typer.Exit(130)

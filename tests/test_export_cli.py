@@ -182,6 +182,17 @@ def test_check_warns_about_other_weights_and_rejects_bad_input(
     assert code == 2 and f"error: {missing}: file not found" in output
 
 
+def test_export_checks_the_parity_pair_before_exporting(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code, output = invoke(
+        "export", "--weights", "w.pth", "--out", str(out), "--ir", str(junk), "--vis", str(junk)
+    )
+    assert code == 2 and "junk.png: cannot decode image" in output
+    assert not out.exists()
+
+
 def test_export_rejects_inconsistent_options(tmp_path: Path) -> None:
     weights = str(tmp_path / "weights.safetensors")
     code, output = invoke("export", "--weights", weights, "--out", str(tmp_path), "--height", "64")

@@ -56,7 +56,9 @@ def export(
     width: Annotated[
         int | None, typer.Option(help="Fix W (with --height; default dynamic).")
     ] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset (ai.onnx).")] = 18,
+    opset: Annotated[
+        int, typer.Option(min=18, help="ONNX opset (ai.onnx; the exporter writes 18 or newer).")
+    ] = 18,
     merge_encoders: Annotated[
         bool,
         typer.Option(help="Merge all W_k(e) of a block into one conv (measured slower on CPU)."),
@@ -127,6 +129,17 @@ def export(
     if engine:
         require("tensorrt")
 
+    import onnx
+
+    if opset > onnx.defs.onnx_opset_version():
+        raise FnetError(
+            f"--opset {opset}: the installed onnx knows opsets up to "
+            f"{onnx.defs.onnx_opset_version()}"
+        )
+    ir_path, vis_path = (ir, vis) if ir is not None and vis is not None else sample_pair()
+    pair = read_pair(ir_path, vis_path, luminance)
+    if height is not None and width is not None:
+        pair = pair.resized(height, width)
     model, info = load_fnet(resolve_weights(weights))
     convs = to_deploy(model, options).convolution_count()
     onnx_paths: dict[str, Path] = {}
@@ -140,10 +153,6 @@ def export(
             f"{convs} convolutions, weights {info.path.name})"
         )
 
-    ir_path, vis_path = (ir, vis) if ir is not None and vis is not None else sample_pair()
-    pair = read_pair(ir_path, vis_path, luminance)
-    if height is not None and width is not None:
-        pair = pair.resized(height, width)
     failures = _onnx_parity(model, onnx_paths, pair, batch or 1)
 
     if engine and profile is not None:

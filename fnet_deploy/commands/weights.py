@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.commands.common import reports_errors
+from fnet_deploy.data.color import Luminance
 from fnet_deploy.errors import InputError
 from fnet_deploy.model.checkpoint import load_fnet, resolve_weights, save_fnet
 
@@ -47,7 +48,8 @@ def convert(
     source: Annotated[Path, typer.Argument(help="Weights to convert (e.g. FNet_official.pth).")],
     dest: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
     luminance: Annotated[
-        str, typer.Option(help="Luminance convention the weights were trained with.")
+        Luminance,
+        typer.Option(help="Luminance convention the weights were trained with: ycbcr or gray."),
     ] = "ycbcr",
 ) -> None:
     """Convert weights (e.g. the published .pth) to the fnet-deploy safetensors format."""

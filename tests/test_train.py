@@ -191,6 +191,9 @@ def test_toml_round_trip_and_overrides(tmp_path: Path) -> None:
         ("model.kernel_size=4", "kernel_size must be odd"),
         ("seed", "not of the form"),
         ("data=1", "data must be a table"),
+        ("model.gamma=nan", "model.gamma must be a finite number"),
+        ("model.alpha=-1", "alpha must be a finite number >= 0"),
+        ("stage2.ssim_weight=-1", "stage2.ssim_weight must be >= 0"),
     ],
 )
 def test_bad_config_values_are_named(override: str, problem: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -36,6 +37,10 @@ class ModelConfig:
             raise ValueError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if not (math.isfinite(self.gamma) and self.gamma > 0):
+            raise ValueError(f"gamma must be a finite number > 0, got {self.gamma}")
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha}")
         if self.threshold not in ("l0", "l1"):
             raise ValueError(f"threshold must be 'l0' or 'l1', got {self.threshold!r}")
 

@@ -161,6 +161,9 @@ class StageTwoConfig:
 
     def __post_init__(self) -> None:
         _check(self.iterations >= 1, "stage2.iterations", f"must be >= 1, got {self.iterations}")
+        for key in ("intensity_weight", "gradient_weight", "ssim_weight"):
+            value = getattr(self, key)
+            _check(value >= 0, f"stage2.{key}", f"must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,8 @@ def _coerce(hint: Any, raw: Any, name: str) -> Any:
     if hint is float:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise ConfigError(f"{name} must be a number, got {raw!r}")
+        if not math.isfinite(raw):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
         return float(raw)
     if hint is str:
         if not isinstance(raw, str):

@@ -157,12 +157,11 @@ def check(
             reports = compare_runners(
                 reference, candidates, pairs, on_pair=lambda _: progress.advance(task)
             )
-        how = [
-            _how(candidate, precision)
-            for candidate, (precision, _) in zip(candidates, recorded, strict=True)
-        ]
     failed = []
-    for model, report, (precision, _), label in zip(models, reports, recorded, how, strict=True):
+    for model, candidate, report, (precision, _) in zip(
+        models, candidates, reports, recorded, strict=True
+    ):
+        label = _how(candidate, precision)
         limit = DEFAULT_TOLERANCE.get(precision, DEFAULT_TOLERANCE["fp32"])
         limit = tolerance if tolerance is not None else limit
         title = f"{model.name} ({label}) vs PyTorch fp32, luminance {luminance}"

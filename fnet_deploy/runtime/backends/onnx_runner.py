@@ -85,7 +85,7 @@ class OnnxRunner(Runner):
             must match it.
         emulate_fp16: on ``cpu``, run an FP16 model as its float16 emulation
             (:func:`fnet_deploy.export.fp16.float16_emulation`); FP32 models and other devices
-            are unaffected. :attr:`emulated` tells whether it applied.
+            are unaffected. :attr:`emulated` tells whether it applied (in the last activation).
     """
 
     name = "onnxruntime"
@@ -143,6 +143,7 @@ class OnnxRunner(Runner):
             options.intra_op_num_threads = self.intra_op_threads
         if self.inter_op_threads is not None:
             options.inter_op_num_threads = self.inter_op_threads
+        self.emulated = False
         source: str | bytes = str(path)
         if self.emulate_fp16 and self.device == "cpu":
             source = self._emulated_source(path)
@@ -213,4 +214,3 @@ class OnnxRunner(Runner):
 
     def _deactivate(self) -> None:
         self._session = None
-        self.emulated = False

@@ -8,18 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from fnet_deploy.assets import sample_pair
 from fnet_deploy.baselines import BASELINES, average, laplacian_pyramid, maximum
 from fnet_deploy.metrics import spatial_frequency
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under the shared data folder; skips the test if it is not there."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
-    return path
+from tests.conftest import fixture_path
 
 
 def read_unit(path: Path) -> np.ndarray:
@@ -83,15 +75,14 @@ def test_pyramid_levels_adapt_to_small_images_and_are_checked() -> None:
 @pytest.mark.parametrize(
     ("ir", "vis"),
     [
-        (("TNO", "ir", "19.png"), ("TNO", "vi", "19.png")),
-        (("RoadScene", "ir", "FLIR_00211.jpg"), ("RoadScene", "vi", "FLIR_00211.jpg")),
+        (fixture_path("TNO", "ir", "19.png"), fixture_path("TNO", "vi", "19.png")),
+        sample_pair(),
     ],
+    ids=["TNO-19-crop", "RoadScene-FLIR_00211"],
 )
-def test_baselines_on_real_images_keep_shape_and_range(
-    ir: tuple[str, ...], vis: tuple[str, ...]
-) -> None:
-    a = read_unit(shared_path("data", *ir))
-    b = read_unit(shared_path("data", *vis))
+def test_baselines_on_real_images_keep_shape_and_range(ir: Path, vis: Path) -> None:
+    a = read_unit(ir)
+    b = read_unit(vis)
     for name, baseline in BASELINES.items():
         fused = baseline(a, b)
         assert fused.dtype == np.float32, name

@@ -26,11 +26,11 @@ def one_error_line(output: str) -> str:
 
 
 def test_single_colour_pair(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
+    tmp_path: Path, crop_pair: tuple[Path, Path], default_weights: Path
 ) -> None:
     ir, vis = crop_pair
     out = tmp_path / "out" / "fused.png"
-    code, output = run("--ir", ir, "--vis", vis, "--out", out, "--weights", official_weights)
+    code, output = run("--ir", ir, "--vis", vis, "--out", out, "--weights", default_weights)
     assert code == 0, output
     fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     assert fused.shape == (64, 80, 3)
@@ -38,32 +38,32 @@ def test_single_colour_pair(
 
 
 def test_gray_convention_writes_grey(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
+    tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path
 ) -> None:
     ir, vis = crop_pair
     out = tmp_path / "fused.png"
     code, output = run(
-        "--ir", ir, "--vis", vis, "--out", out, "--weights", official_weights, "--luminance", "gray"
+        "--ir", ir, "--vis", vis, "--out", out, "--weights", tiny_weights, "--luminance", "gray"
     )
     assert code == 0, output
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (64, 80)
 
 
 def test_tiled_cli_equals_untiled(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
+    tmp_path: Path, crop_pair: tuple[Path, Path], default_weights: Path
 ) -> None:
     ir, vis = crop_pair
     a, b = tmp_path / "a.png", tmp_path / "b.png"
-    assert run("--ir", ir, "--vis", vis, "--out", a, "--weights", official_weights)[0] == 0
+    assert run("--ir", ir, "--vis", vis, "--out", a, "--weights", default_weights)[0] == 0
     assert (
-        run("--ir", ir, "--vis", vis, "--out", b, "--weights", official_weights, "--tile", "32")[0]
+        run("--ir", ir, "--vis", vis, "--out", b, "--weights", default_weights, "--tile", "32")[0]
         == 0
     )
     diff = np.abs(cv2.imread(str(a)).astype(int) - cv2.imread(str(b)).astype(int))
     assert diff.max() <= 1
 
 
-def test_16bit_ir(tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path) -> None:
+def test_16bit_ir(tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path) -> None:
     ir8, vis = crop_pair
     ir16 = tmp_path / "ir16.png"
     raw = cv2.imread(str(ir8), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 40 + 7000
@@ -78,7 +78,7 @@ def test_16bit_ir(tmp_path: Path, crop_pair: tuple[Path, Path], official_weights
             "--out",
             out,
             "--weights",
-            official_weights,
+            tiny_weights,
             "--ir-norm",
             norm,
         )
@@ -86,11 +86,11 @@ def test_16bit_ir(tmp_path: Path, crop_pair: tuple[Path, Path], official_weights
         assert out.exists()
 
 
-def test_missing_file(tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path) -> None:
+def test_missing_file(tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path) -> None:
     _, vis = crop_pair
     out = tmp_path / "fused.png"
     code, output = run(
-        "--ir", tmp_path / "nope.png", "--vis", vis, "--out", out, "--weights", official_weights
+        "--ir", tmp_path / "nope.png", "--vis", vis, "--out", out, "--weights", tiny_weights
     )
     assert code == 2
     assert "nope.png: file not found" in one_error_line(output)
@@ -98,13 +98,13 @@ def test_missing_file(tmp_path: Path, crop_pair: tuple[Path, Path], official_wei
 
 
 def test_mismatched_sizes_then_resize(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
+    tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path
 ) -> None:
     ir, vis = crop_pair
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), cv2.imread(str(ir), cv2.IMREAD_GRAYSCALE)[:40, :50])
     out = tmp_path / "fused.png"
-    code, output = run("--ir", small, "--vis", vis, "--out", out, "--weights", official_weights)
+    code, output = run("--ir", small, "--vis", vis, "--out", out, "--weights", tiny_weights)
     assert code == 2
     line = one_error_line(output)
     assert "small.png" in line and "--resize" in line
@@ -117,7 +117,7 @@ def test_mismatched_sizes_then_resize(
         "--out",
         out,
         "--weights",
-        official_weights,
+        tiny_weights,
         "--resize",
         "ir-to-vis",
     )
@@ -160,21 +160,19 @@ def test_no_weights_in_a_build_without_defaults_is_a_clear_error(
     assert "--weights" in one_error_line(output)
 
 
-def test_truncated_image(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
-) -> None:
+def test_truncated_image(tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path) -> None:
     ir, vis = crop_pair
     cut = tmp_path / "cut.png"
     cut.write_bytes(vis.read_bytes()[:200])
     out = tmp_path / "fused.png"
-    code, output = run("--ir", ir, "--vis", cut, "--out", out, "--weights", official_weights)
+    code, output = run("--ir", ir, "--vis", cut, "--out", out, "--weights", tiny_weights)
     assert code == 2
     assert "cut.png: cannot decode image" in one_error_line(output)
     assert not out.exists()
 
 
 def test_folders_with_unpaired_and_broken_files(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
+    tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path
 ) -> None:
     ir, vis = crop_pair
     ir_dir, vis_dir, out_dir = tmp_path / "ir", tmp_path / "vi", tmp_path / "out"
@@ -187,7 +185,7 @@ def test_folders_with_unpaired_and_broken_files(
     (ir_dir / "broken.png").write_bytes(ir.read_bytes()[:100])
     (vis_dir / "broken.png").write_bytes(vis.read_bytes())
     code, output = run(
-        "--ir", ir_dir, "--vis", vis_dir, "--out", out_dir, "--weights", official_weights
+        "--ir", ir_dir, "--vis", vis_dir, "--out", out_dir, "--weights", tiny_weights
     )
     assert code == 2
     assert "no visible partner for lonely" in output

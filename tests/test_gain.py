@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
 from fnet_deploy.data.thermal import normalize_thermal
 from fnet_deploy.runtime.gain import ThermalGain
-from tests.conftest import shared_path
+from tests.conftest import nato
 
 
 def raw_frames() -> list[np.ndarray]:
     """Real IR frames turned into 14-bit-like raw counts (offset + gain, as a core delivers)."""
-    folder = shared_path("data", "sequences", "TNO_Nato_camp_sequence", "ir")
-    frames = []
-    for number in range(2, 8):
-        grey = cv2.imread(str(folder / f"{number:06d}.bmp"), cv2.IMREAD_GRAYSCALE)
-        frames.append((grey.astype(np.uint16) * 24 + 7000).astype(np.uint16))
-    return frames
+    return [(nato("ir", n).astype(np.uint16) * 24 + 7000).astype(np.uint16) for n in range(2, 8)]
 
 
 @pytest.mark.parametrize("mode", ["minmax", "percentile", "fixed"])

@@ -8,12 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
+from fnet_deploy.assets import sample_pair
 from fnet_deploy.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fnet_deploy.data.images import compose_output, read_ir, read_visible, write_image
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.data.thermal import normalize_thermal
 from fnet_deploy.errors import InputError
-from tests.conftest import shared_path
+from tests.conftest import fixture_path
 
 
 def test_ycbcr_matches_matlab_rgb2ycbcr_known_values() -> None:
@@ -72,7 +73,7 @@ def test_read_ir_16bit_png(tmp_path: Path) -> None:
 
 
 def test_read_visible_conventions(tmp_path: Path) -> None:
-    vis_path = shared_path("data", "RoadScene", "vi", "FLIR_00211.jpg")
+    vis_path = sample_pair()[1]  # RoadScene FLIR_00211, colour JPEG
     gray = read_visible(vis_path, "gray")
     assert gray.chroma is None
     assert np.array_equal(
@@ -82,7 +83,7 @@ def test_read_visible_conventions(tmp_path: Path) -> None:
     assert ycc.chroma is not None and ycc.chroma.shape == (*ycc.luma.shape, 2)
     assert ycc.luma.min() >= 16 / 255 - 1e-6 and ycc.luma.max() <= 235 / 255 + 1e-6
     # grey stored as 3 identical channels is luminance as it is
-    grey3 = shared_path("data", "TNO", "vi", "19.png")
+    grey3 = fixture_path("TNO", "vi", "19.png")
     img = read_visible(grey3, "ycbcr")
     assert img.chroma is None
     assert np.array_equal(

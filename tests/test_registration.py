@@ -18,12 +18,7 @@ from fnet_deploy.runtime.registration import (
     largest_rectangle,
     project,
 )
-from tests.conftest import shared_path
-
-
-def nato(modality: str, number: int = 5) -> np.ndarray:
-    path = shared_path("data", "sequences", "TNO_Nato_camp_sequence", modality, f"{number:06d}.bmp")
-    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+from tests.conftest import nato
 
 
 def brute_force_rectangle(mask: np.ndarray) -> int:

@@ -1,5 +1,6 @@
-"""The stream pipeline end to end with real components: OpenCV-written videos, the real TNO
-sequences, real FNet weights (tiny for speed, the published ones on a few small frames)."""
+"""The stream pipeline end to end with real components: OpenCV-written videos, real TNO frames
+(the shipped Nato camp sequence, a strip of the Fire sequence), FNet weights (tiny for speed, the
+shipped trained ones on a few small frames)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 from fnet_deploy.cli import app
 from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import FuseOptions, ImageFuser
-from fnet_deploy.model import FNet, ModelConfig, save_fnet
+from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 from fnet_deploy.runtime.calibration import estimate_from_images
 from fnet_deploy.runtime.gain import ThermalGain
@@ -27,11 +28,8 @@ from fnet_deploy.runtime.sources import FileSource, RtspSource, open_source
 from fnet_deploy.runtime.stats import STAGES, RunStats
 from fnet_deploy.runtime.sync import FramePairer, Paired
 from fnet_deploy.runtime.uri import URI, parse_uri
-from tests.conftest import shared_path
+from tests.conftest import FIRE, NATO, nato
 from tests.videos import count_frames, write_video
-
-NATO = ("data", "sequences", "TNO_Nato_camp_sequence")
-FIRE = ("data", "sequences", "TNO_DHV_Fire_sequence_part2")
 
 
 @pytest.fixture(autouse=True)
@@ -41,14 +39,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_fnet(path, FNet(ModelConfig(filters=4, kernel_size=3, iterations=2)))
-    return path
 
 
 def pipeline(
@@ -74,7 +64,7 @@ def pipeline(
 def link_frames(folder: Path, numbers: range, source: Path) -> Path:
     folder.mkdir(parents=True)
     for n in numbers:
-        (folder / f"{n:06d}.bmp").symlink_to(source / f"{n:06d}.bmp")
+        (folder / f"{n:06d}.png").symlink_to(source / f"{n:06d}.png")
     return folder
 
 
@@ -133,12 +123,9 @@ def test_videos_at_different_rates_with_an_offset_pair_as_expected(tmp_path: Pat
 
 
 def test_real_sequence_with_calibration_to_frames(tmp_path: Path, tiny_weights: Path) -> None:
-    folder = shared_path(*NATO)
-    ir0 = cv2.imread(str(folder / "ir" / "000002.bmp"), cv2.IMREAD_GRAYSCALE)
-    vi0 = cv2.imread(str(folder / "vi" / "000002.bmp"), cv2.IMREAD_GRAYSCALE)
-    registration = estimate_from_images(ir0, vi0, "translation")
-    ir = link_frames(tmp_path / "ir", range(2, 14), folder / "ir")
-    vi = link_frames(tmp_path / "vi", range(2, 14), folder / "vi")
+    registration = estimate_from_images(nato("ir", 2), nato("vi", 2), "translation")
+    ir = link_frames(tmp_path / "ir", range(2, 14), NATO / "ir")
+    vi = link_frames(tmp_path / "vi", range(2, 14), NATO / "vi")
     out = tmp_path / "out"
     with TorchRunner(tiny_weights) as runner:
         stats = pipeline(f"dir://{vi}", f"dir://{ir}", f"dir://{out}", runner, registration).run()
@@ -158,13 +145,12 @@ def test_real_sequence_with_calibration_to_frames(tmp_path: Path, tiny_weights: 
 def test_false_colour_sequence_resized_to_the_model_size(
     tmp_path: Path, tiny_weights: Path
 ) -> None:
-    folder = shared_path(*FIRE)
     out = tmp_path / "fire.mp4"
     with TorchRunner(tiny_weights) as runner:
         stats = pipeline(
-            f"dir://{folder / 'vi'}", f"dir://{folder / 'ir'}", str(out), runner, size=(128, 96)
+            f"dir://{FIRE / 'vi'}", f"dir://{FIRE / 'ir'}", str(out), runner, size=(128, 96)
         ).run()
-    assert stats.counts.written == 17 == count_frames(out)
+    assert stats.counts.written == 4 == count_frames(out)
     capture = cv2.VideoCapture(str(out))
     ok, frame = capture.read()
     assert ok and frame.shape == (96, 128, 3)
@@ -172,22 +158,21 @@ def test_false_colour_sequence_resized_to_the_model_size(
     assert np.abs(frame[:, :, 2].astype(int) - frame[:, :, 0].astype(int)).mean() > 5
 
 
-def test_published_weights_match_image_fusion_exactly(
-    tmp_path: Path, official_weights: Path, official_model: torch.nn.Module
+def test_trained_weights_match_image_fusion_exactly(
+    tmp_path: Path, default_weights: Path, default_model: FNet
 ) -> None:
-    folder = shared_path(*NATO)
     for modality in ("ir", "vi"):
         (tmp_path / modality).mkdir()
         for n in (2, 3, 4):
-            image = cv2.imread(str(folder / modality / f"{n:06d}.bmp"), cv2.IMREAD_GRAYSCALE)
+            image = nato(modality, n)
             cv2.imwrite(str(tmp_path / modality / f"{n:06d}.png"), image[150:214, 120:184])
     out = tmp_path / "out"
-    with TorchRunner(official_weights) as runner:
+    with TorchRunner(default_weights) as runner:
         stats = pipeline(
             f"dir://{tmp_path / 'vi'}", f"dir://{tmp_path / 'ir'}", f"dir://{out}", runner
         ).run()
     assert stats.counts.written == 3
-    fuser = ImageFuser(official_model, torch.device("cpu"), FuseOptions())  # type: ignore[arg-type]
+    fuser = ImageFuser(default_model, torch.device("cpu"), FuseOptions())
     for i, n in enumerate((2, 3, 4)):
         expected = fuser.fuse_files(
             tmp_path / "ir" / f"{n:06d}.png", tmp_path / "vi" / f"{n:06d}.png"
@@ -200,13 +185,12 @@ def test_published_weights_match_image_fusion_exactly(
 
 
 def test_corrupt_frames_are_skipped_and_counted(tmp_path: Path, tiny_weights: Path) -> None:
-    folder = shared_path(*NATO)
-    ir = link_frames(tmp_path / "ir", range(2, 8), folder / "ir")
-    vi = link_frames(tmp_path / "vi", range(2, 8), folder / "vi")
-    (vi / "000004.bmp").unlink()
-    (vi / "000004.bmp").write_bytes(b"BM truncated")
-    (ir / "000006.bmp").unlink()
-    (ir / "000006.bmp").write_bytes(b"")
+    ir = link_frames(tmp_path / "ir", range(2, 8), NATO / "ir")
+    vi = link_frames(tmp_path / "vi", range(2, 8), NATO / "vi")
+    (vi / "000004.png").unlink()
+    (vi / "000004.png").write_bytes(b"\x89PNG truncated")
+    (ir / "000006.png").unlink()
+    (ir / "000006.png").write_bytes(b"")
     out = tmp_path / "fused.avi"
     with TorchRunner(tiny_weights) as runner:
         stats = pipeline(f"dir://{vi}", f"dir://{ir}", str(out), runner).run()

@@ -123,11 +123,11 @@ def fuse_cli(*args: str | Path) -> None:
 
 @pytest.mark.slow
 def test_fuse_command_writes_side_by_side_panes(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
+    tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path
 ) -> None:
     ir_path, vis_path = crop_pair
     plain, side = tmp_path / "fused.png", tmp_path / "side.png"
-    common = ("--ir", ir_path, "--vis", vis_path, "--weights", official_weights)
+    common = ("--ir", ir_path, "--vis", vis_path, "--weights", tiny_weights)
     fuse_cli(*common, "--out", plain)
     fuse_cli(*common, "--out", side, "--layout", "side-by-side")
     fused = cv2.imread(str(plain), cv2.IMREAD_COLOR)
@@ -145,11 +145,11 @@ def test_fuse_command_writes_side_by_side_panes(
 
 @pytest.mark.slow
 def test_fuse_command_grid_in_grey_convention(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path
+    tmp_path: Path, crop_pair: tuple[Path, Path], tiny_weights: Path
 ) -> None:
     ir_path, vis_path = crop_pair
     plain, grid = tmp_path / "fused.png", tmp_path / "grid.png"
-    common = ("--ir", ir_path, "--vis", vis_path, "--weights", official_weights)
+    common = ("--ir", ir_path, "--vis", vis_path, "--weights", tiny_weights)
     fuse_cli(*common, "--luminance", "gray", "--out", plain)
     fuse_cli(*common, "--luminance", "gray", "--out", grid, "--layout", "grid")
     fused = cv2.imread(str(plain), cv2.IMREAD_GRAYSCALE)

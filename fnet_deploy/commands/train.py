@@ -30,8 +30,12 @@ from fnet_deploy.training.config import (
     set_fields,
 )
 from fnet_deploy.training.distributed import launched_rank
-from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TrainingStopped
+from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TimeBoxReached, TrainingStopped
 from fnet_deploy.training.trainer import train as run_training
+
+TIME_BOX_EXIT = 75
+"""Exit status of a run stopped by its time box (``--max-minutes``), state saved: sysexits'
+EX_TEMPFAIL, "try again later" (with ``--resume``)."""
 
 
 class _SpeedColumn(ProgressColumn):
@@ -153,6 +157,15 @@ def train(
         str | None, typer.Option(help="cpu, cuda or cuda:N (torchrun: local GPU).")
     ] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed of init and crops.")] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--max-minutes",
+            min=0.0,
+            help="Time box: stop after the last iteration that fits, state saved (exit 75; "
+            "continue with --resume). 0: none.",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run saved in --out.")
     ] = False,
@@ -177,6 +190,7 @@ def train(
         "optim.lr": lr,
         "device": device,
         "seed": seed,
+        "max_minutes": max_minutes,
     }
     run_config, changed = build_config(config, resume, flags, set_ or [])
     main_process = launched_rank() == 0
@@ -194,7 +208,7 @@ def train(
     except TrainingStopped as stopped:
         if main_process:
             typer.echo(str(stopped), err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(TIME_BOX_EXIT if isinstance(stopped, TimeBoxReached) else 130) from None
     for number, path in result.weights.items():
         console.print(f"{STAGE_NAMES[number]} weights: {path}", markup=False)
     console.print(f"log: {RunLayout(Path(run_config.out)).log}", markup=False)

@@ -7,6 +7,7 @@ The document has top-level run settings and one table per section::
     threads = 0
     out = "runs/fnet"
     stages = "both"
+    max_minutes = 0.0
 
     [model]   # ModelConfig: filters, kernel_size, iterations, threshold, gamma, alpha
     [data]    # folders, ir_dir, vis_dir, crop, batch_size, small_images, bad_pairs, cache, workers
@@ -14,6 +15,7 @@ The document has top-level run settings and one table per section::
     [stage1]  # iterations
     [stage2]  # iterations, init, intensity_weight, gradient_weight, ssim_weight
     [log]     # checkpoint_every, log_every, tensorboard, plot
+    [speed]   # cuda_graph, channels_last, tf32, precision
 
 Defaults are the paper's recipe (DESIGN section 3). Overrides are ``section.field=value`` strings
 whose value is read as a TOML value (``stage1.iterations=10``, ``data.folders=["a", "b"]``); a
@@ -44,6 +46,7 @@ Stages = Literal["1", "2", "both"]
 SmallImages = Literal["pad", "skip"]
 BadPairs = Literal["error", "skip"]
 Schedule = Literal["constant", "cosine"]
+StepPrecision = Literal["fp32", "bf16"]
 
 SSIM_WINDOW = 11
 
@@ -68,8 +71,11 @@ class DataConfig:
             ``skip`` (left out); either way they are listed before training starts.
         bad_pairs: pairs without a partner, of mismatched sizes or unreadable: ``error`` stops
             before training and names them all, ``skip`` names them and trains on the rest.
-        cache: keep the decoded images in memory (fast; about 2.5 MB per 480x640 pair).
-        workers: DataLoader worker processes (0 loads in the training process).
+        cache: keep the decoded images on the training device (GPU memory on CUDA; about
+            2.5 MB per 480x640 pair) and cut each batch there by indexing; false reads every
+            crop from disk through a DataLoader instead (the same samples either way).
+        workers: DataLoader worker processes when ``cache`` is off (0 loads in the training
+            process).
     """
 
     folders: tuple[str, ...] = ()
@@ -193,6 +199,29 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """How the training step is executed; none of it changes what is computed in float32.
+
+    Attributes:
+        cuda_graph: on CUDA, with one process and a constant learning rate, capture the whole
+            step (forward, loss, backward, Adam, moving average) in a CUDA graph after a few
+            eager warm-up steps and replay it (no per-kernel launch cost). Elsewhere the same
+            step runs eagerly.
+        channels_last: keep the convolutions' activations in NHWC layout (often faster on
+            tensor cores; the same arithmetic).
+        tf32: let cuDNN compute float32 convolutions with TF32 tensor cores on CUDA (PyTorch's
+            own default; recorded in the run's metadata). False forces IEEE float32.
+        precision: ``fp32``, or ``bf16`` autocast for forward and loss (opt-in only: the
+            gamma = 100 gate amplifies rounding; compare loss curves before relying on it).
+    """
+
+    cuda_graph: bool = True
+    channels_last: bool = False
+    tf32: bool = True
+    precision: StepPrecision = "fp32"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; saved beside its checkpoints as ``config.toml``.
 
@@ -203,6 +232,9 @@ class TrainConfig:
             CPU that other jobs keep busy.
         out: output folder (checkpoints, logs, weights).
         stages: ``1``, ``2`` or ``both``.
+        max_minutes: time box of one invocation in minutes of wall time (0: none): the run
+            stops after the last iteration that fits, with its full state saved, and continues
+            with ``--resume``.
     """
 
     seed: int = 0
@@ -210,16 +242,23 @@ class TrainConfig:
     threads: int = 0
     out: str = "runs/fnet"
     stages: Stages = "both"
+    max_minutes: float = 0.0
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     stage1: StageOneConfig = field(default_factory=StageOneConfig)
     stage2: StageTwoConfig = field(default_factory=StageTwoConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         _check(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+        _check(
+            self.max_minutes >= 0,
+            "max_minutes",
+            f"must be >= 0 (0: no limit), got {self.max_minutes}",
+        )
 
     def stage_list(self) -> list[int]:
         """The stages this run trains, in order."""

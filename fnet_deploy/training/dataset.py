@@ -189,17 +189,23 @@ class CropStream(Dataset[tuple[Tensor, Tensor]]):
             self._order = (epoch, rng.permutation(len(self.pairs)))
         return int(self._order[1][position])
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def sample(self, index: int) -> tuple[int, int, int, int]:
+        """``(pair, top, left, mode)`` of sample ``index``: the pair, the crop window's corner in
+        the (mirror-padded) pair and the flip/rotation (:func:`dihedral`); no image is read."""
         pair = self.pair_index(index)
+        height, width = (max(side, self.crop) for side in self.pairs[pair].shape)
+        rng = np.random.default_rng([self.seed, self.stage, _CROP, index])
+        top = int(rng.integers(0, height - self.crop + 1))
+        left = int(rng.integers(0, width - self.crop + 1))
+        return pair, top, left, int(rng.integers(0, 8))
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        pair, top, left, mode = self.sample(index)
         if self.images:
             ir, vis = self.images[pair]
         else:
             record = self.pairs[pair]
             ir, vis = (pad_to(a, self.crop) for a in load_pair(record.ir, record.vis))
-        rng = np.random.default_rng([self.seed, self.stage, _CROP, index])
-        top = int(rng.integers(0, ir.shape[0] - self.crop + 1))
-        left = int(rng.integers(0, ir.shape[1] - self.crop + 1))
-        mode = int(rng.integers(0, 8))
         window = (slice(top, top + self.crop), slice(left, left + self.crop))
         return _tensor(dihedral(ir[window], mode)), _tensor(dihedral(vis[window], mode))
 
@@ -221,10 +227,14 @@ class StepBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(0, self.end - self.start)
 
+    def indices(self, step: int) -> list[int]:
+        """The global sample indices this process trains on at ``step``."""
+        base = (step * self.world + self.rank) * self.batch
+        return list(range(base, base + self.batch))
+
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.end):
-            base = (step * self.world + self.rank) * self.batch
-            yield list(range(base, base + self.batch))
+            yield self.indices(step)
 
 
 def folder_names(folders: Sequence[str]) -> list[str]:

@@ -42,10 +42,17 @@ class ModelEMA:
             return self.decay
         return min(self.decay, (1 + step) / (10 + step))
 
-    @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Move the average towards ``model``'s weights after optimiser step ``step`` (from 1)."""
-        weight = 1.0 - self.decay_at(step)
+        self.blend(model, 1.0 - self.decay_at(step))
+
+    @torch.no_grad()
+    def blend(self, model: nn.Module, weight: float | Tensor) -> None:
+        """``ema += weight * (model - ema)`` for every floating-point entry (others copied).
+
+        ``weight`` is ``1 - decay``: a float, or a 0-dim tensor on the model's device, which a
+        captured CUDA graph reads at every replay (the training step fills it per iteration).
+        """
         current = model.state_dict()
         for name, average in self.module.state_dict().items():
             value = current[name].detach()

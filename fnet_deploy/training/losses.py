@@ -1,17 +1,17 @@
-"""Training losses of both stages (DESIGN section 3), built on kornia's filters.
+"""Training losses of both stages (DESIGN section 3), on the filters of
+:mod:`fnet_deploy.training.filters` (plain PyTorch, capturable in a CUDA graph).
 
 Conventions (each checked against an independent definition in ``tests/test_losses.py``):
 
-- :func:`spatial_gradient` is kornia's normalised Sobel (kernels divided by 8, so a ramp of
-  slope s gives s), x and y, with kornia's *replicated* border; the authors' stage-I loss uses
-  exactly this. On the outermost pixel ring it differs from zero padding.
+- :func:`spatial_gradient` is the normalised Sobel (kernels divided by 8, so a ramp of slope s
+  gives s), x and y, with a *replicated* border: kornia's ``spatial_gradient``, which the
+  authors' stage-I loss uses. On the outermost pixel ring it differs from zero padding.
 - :func:`sobel_l1` is ``|Gx * x| + |Gy * x|`` with the raw 3x3 Sobel kernels and *zero* padding,
-  as in the authors' stage-II loss. kornia always replicates the border, so the input is zero
-  padded by one pixel first and the extra ring dropped afterwards, which makes the result exactly
-  the zero-padded definition.
+  as in the authors' stage-II loss (there: kornia on a zero-padded image, the extra ring dropped,
+  which is the same thing).
 - :func:`ssim` is Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, C1 = 0.01^2,
   C2 = 0.03^2 (data range 1), over the *valid* window positions (MATLAB's ``filter2(...,
-  'valid')``), averaged to one number. kornia's ``eps`` term is switched off to match.
+  'valid')``), averaged to one number; no extra epsilon (kornia's ``eps`` switched off).
 
 Images are B x 1 x H x W in [0, 1]; every loss is a scalar tensor (mean absolute errors are means
 over all elements of the batch).
@@ -20,22 +20,13 @@ over all elements of the batch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fnet_deploy.errors import MissingDependencyError
 from fnet_deploy.training.config import SSIM_WINDOW, StageTwoConfig
-
-
-def _kornia() -> ModuleType:
-    try:
-        import kornia
-    except ImportError:
-        raise MissingDependencyError("kornia", "train") from None
-    return kornia
+from fnet_deploy.training.filters import sobel, ssim_map
 
 
 def spatial_gradient(x: Tensor) -> Tensor:
@@ -43,22 +34,18 @@ def spatial_gradient(x: Tensor) -> Tensor:
 
     Replicated border (kornia's convention).
     """
-    return _kornia().filters.spatial_gradient(x, mode="sobel", order=1, normalized=True)
+    return sobel(x, normalized=True, border="replicate")
 
 
 def sobel_l1(x: Tensor) -> Tensor:
     """``|Gx * x| + |Gy * x|`` with raw 3x3 Sobel kernels and zero padding; shaped like ``x``."""
-    padded = F.pad(x, (1, 1, 1, 1))
-    grad = _kornia().filters.spatial_gradient(padded, mode="sobel", order=1, normalized=False)
-    grad = grad[..., 1:-1, 1:-1]
+    grad = sobel(x, normalized=False, border="zero")
     return grad[:, :, 0].abs() + grad[:, :, 1].abs()
 
 
 def ssim(x: Tensor, y: Tensor) -> Tensor:
     """Mean SSIM of ``x`` and ``y`` (B x C x H x W, range 1, H and W >= 11), a scalar tensor."""
-    kornia = _kornia()
-    ssim_map = kornia.metrics.ssim(x, y, SSIM_WINDOW, max_val=1.0, eps=0.0, padding="valid")
-    return ssim_map.mean()
+    return ssim_map(x, y, SSIM_WINDOW).mean()
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:

@@ -21,6 +21,12 @@ Files in the output folder (only the rank-0 process writes):
 
 A resumed run continues bit for bit on the CPU (same model, optimiser, scheduler, RNG and data
 stream position); on GPUs it continues the same stream, up to cuDNN's non-determinism.
+
+Each iteration is a :class:`~fnet_deploy.training.step.TrainStep` on fixed input buffers that a
+:mod:`~fnet_deploy.training.batches` source fills (with ``data.cache`` the whole decoded set sits
+on the training device and crops are cut there); on one GPU the step is captured in a CUDA graph
+(``speed.cuda_graph``). ``max_minutes`` time-boxes an invocation: it stops after the last
+iteration that fits, saves, and raises :class:`TimeBoxReached`.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.checkpoint import load_fnet, save_fnet
 from fnet_deploy.training import distributed
+from fnet_deploy.training.batches import BatchSource, CachedCrops, DeviceImages, LoadedCrops
 from fnet_deploy.training.checkpoint import (
     TrainState,
     capture_rng,
@@ -68,6 +75,14 @@ from fnet_deploy.training.dataset import (
 from fnet_deploy.training.distributed import DistContext
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
+from fnet_deploy.training.step import (
+    TrainStep,
+    graph_blocker,
+    make_adam,
+    set_capturable,
+    tf32_allowed,
+    tf32_convolutions,
+)
 
 LOG_COLUMNS = (
     "stage",
@@ -86,6 +101,10 @@ STAGE_NAMES = {1: "stage I", 2: "stage II"}
 
 class TrainingStopped(FnetError):
     """The run was interrupted (Ctrl-C / SIGTERM) and its state saved."""
+
+
+class TimeBoxReached(TrainingStopped):
+    """The invocation reached its time box (``max_minutes``) and its state was saved."""
 
 
 class TrainingDiverged(FnetError):
@@ -323,6 +342,7 @@ class _Stage:
     optimizer: Adam
     scheduler: LambdaLR
     ifnet: IFNet | None = None
+    graph: bool = False
     start: int = 0
     loss: float = math.nan
     init_info: dict[str, Any] = field(default_factory=dict)
@@ -332,6 +352,36 @@ class _Stage:
         if self.ifnet is not None:
             found["ifnet"] = self.ifnet.state_dict()
         return found
+
+
+@dataclass
+class _Session:
+    """What the stages of one invocation share."""
+
+    config: TrainConfig
+    ctx: DistContext
+    scan: PairScan
+    images: DeviceImages | None
+    layout: RunLayout
+    resume: bool
+    show: Reporter
+    log: MetricLog
+    stop: StopRequest
+    result: TrainResult
+    deadline: float | None
+
+    def out_of_time(self, next_step: float) -> bool:
+        """Whether an iteration of ``next_step`` seconds, started now, would end past the time
+        box."""
+        return self.deadline is not None and time.monotonic() + next_step >= self.deadline
+
+    def stopped(self, reason: str, what: str) -> TrainingStopped:
+        """The exception that ends the invocation (``reason``: ``"time"`` or ``"signal"``)."""
+        again = f"continue with --resume --out {self.layout.out}"
+        if reason == "time":
+            minutes = self.config.max_minutes
+            return TimeBoxReached(f"time box of {minutes:g} min reached: {what}; {again}")
+        return TrainingStopped(f"interrupted: {what}; {again}")
 
 
 def train(
@@ -348,9 +398,11 @@ def train(
 
     Raises:
         TrainingStopped: Ctrl-C / SIGTERM; the state was saved first.
+        TimeBoxReached: ``config.max_minutes`` ran out; the state was saved first.
         TrainingDiverged: the loss became NaN or infinite.
         FnetError: bad data, bad config, or a state that does not fit.
     """
+    deadline = time.monotonic() + 60.0 * config.max_minutes if config.max_minutes else None
     if config.threads:
         torch.set_num_threads(config.threads)
     ctx = distributed.setup(config.device)
@@ -366,6 +418,10 @@ def train(
             f"; {ctx.world_size} process(es) on {ctx.device.type}, global batch "
             f"{config.data.batch_size * ctx.world_size}"
         )
+        images = None
+        if config.data.cache:
+            images = DeviceImages(scan.images, ctx.device)
+            scan.images.clear()  # the device copy replaces the decoded arrays
         if ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         log = MetricLog(layout, ctx.is_main, config.log.tensorboard, config.log.plot)
@@ -374,18 +430,23 @@ def train(
         if ctx.is_main:
             write_text_atomic(layout.config, to_toml(config))
         result = TrainResult(layout=layout)
-        stop = StopRequest()
+        session = _Session(
+            config, ctx, scan, images, layout, resume, show, log, StopRequest(), result, deadline
+        )
+        cuda = ctx.device.type == "cuda"
+        math_mode = tf32_convolutions(config.speed.tf32) if cuda else contextlib.nullcontext()
         try:
-            with stop.installed():
+            with session.stop.installed(), math_mode:
                 stages = config.stage_list()
                 for stage in stages:
-                    stopped = _run_stage(
-                        stage, config, ctx, scan, layout, resume, show, log, stop, result
-                    )
-                    if stopped and stage != stages[-1]:
-                        raise TrainingStopped(
-                            f"interrupted: {STAGE_NAMES[stage]} finished and saved, the next "
-                            f"stage did not start; continue with --resume --out {layout.out}"
+                    reason = _run_stage(stage, session)
+                    if reason is None and session.out_of_time(0.0):
+                        reason = "time"
+                    if reason is not None and stage != stages[-1]:
+                        raise session.stopped(
+                            reason,
+                            f"{STAGE_NAMES[stage]} finished and saved, the next stage did not "
+                            "start",
                         )
         finally:
             note = log.close()
@@ -432,21 +493,26 @@ def _check_existing(config: TrainConfig, layout: RunLayout, resume: bool) -> Non
             )
 
 
-def _run_stage(
-    stage: int,
-    config: TrainConfig,
-    ctx: DistContext,
-    scan: PairScan,
-    layout: RunLayout,
-    resume: bool,
-    show: Reporter,
-    log: MetricLog,
-    stop: StopRequest,
-    result: TrainResult,
-) -> bool:
-    """Train ``stage`` to its last iteration; True when a stop was requested on the way."""
+def _run_stage(stage: int, session: _Session) -> str | None:
+    """Train ``stage`` to its last iteration.
+
+    Returns:
+        Why the stage stopped at its last iteration rather than going on: ``"signal"`` or
+        ``"time"`` (the stop came at that iteration), else None.
+
+    Raises:
+        TrainingStopped: stopped (signal or time box) before the last iteration, state saved.
+    """
+    config, ctx, layout, show, log = (
+        session.config,
+        session.ctx,
+        session.layout,
+        session.show,
+        session.log,
+    )
+    scan, result = session.scan, session.result
     total = config.iterations(stage)
-    parts = _build_stage(stage, config, ctx, layout, resume, show)
+    parts = _build_stage(stage, config, ctx, layout, session.resume, show)
     if parts.start >= total:
         show.note(f"{STAGE_NAMES[stage]} already complete ({parts.start} iterations)")
         if _weights_step(layout.weights(stage), stage) != parts.start and ctx.is_main:
@@ -454,60 +520,70 @@ def _run_stage(
         result.weights[stage] = layout.weights(stage)
         result.models[stage] = parts.ema.averaged(FNet)
         result.steps[stage] = parts.start
-        return False
+        return None
     net = distributed.wrap(parts.trainable, ctx)
-    loader = DataLoader(
-        CropStream(scan, config.data.crop, config.seed, stage),
-        batch_sampler=StepBatches(
-            parts.start, total, config.data.batch_size, ctx.rank, ctx.world_size
-        ),
-        num_workers=config.data.workers,
-        pin_memory=ctx.device.type == "cuda",
-        worker_init_fn=_ignore_interrupts,
+    source = _batch_source(stage, parts.start, total, session)
+    batch, crop = config.data.batch_size, config.data.crop
+    runner = TrainStep(
+        lambda ir, vis: _loss(stage, net, ir, vis, config),
+        parts.optimizer,
+        parts.ema,
+        parts.fnet,
+        (batch, 1, crop, crop),
+        ctx.device,
+        graph=parts.graph,
+        channels_last=config.speed.channels_last,
+        precision=config.speed.precision,
     )
     log.start_stage(stage, parts.start)
     show.stage_started(stage, total, parts.start)
     net.train()
-    loss_value, stopping = parts.loss, False
+    loss_value, reason = parts.loss, None
     tick, last_logged = time.perf_counter(), parts.start
-    for step, (ir, vis) in enumerate(loader, start=parts.start):
-        ir = ir.to(ctx.device, non_blocking=True)
-        vis = vis.to(ctx.device, non_blocking=True)
-        terms = _loss(stage, net, ir, vis, config)
-        names = list(terms.parts)
-        means, stopping = distributed.agree(
-            [terms.total, *terms.parts.values()], stop.requested, ctx
-        )
-        loss_value = means[0]
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(_diverged_message(stage, step + 1, loss_value, layout))
-        lr = float(parts.optimizer.param_groups[0]["lr"])
-        parts.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        parts.optimizer.step()
-        parts.scheduler.step()
-        done = step + 1
-        parts.ema.update(parts.fnet, done)
-        losses = {"loss": loss_value} | dict(zip(names, means[1:], strict=True))
-        show.step_done(stage, done, losses)
-        if done % config.log.log_every == 0 or done == total:
-            now = time.perf_counter()
-            log.row(
-                {"stage": stage, "step": done, "lr": lr}
-                | losses
-                | {"sec_per_iter": (now - tick) / (done - last_logged)}
+    step_seconds, step_start = 0.0, time.monotonic()
+    try:
+        for step in range(parts.start, total):
+            done = step + 1
+            source.fill(step, runner.ir, runner.vis)
+            lr = float(parts.optimizer.param_groups[0]["lr"])
+            values = runner.run(1.0 - parts.ema.decay_at(done))
+            if done < total:
+                source.prepare(done)
+            late = session.out_of_time(step_seconds)
+            means, stopping = distributed.agree(
+                list(values.unbind()), session.stop.requested or late, ctx
             )
-            tick, last_logged = now, done
-        # One process stops right after the step the signal arrived in; several processes stop
-        # together at the step where the request was agreed on (see distributed.agree).
-        stopping = stopping or (stop.requested and not ctx.distributed)
-        if done % config.log.checkpoint_every == 0 or done == total or stopping:
-            _checkpoint(stage, parts, config, ctx, scan, layout, done, total, loss_value)
-        if stopping and done < total:
-            raise TrainingStopped(
-                f"interrupted: {STAGE_NAMES[stage]} saved at iteration {done} of {total} in "
-                f"{layout.state(stage)}; continue with --resume --out {layout.out}"
-            )
+            loss_value = means[0]
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(_diverged_message(stage, done, loss_value, layout))
+            parts.scheduler.step()
+            losses = {"loss": loss_value} | dict(zip(runner.names, means[1:], strict=True))
+            show.step_done(stage, done, losses)
+            if done % config.log.log_every == 0 or done == total:
+                now = time.perf_counter()
+                log.row(
+                    {"stage": stage, "step": done, "lr": lr}
+                    | losses
+                    | {"sec_per_iter": (now - tick) / (done - last_logged)}
+                )
+                tick, last_logged = now, done
+            step_seconds, step_start = time.monotonic() - step_start, time.monotonic()
+            # One process stops right after the step the signal arrived in (or the last step
+            # that fits the time box); several processes stop together at the step where the
+            # request was agreed on (see distributed.agree).
+            stopping = stopping or (session.stop.requested and not ctx.distributed)
+            if done % config.log.checkpoint_every == 0 or done == total or stopping:
+                _checkpoint(stage, parts, config, ctx, scan, layout, done, total, loss_value)
+            if stopping:
+                reason = "time" if late and not session.stop.requested else "signal"
+                if done < total:
+                    raise session.stopped(
+                        reason,
+                        f"{STAGE_NAMES[stage]} saved at iteration {done} of {total} in "
+                        f"{layout.state(stage)}",
+                    )
+    finally:
+        runner.close()
     show.stage_finished(stage)
     if ctx.is_main:
         _save_weights(stage, parts, config, ctx, scan, layout, total, loss_value)
@@ -516,7 +592,25 @@ def _run_stage(
     result.models[stage] = parts.ema.averaged(FNet)
     result.steps[stage] = total
     result.final_loss[stage] = loss_value
-    return stopping
+    return reason
+
+
+def _batch_source(stage: int, start: int, total: int, session: _Session) -> BatchSource:
+    """The stage's batches from ``start``: cut on the device from the cached set, or read from
+    disk by a DataLoader (``data.cache = false``)."""
+    config, ctx = session.config, session.ctx
+    stream = CropStream(session.scan, config.data.crop, config.seed, stage)
+    steps = StepBatches(start, total, config.data.batch_size, ctx.rank, ctx.world_size)
+    if session.images is not None:
+        return CachedCrops(session.images, stream, steps)
+    loader = DataLoader(
+        stream,
+        batch_sampler=steps,
+        num_workers=config.data.workers,
+        pin_memory=ctx.device.type == "cuda",
+        worker_init_fn=_ignore_interrupts,
+    )
+    return LoadedCrops(loader, start)
 
 
 def _loss(stage: int, net: nn.Module, ir: Tensor, vis: Tensor, config: TrainConfig) -> LossTerms:
@@ -550,6 +644,13 @@ def _build_stage(
     fnet = FNet(config.model).to(ctx.device)
     ifnet = IFNet(config.model).to(ctx.device) if stage == 1 else None
     trainable: nn.Module = InverseFusion(fnet, ifnet) if ifnet is not None else fnet
+    if config.speed.channels_last:
+        # Module.to accepts memory_format at run time; torch's type stubs omit it.
+        trainable.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    blocker = graph_blocker(ctx.device, ctx.world_size, config.optim)
+    graph = config.speed.cuda_graph and blocker is None
+    if config.speed.cuda_graph and ctx.device.type == "cuda" and blocker is not None:
+        show.note(f"{blocker}: {STAGE_NAMES[stage]} runs its steps eagerly")
     init_info: dict[str, Any] = {}
     saved: TrainState | None = None
     state_path = layout.state(stage)
@@ -563,15 +664,20 @@ def _build_stage(
     ema = ModelEMA(fnet, config.optim.ema_decay, config.optim.ema_warmup)
     if ema_init is not None:
         ema.load_state_dict(ema_init)
-    optimizer = Adam(trainable.parameters(), lr=config.optim.lr, betas=config.optim.betas)
+    optimizer = make_adam(trainable.parameters(), config.optim, capturable=graph)
     scheduler = make_scheduler(optimizer, config.optim, config.iterations(stage))
-    parts = _Stage(stage, fnet, trainable, ema, optimizer, scheduler, ifnet, init_info=init_info)
+    parts = _Stage(
+        stage, fnet, trainable, ema, optimizer, scheduler, ifnet, graph, init_info=init_info
+    )
     if saved is not None:
         fnet.load_state_dict(saved.modules["fnet"])
         if ifnet is not None:
             ifnet.load_state_dict(saved.modules["ifnet"])
         ema.load_state_dict(saved.modules["ema"])
         optimizer.load_state_dict(saved.optimizer)
+        set_capturable(optimizer, graph)
+        if config.speed.channels_last:
+            _match_layouts(optimizer)
         scheduler.load_state_dict(saved.scheduler)
         restore_rng(saved.rng)
         parts.start = saved.step
@@ -579,6 +685,15 @@ def _build_stage(
         parts.init_info = saved.info.get("init", {})
         show.note(f"resuming {STAGE_NAMES[stage]} at iteration {saved.step} from {state_path}")
     return parts
+
+
+def _match_layouts(optimizer: Adam) -> None:
+    """Give restored moment tensors their parameter's memory layout (NHWC under channels_last),
+    so that Adam's fused per-list kernels see one layout."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.shape == param.shape and value.dim() == 4:
+                state[key] = torch.empty_like(param).copy_(value)
 
 
 def _check_resumable(
@@ -649,6 +764,22 @@ def _stage_info(
         "loss": loss if math.isfinite(loss) else None,
         "luminance": "ycbcr",
         "init": parts.init_info,
+        "execution": _execution(parts, config, ctx),
+    }
+
+
+def _execution(parts: _Stage, config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+    """How the step ran (device, torch, CUDA graph, layout, TF32, precision): none of it is part
+    of the recipe, all of it can move float32 results by rounding."""
+    cuda = ctx.device.type == "cuda"
+    return {
+        "device": torch.cuda.get_device_name(ctx.device) if cuda else ctx.device.type,
+        "torch": torch.__version__,
+        "cuda_graph": parts.graph,
+        "channels_last": config.speed.channels_last,
+        "tf32_convolutions": cuda and tf32_allowed(),
+        "precision": config.speed.precision,
+        "data_on_device": config.data.cache,
     }
 
 

@@ -1,0 +1,85 @@
+"""Sobel gradients and SSIM in plain PyTorch, their kernels built once per device and dtype.
+
+The training losses (:mod:`fnet_deploy.training.losses`) are built on these. After the first
+call on a device no tensor is created from host data, so a training step that uses them can be
+captured in a CUDA graph (a host-to-device copy during capture is an error). The conventions are
+those of kornia's ``spatial_gradient`` and ``metrics.ssim``, which the losses used before;
+``tests/test_losses.py`` checks them against definitions written out independently.
+
+Images are B x C x H x W of any floating dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+"""The raw 3x3 Sobel kernel of d/dx (cross-correlation: a rising ramp gives a positive value);
+d/dy is its transpose."""
+
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+
+
+@functools.cache
+def _sobel_kernels(device: torch.device, dtype: torch.dtype, normalized: bool) -> Tensor:
+    """``(d/dx, d/dy)`` Sobel kernels as a 2 x 1 x 3 x 3 convolution weight (/ 8 if
+    ``normalized``: exact, a power of two)."""
+    gx = torch.tensor(SOBEL_X, dtype=torch.float64)
+    kernels = torch.stack((gx, gx.T))[:, None]
+    if normalized:
+        kernels = kernels / 8.0
+    return kernels.to(device=device, dtype=dtype)
+
+
+@functools.cache
+def _gaussian(device: torch.device, dtype: torch.dtype, size: int) -> Tensor:
+    """The normalised 1-D Gaussian of ``size`` taps (sigma :data:`SSIM_SIGMA`), centred."""
+    offsets = torch.arange(size, dtype=torch.float64) - size // 2
+    taps = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
+    return (taps / taps.sum()).to(device=device, dtype=dtype)
+
+
+def sobel(x: Tensor, *, normalized: bool, border: str) -> Tensor:
+    """Sobel responses of every channel of ``x``: B x C x 2 x H x W holding (d/dx, d/dy).
+
+    Args:
+        x: B x C x H x W.
+        normalized: divide the kernels by 8 (a ramp of slope s gives s).
+        border: ``"replicate"`` (kornia's convention) or ``"zero"`` padding by one pixel.
+    """
+    batch, channels, height, width = x.shape
+    mode = "replicate" if border == "replicate" else "constant"
+    planes = F.pad(x.reshape(batch * channels, 1, height, width), (1, 1, 1, 1), mode=mode)
+    grad = F.conv2d(planes, _sobel_kernels(x.device, x.dtype, normalized))
+    return grad.reshape(batch, channels, 2, height, width)
+
+
+def _blur_valid(x: Tensor, size: int) -> Tensor:
+    """Separable Gaussian blur of every channel over the valid positions (H, W shrink by
+    ``size - 1``)."""
+    batch, channels, height, width = x.shape
+    taps = _gaussian(x.device, x.dtype, size)
+    planes = x.reshape(batch * channels, 1, height, width)
+    planes = F.conv2d(planes, taps.view(1, 1, 1, size))
+    planes = F.conv2d(planes, taps.view(1, 1, size, 1))
+    return planes.reshape(batch, channels, *planes.shape[-2:])
+
+
+def ssim_map(x: Tensor, y: Tensor, window: int) -> Tensor:
+    """SSIM (Wang et al. 2004) of ``x`` and ``y`` (B x C x H x W, data range 1) at every valid
+    ``window`` x ``window`` position: B x C x (H - window + 1) x (W - window + 1).
+
+    Gaussian window (sigma 1.5, sum 1), C1 = 0.01^2, C2 = 0.03^2, no extra epsilon.
+    """
+    channels = x.shape[1]
+    moments = _blur_valid(torch.cat((x, y, x * x, y * y, x * y), dim=1), window)
+    mx, my, xx, yy, xy = moments.split(channels, dim=1)
+    vx, vy, cov = xx - mx * mx, yy - my * my, xy - mx * my
+    numerator = (2 * mx * my + SSIM_C1) * (2 * cov + SSIM_C2)
+    return numerator / ((mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))

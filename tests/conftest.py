@@ -43,6 +43,11 @@ def fixture_path(*parts: str) -> Path:
     return path
 
 
+def fixture_pair(dataset: str, name: str) -> tuple[Path, Path]:
+    """The (infrared, visible) files of pair ``name`` under tests/fixtures/``dataset``."""
+    return fixture_path(dataset, "ir", name), fixture_path(dataset, "vi", name)
+
+
 def nato(modality: str, number: int = 5) -> np.ndarray:
     """Nato camp frame ``number`` (2-13) of ``modality`` ("ir" or "vi"): 270 x 360 uint8."""
     return cv2.imread(str(NATO / modality / f"{number:06d}.png"), cv2.IMREAD_GRAYSCALE)

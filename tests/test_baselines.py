@@ -11,7 +11,7 @@ import pytest
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.baselines import BASELINES, average, laplacian_pyramid, maximum
 from fnet_deploy.metrics import spatial_frequency
-from tests.conftest import fixture_path
+from tests.conftest import fixture_pair
 
 
 def read_unit(path: Path) -> np.ndarray:
@@ -75,7 +75,7 @@ def test_pyramid_levels_adapt_to_small_images_and_are_checked() -> None:
 @pytest.mark.parametrize(
     ("ir", "vis"),
     [
-        (fixture_path("TNO", "ir", "19.png"), fixture_path("TNO", "vi", "19.png")),
+        fixture_pair("TNO", "19.png"),
         sample_pair(),
     ],
     ids=["TNO-19-crop", "RoadScene-FLIR_00211"],

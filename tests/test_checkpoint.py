@@ -20,9 +20,28 @@ from fnet_deploy.model.checkpoint import (
 SMALL = ModelConfig(filters=4, kernel_size=3, iterations=2)
 
 
+def published_layout(model: FNet) -> dict[str, torch.Tensor]:
+    """``model``'s tensors under the published checkpoint's key names (the mapping, inverted)."""
+    per_block = ["w_ro", "b_ro", "w_theta", "b_theta"]
+    per_block += ["x0_block.conv_in.weight", "x1_block.conv_in.weight"]
+    per_block += [f"x1_block.basic_layer.ch_{d}.weight" for d in ("down", "up")]
+    for i in range(model.config.iterations - 1):
+        per_block.append(f"IM.{i}.conv_in.weight")
+        per_block += [
+            f"IM.{i}.basic_layer{n}.ch_{d}.weight" for n in (1, 2) for d in ("down", "up")
+        ]
+    keys = [f"{net}.{name}" for net in ("net_u", "net_v", "net_z") for name in per_block]
+    keys += ["conv_u.weight", "conv_v.weight", *(f"decoder.conv_{n}.weight" for n in (1, 2, 3))]
+    ours = model.state_dict()
+    layout = {key: ours[official_key_to_ours(key)].clone() for key in keys}
+    assert len(layout) == len(ours)
+    return layout
+
+
 def test_every_published_key_maps_onto_a_distinct_model_tensor(official_weights: Path) -> None:
     published = torch.load(official_weights, map_location="cpu", weights_only=True)
     assert len(published) == 74
+    assert set(published) == set(published_layout(FNet()))
     renamed = official_to_ours(published)
     ours = FNet().state_dict()
     assert set(renamed) == set(ours)
@@ -112,14 +131,25 @@ def test_corrupt_files(tmp_path: Path, name: str, content: bytes, message: str) 
         load_fnet(write_bad(tmp_path, name, content))
 
 
-def test_truncated_published_checkpoint(tmp_path: Path, official_weights: Path) -> None:
-    data = official_weights.read_bytes()
+def test_published_layout_of_trained_weights_loads_back(
+    tmp_path: Path, default_model: FNet
+) -> None:
+    torch.save(published_layout(default_model), tmp_path / "renamed.pth")
+    model, info = load_fnet(tmp_path / "renamed.pth")
+    assert info.source_format == "published-pth" and info.config == default_model.config
+    expected = default_model.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+
+
+def test_truncated_published_checkpoint(tmp_path: Path) -> None:
+    torch.save(published_layout(FNet(SMALL)), tmp_path / "whole.pth")
+    data = (tmp_path / "whole.pth").read_bytes()
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_fnet(write_bad(tmp_path, "cut.pth", data[: len(data) // 2]))
 
 
-def test_mismatched_checkpoints(tmp_path: Path, official_weights: Path) -> None:
-    published = torch.load(official_weights, map_location="cpu", weights_only=True)
+def test_mismatched_checkpoints(tmp_path: Path, default_model: FNet) -> None:
+    published = published_layout(default_model)
     missing = dict(published)
     del missing["decoder.conv_3.weight"]
     torch.save(missing, tmp_path / "missing.pth")

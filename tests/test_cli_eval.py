@@ -14,7 +14,7 @@ from fnet_deploy.baselines import average
 from fnet_deploy.cli import app
 from fnet_deploy.metrics import compute_metrics
 from fnet_deploy.metrics.report import read_gray
-from tests.conftest import shared_path
+from tests.conftest import fixture_path
 
 
 @pytest.fixture
@@ -24,8 +24,8 @@ def dataset(tmp_path: Path) -> Path:
         (tmp_path / sub).mkdir()
     for name in ("19", "20", "21"):
         for sub in ("ir", "vi"):
-            image = cv2.imread(str(shared_path("data", "TNO", sub, f"{name}.png")))
-            cv2.imwrite(str(tmp_path / sub / f"{name}.png"), image[40:88, 60:124])
+            image = cv2.imread(str(fixture_path("TNO", sub, f"{name}.png")))
+            cv2.imwrite(str(tmp_path / sub / f"{name}.png"), image[:48, :64])
     cv2.imwrite(str(tmp_path / "ir" / "lonely.png"), image[:8, :8])
     return tmp_path
 
@@ -35,7 +35,7 @@ def invoke(*args: str | Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_baselines_and_fnet_side_by_side(dataset: Path, official_weights: Path) -> None:
+def test_baselines_and_fnet_side_by_side(dataset: Path, default_weights: Path) -> None:
     out = dataset / "results"
     code, output = invoke(
         "--ir",
@@ -45,7 +45,7 @@ def test_baselines_and_fnet_side_by_side(dataset: Path, official_weights: Path) 
         "--out",
         out,
         "--weights",
-        official_weights,
+        default_weights,
         "--baseline",
         "average",
         "--baseline",

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fnet_deploy.assets import sample_pair
 from fnet_deploy.data.images import read_ir, read_visible
 from fnet_deploy.errors import FnetError
 from fnet_deploy.training.config import DataConfig
@@ -19,7 +20,7 @@ from fnet_deploy.training.dataset import (
     dihedral,
     scan_pairs,
 )
-from tests.conftest import shared_path
+from tests.conftest import fixture_pair
 
 
 def write_pair(
@@ -175,20 +176,19 @@ def test_missing_folder_is_named(tmp_path: Path) -> None:
 
 
 def test_real_msrs_and_roadscene_pairs(tmp_path: Path) -> None:
-    for dataset, names in (("MSRS_train", ["00001D"]), ("RoadScene_train", None)):
-        source = shared_path("data", dataset)
-        stems = names or sorted(p.stem for p in (source / "ir").iterdir())[:1]
-        for sub in ("ir", "vi"):
+    # MSRS: a 128 x 160 PNG crop, IR stored in 3 channels; RoadScene: a whole colour JPEG pair.
+    sources = {
+        "MSRS_train": ("00001D.png", fixture_pair("MSRS_train", "00001D.png")),
+        "RoadScene": ("FLIR_00211.jpg", sample_pair()),
+    }
+    for dataset, (name, paths) in sources.items():
+        for sub, path in zip(("ir", "vi"), paths, strict=True):
             (tmp_path / dataset / sub).mkdir(parents=True)
-            for path in (source / sub).iterdir():
-                if path.stem in stems:
-                    shutil.copy(path, tmp_path / dataset / sub / path.name)
-    config = DataConfig(
-        folders=(str(tmp_path / "MSRS_train"), str(tmp_path / "RoadScene_train")), crop=128
-    )
+            shutil.copy(path, tmp_path / dataset / sub / name)
+    config = DataConfig(folders=tuple(str(tmp_path / dataset) for dataset in sources), crop=128)
     scan = scan_pairs(config)
     assert check_scan(scan, config) == []
-    assert scan.pairs[0].shape == (480, 640)
+    assert [pair.shape for pair in scan.pairs] == [(128, 160), (301, 496)]
     ir, vis = CropStream(scan, 128, 0, 1)[0]
     assert ir.shape == vis.shape == (1, 128, 128)
     assert float(ir.min()) >= 0.0 and float(vis.max()) <= 1.0

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from fnet_deploy.assets import sample_pair
 from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, FoldedThreshold, to_deploy
 from fnet_deploy.model.threshold import smooth_l0, soft_l1
-from tests.conftest import shared_path
+from tests.conftest import fixture_path
 
 OPTIONS = [DeployOptions(), DeployOptions(merge_encoders=True), DeployOptions(col2im=True)]
 OPTION_IDS = ["default", "merged-encoders", "col2im"]
@@ -33,12 +34,9 @@ def randomized(config: ModelConfig, seed: int) -> FNet:
 
 def real_crop(size: int, top: int = 100, left: int = 180) -> tuple[torch.Tensor, torch.Tensor]:
     """A real IR / visible-grey crop of RoadScene FLIR_00211 as 1 x 1 x size x size tensors."""
-    ir = cv2.imread(
-        str(shared_path("data", "RoadScene", "ir", "FLIR_00211.jpg")), cv2.IMREAD_GRAYSCALE
-    )
-    vis = cv2.imread(
-        str(shared_path("data", "RoadScene", "vi", "FLIR_00211.jpg")), cv2.IMREAD_GRAYSCALE
-    )
+    ir_path, vis_path = sample_pair()
+    ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(vis_path), cv2.IMREAD_GRAYSCALE)
     crop = np.s_[top : top + size, left : left + size]
     return (
         torch.from_numpy(ir[crop].astype(np.float32) / 255.0)[None, None],
@@ -100,14 +98,14 @@ def test_folded_threshold_is_finite_in_float16_for_extreme_inputs() -> None:
 
 
 @pytest.mark.slow
-def test_deploy_form_matches_the_published_model_on_a_real_crop(official_model: FNet) -> None:
+def test_deploy_form_matches_the_trained_model_on_a_real_crop(default_model: FNet) -> None:
     ir, vis = real_crop(40)
-    model64 = copy.deepcopy(official_model).double()
+    model64 = copy.deepcopy(default_model).double()
     with torch.no_grad():
         reference64 = model64(ir.double(), vis.double())
         deploy64 = to_deploy(model64)(ir.double(), vis.double())
-        training32 = official_model(ir, vis)
-        deploy32 = to_deploy(official_model)(ir, vis)
+        training32 = default_model(ir, vis)
+        deploy32 = to_deploy(default_model)(ir, vis)
     assert (deploy64 - reference64).abs().max() < 1e-12
     assert (deploy32 - training32).abs().max() < 1e-4
     # Float32 rounding, amplified by the gamma = 100 gate, moves both float32 forms the same
@@ -119,15 +117,15 @@ def test_deploy_form_matches_the_published_model_on_a_real_crop(official_model: 
 
 
 @pytest.mark.slow
-def test_deploy_form_matches_the_published_model_on_a_full_real_image(
-    official_model: FNet,
+def test_deploy_form_matches_the_trained_model_on_a_full_real_image(
+    default_model: FNet,
 ) -> None:
-    ir = cv2.imread(str(shared_path("data", "MRI_CT", "MRI", "11.png")), cv2.IMREAD_GRAYSCALE)
-    vis = cv2.imread(str(shared_path("data", "MRI_CT", "CT", "11.png")), cv2.IMREAD_GRAYSCALE)
+    ir = cv2.imread(str(fixture_path("MRI_CT", "MRI", "11.png")), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(fixture_path("MRI_CT", "CT", "11.png")), cv2.IMREAD_GRAYSCALE)
     ir_t = torch.from_numpy(ir.astype(np.float32) / 255.0)[None, None]
     vis_t = torch.from_numpy(vis.astype(np.float32) / 255.0)[None, None]
     with torch.no_grad():
-        expected = official_model(ir_t, vis_t)
-        actual = to_deploy(official_model, DeployOptions(True, True))(ir_t, vis_t)
+        expected = default_model(ir_t, vis_t)
+        actual = to_deploy(default_model, DeployOptions(True, True))(ir_t, vis_t)
     assert actual.shape == (1, 1, 256, 256)
     assert (actual - expected).abs().max() < 1e-4

@@ -18,6 +18,7 @@ from fnet_deploy.explain import VIEWS, Explanation, explain_images, write_explan
 from fnet_deploy.explain.figures import features_figure, thresholds_figure
 from fnet_deploy.explain.trace_maps import BLOCKS, suppressed_share, threshold_histogram
 from fnet_deploy.model import FNet, ModelConfig
+from fnet_deploy.model.checkpoint import file_sha256
 from tests.conftest import random_images, shared_path
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=3)
@@ -215,20 +216,20 @@ def explain_cli(*args: str | Path) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_explain_command_on_a_real_crop(
-    tmp_path: Path, crop_pair: tuple[Path, Path], official_weights: Path, official_model: FNet
+    tmp_path: Path, crop_pair: tuple[Path, Path], default_weights: Path, default_model: FNet
 ) -> None:
     ir, vis = crop_pair
     out = tmp_path / "explained"
     code, output = explain_cli(
-        "--ir", ir, "--vis", vis, "--out", out, "--weights", official_weights, "--top", "4"
+        "--ir", ir, "--vis", vis, "--out", out, "--weights", default_weights, "--top", "4"
     )
     assert code == 0, output
     record = json.loads((out / "explain.json").read_text(encoding="utf-8"))
     for block in BLOCKS:
-        expected = getattr(official_model, block).thresholds().detach().numpy()
+        expected = getattr(default_model, block).thresholds().detach().numpy()
         np.testing.assert_allclose(record["thresholds"][block]["theta"], expected, rtol=1e-6)
         assert len(record["features"][block]["top_channels"]) == 4
-    assert record["run"]["weights_sha256"].startswith("46665448")
+    assert record["run"]["weights_sha256"] == file_sha256(default_weights)
     assert sorted(image_sources((out / "index.html").read_text(encoding="utf-8"))) == sorted(
         view.file for view in VIEWS
     )

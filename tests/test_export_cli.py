@@ -10,23 +10,23 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fnet_deploy.assets import sample_pair
 from fnet_deploy.cli import app
 from fnet_deploy.export.onnx_export import read_metadata
 from fnet_deploy.model import FNet, ModelConfig, save_fnet
 from fnet_deploy.model.checkpoint import file_sha256
-from tests.conftest import shared_path
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two real crop pairs in ir/ and vis/ folders."""
+    """Two real crop pairs (of RoadScene FLIR_00211) in ir/ and vis/ folders."""
     root = tmp_path_factory.mktemp("cli")
-    folder = shared_path("data", "RoadScene")
+    ir_path, vis_path = sample_pair()
     for name, (top, left) in (("a", (120, 200)), ("b", (40, 300))):
-        for modality, sub, flags in (("ir", "ir", cv2.IMREAD_GRAYSCALE), ("vis", "vi", 1)):
-            image = cv2.imread(str(folder / sub / "FLIR_00211.jpg"), flags)
+        for modality, path, flags in (("ir", ir_path, cv2.IMREAD_GRAYSCALE), ("vis", vis_path, 1)):
+            image = cv2.imread(str(path), flags)
             (root / modality).mkdir(exist_ok=True)
             cv2.imwrite(
                 str(root / modality / f"{name}.png"), image[top : top + 48, left : left + 64]
@@ -35,14 +35,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(workspace: Path, official_weights: Path) -> tuple[Path, str]:
-    """The published weights exported to out/ (FP32 and FP16), parity checked on pair a."""
+def exported(workspace: Path, default_weights: Path) -> tuple[Path, str]:
+    """The shipped trained weights exported to out/ (FP32 and FP16), parity checked on pair a."""
     result = CliRunner().invoke(
         app,
         [
             "export",
             "--weights",
-            str(official_weights),
+            str(default_weights),
             "--out",
             str(workspace / "out"),
             "--fp16",
@@ -63,14 +63,14 @@ def invoke(*args: str) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_export_writes_both_models_and_reports_parity(
-    exported: tuple[Path, str], official_weights: Path
+    exported: tuple[Path, str], default_weights: Path
 ) -> None:
     out, output = exported
     assert (out / "fnet.onnx").is_file() and (out / "fnet_fp16.onnx").is_file()
     assert read_metadata(out / "fnet.onnx")["precision"] == "fp32"
     fp16 = read_metadata(out / "fnet_fp16.onnx")
     assert fp16["precision"] == "fp16"
-    assert fp16["weights_sha256"] == file_sha256(official_weights)
+    assert fp16["weights_sha256"] == file_sha256(default_weights)
     text = " ".join(output.split())
     assert "parity fnet.onnx (ORT CPU) vs PyTorch on a 64x48: max" in text
     assert "fnet_fp16.onnx (float16 arithmetic emulated on CPU)" in text
@@ -79,9 +79,8 @@ def test_export_writes_both_models_and_reports_parity(
 
 @pytest.mark.slow
 def test_check_passes_an_fp32_model_on_one_pair(
-    exported: tuple[Path, str], workspace: Path, official_weights: Path
+    exported: tuple[Path, str], workspace: Path, default_weights: Path
 ) -> None:
-    official = official_weights
     out, _ = exported
     code, output = invoke(
         "check",
@@ -91,7 +90,7 @@ def test_check_passes_an_fp32_model_on_one_pair(
         "--vis",
         str(workspace / "vis" / "b.png"),
         "--weights",
-        str(official),
+        str(default_weights),
     )
     assert code == 0, output
     assert "PASS: p99.9" in output and "(tolerance 0.5)" in output
@@ -100,9 +99,8 @@ def test_check_passes_an_fp32_model_on_one_pair(
 
 @pytest.mark.slow
 def test_check_reports_every_pair_of_two_folders(
-    exported: tuple[Path, str], workspace: Path, official_weights: Path
+    exported: tuple[Path, str], workspace: Path, default_weights: Path
 ) -> None:
-    official = official_weights
     out, _ = exported
     code, output = invoke(
         "check",
@@ -112,7 +110,7 @@ def test_check_reports_every_pair_of_two_folders(
         "--vis",
         str(workspace / "vis"),
         "--weights",
-        str(official),
+        str(default_weights),
     )
     assert code == 0, output
     assert "all pixels" in output and "2 pair(s)" in output
@@ -120,9 +118,8 @@ def test_check_reports_every_pair_of_two_folders(
 
 @pytest.mark.slow
 def test_check_fails_with_exit_1_beyond_the_tolerance(
-    exported: tuple[Path, str], workspace: Path, official_weights: Path
+    exported: tuple[Path, str], workspace: Path, default_weights: Path
 ) -> None:
-    official = official_weights
     out, _ = exported
     code, output = invoke(
         "check",
@@ -132,7 +129,7 @@ def test_check_fails_with_exit_1_beyond_the_tolerance(
         "--vis",
         str(workspace / "vis" / "a.png"),
         "--weights",
-        str(official),
+        str(default_weights),
         "--stat",
         "max",
         "--tolerance",
@@ -145,12 +142,12 @@ def test_check_fails_with_exit_1_beyond_the_tolerance(
 
 @pytest.mark.slow
 def test_check_compares_several_models_against_one_reference_run(
-    exported: tuple[Path, str], workspace: Path, official_weights: Path
+    exported: tuple[Path, str], workspace: Path, default_weights: Path
 ) -> None:
     out, _ = exported
     pair = ["--ir", str(workspace / "ir"), "--vis", str(workspace / "vis")]
     models = [str(out / "fnet.onnx"), str(out / "fnet_fp16.onnx")]
-    code, output = invoke("check", *models, *pair, "--weights", str(official_weights))
+    code, output = invoke("check", *models, *pair, "--weights", str(default_weights))
     assert code == 0, output
     text = " ".join(output.split())
     assert "fnet.onnx (onnxruntime, fp32) vs PyTorch fp32" in text
@@ -158,7 +155,7 @@ def test_check_compares_several_models_against_one_reference_run(
     assert "(tolerance 0.5)" in text and "(tolerance 2)" in text
     assert text.count("PASS:") == 2 and text.count("all pixels") == 2
     code, output = invoke(
-        "check", *models, *pair, "--weights", str(official_weights), "--no-emulate-fp16"
+        "check", *models, *pair, "--weights", str(default_weights), "--no-emulate-fp16"
     )
     assert code == 0, output
     assert "emulated" not in output and "(onnxruntime, fp16)" in " ".join(output.split())

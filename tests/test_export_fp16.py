@@ -18,19 +18,20 @@ import pytest
 import torch
 from onnx import TensorProto
 
+from fnet_deploy.assets import sample_pair
 from fnet_deploy.export.fp16 import float16_emulation, float16_problems
 from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.export.parity import ErrorStats, read_pair
 from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
-from tests.conftest import shared_path
+from tests.conftest import fixture_pair
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
-REAL_PAIRS = [
-    ("RoadScene", "FLIR_00211.jpg", (120, 200)),
-    ("TNO", "19.png", (100, 150)),
-    ("MSRS_test", "00004N.png", (200, 300)),
+REAL_PAIRS = [  # (name, (ir, visible), top-left of the crop)
+    ("RoadScene/FLIR_00211", sample_pair(), (120, 200)),
+    ("TNO/19", fixture_pair("TNO", "19.png"), (60, 30)),
+    ("MSRS_train/00001D", fixture_pair("MSRS_train", "00001D.png"), (32, 64)),
 ]
 SIZE = 64
 
@@ -47,11 +48,10 @@ def run(sess: ort.InferenceSession, ir: np.ndarray, vis: np.ndarray) -> np.ndarr
 def frames() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Real 64 x 64 crops from three data sets, then all-black, all-white and saturated IR."""
     real = []
-    for dataset, name, (top, left) in REAL_PAIRS:
-        folder = shared_path("data", dataset)
-        pair = read_pair(folder / "ir" / name, folder / "vi" / name, "ycbcr")
+    for name, (ir, vis), (top, left) in REAL_PAIRS:
+        pair = read_pair(ir, vis, "ycbcr")
         crop = np.s_[top : top + SIZE, left : left + SIZE]
-        real.append((f"{dataset}/{name}", pair.ir[crop], pair.vis[crop]))
+        real.append((name, pair.ir[crop], pair.vis[crop]))
     black, white = np.zeros((SIZE, SIZE), np.float32), np.ones((SIZE, SIZE), np.float32)
     return [
         *real,
@@ -68,9 +68,9 @@ def tiny_fp16() -> onnx.ModelProto:
 
 
 @pytest.fixture(scope="module")
-def official_protos(official_model: FNet) -> dict[str, onnx.ModelProto]:
+def trained_protos(default_model: FNet) -> dict[str, onnx.ModelProto]:
     return {
-        precision: build_onnx(official_model, OnnxSpec(precision=precision), {})
+        precision: build_onnx(default_model, OnnxSpec(precision=precision), {})
         for precision in ("fp32", "fp16")
     }
 
@@ -117,13 +117,13 @@ def test_emulation_rounds_every_tensor_and_runs_in_float32(tiny_fp16: onnx.Model
 
 
 @pytest.mark.slow
-def test_published_fp32_export_matches_pytorch_on_real_crops(
-    official_model: FNet, official_protos: dict[str, onnx.ModelProto]
+def test_trained_fp32_export_matches_pytorch_on_real_crops(
+    default_model: FNet, trained_protos: dict[str, onnx.ModelProto]
 ) -> None:
-    fp32 = session(official_protos["fp32"])
+    fp32 = session(trained_protos["fp32"])
     for name, ir, vis in frames()[: len(REAL_PAIRS)]:
         with torch.no_grad():
-            expected = official_model(
+            expected = default_model(
                 torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None]
             )
         fused = run(fp32, ir, vis)
@@ -132,11 +132,11 @@ def test_published_fp32_export_matches_pytorch_on_real_crops(
 
 @pytest.mark.slow
 def test_fp16_stays_within_two_grey_levels_on_real_and_extreme_frames(
-    official_protos: dict[str, onnx.ModelProto],
+    trained_protos: dict[str, onnx.ModelProto],
 ) -> None:
-    fp32 = session(official_protos["fp32"])
-    emulated = session(float16_emulation(official_protos["fp16"]))
-    ort_fp16 = session(official_protos["fp16"])
+    fp32 = session(trained_protos["fp32"])
+    emulated = session(float16_emulation(trained_protos["fp16"]))
+    ort_fp16 = session(trained_protos["fp16"])
     total = ErrorStats()
     for name, ir, vis in frames():
         reference = run(fp32, ir, vis)
@@ -152,17 +152,17 @@ def test_fp16_stays_within_two_grey_levels_on_real_and_extreme_frames(
 
 @pytest.mark.slow
 def test_emulation_agrees_with_pytorch_float16_arithmetic(
-    official_model: FNet, official_protos: dict[str, onnx.ModelProto]
+    default_model: FNet, trained_protos: dict[str, onnx.ModelProto]
 ) -> None:
     name, ir, vis = frames()[0]
     ir, vis = ir[:24, :24].copy(), vis[:24, :24].copy()
-    half = to_deploy(copy.deepcopy(official_model), dtype=torch.float16)
+    half = to_deploy(copy.deepcopy(default_model), dtype=torch.float16)
     with torch.no_grad():
         torch_fp16 = half(
             torch.from_numpy(ir)[None, None].half(), torch.from_numpy(vis)[None, None].half()
         )
-    emulated = run(session(float16_emulation(official_protos["fp16"])), ir, vis)
-    reference = run(session(official_protos["fp32"]), ir, vis)
+    emulated = run(session(float16_emulation(trained_protos["fp16"])), ir, vis)
+    reference = run(session(trained_protos["fp32"]), ir, vis)
     emulation_error, torch_error, between = ErrorStats(), ErrorStats(), ErrorStats()
     emulation_error.add(reference, emulated)
     torch_error.add(reference, torch_fp16.float().numpy())

@@ -1,26 +1,18 @@
-"""Metrics on real image pairs from the shared data: published ranges, references, degradation."""
+"""Metrics on real image pairs: the authors' output in published ranges, conventions, noise."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import mutual_info_score
 
 from fnet_deploy.metrics import CONVENTIONS, compute_metrics
 from fnet_deploy.metrics.report import read_gray
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under the shared data folder; skips the test if it is not there."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
-    return path
+from fnet_deploy.model import FNet
+from tests.conftest import fixture_pair, shared_path
 
 
 def tno19() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,6 +21,21 @@ def tno19() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ir = read_gray(shared_path("data", "TNO", "ir", "19.png"))
     vis = read_gray(shared_path("data", "TNO", "vi", "19.png"))
     return fused, ir, vis
+
+
+@pytest.fixture(scope="module")
+def fused_crop(default_model: FNet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fused, ir, vis): the shipped weights' output for the TNO 19 crop in tests/fixtures.
+
+    Fused as the authors' grey test path does: grey inputs / 255, whole image, clamp, round.
+    """
+    ir, vis = (read_gray(path) for path in fixture_pair("TNO", "19.png"))
+    with torch.no_grad():
+        fused = default_model(
+            torch.from_numpy(ir / np.float32(255))[None, None],
+            torch.from_numpy(vis / np.float32(255))[None, None],
+        )
+    return np.rint(fused[0, 0].clamp(0, 1).numpy() * 255).astype(np.uint8), ir, vis
 
 
 def test_fnet_reference_on_tno_is_in_published_ranges() -> None:
@@ -46,8 +53,10 @@ def test_fnet_reference_on_tno_is_in_published_ranges() -> None:
     assert 10.0 < paper["PSNR"] < 30.0
 
 
-def test_conventions_relate_as_documented_on_real_images() -> None:
-    images = tno19()
+def test_conventions_relate_as_documented_on_real_images(
+    fused_crop: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    images = fused_crop
     paper = compute_metrics(*images, convention="paper").values
     standard = compute_metrics(*images, convention="standard").values
     assert standard["MI"] == pytest.approx(paper["MI"] / math.log(2))
@@ -59,8 +68,10 @@ def test_conventions_relate_as_documented_on_real_images() -> None:
         assert standard[name] == paper[name]
 
 
-def test_paper_mutual_information_equals_scikit_learn_on_real_images() -> None:
-    fused, ir, vis = tno19()
+def test_paper_mutual_information_equals_scikit_learn_on_real_images(
+    fused_crop: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    fused, ir, vis = fused_crop
     expected = sum(mutual_info_score(fused.ravel(), source.ravel()) for source in (ir, vis))
     assert compute_metrics(fused, ir, vis, names=["MI"]).values["MI"] == pytest.approx(
         expected, rel=1e-12
@@ -68,6 +79,8 @@ def test_paper_mutual_information_equals_scikit_learn_on_real_images() -> None:
 
 
 def test_noise_on_the_fused_image_lowers_every_quality_metric() -> None:
+    # The authors' whole-image output: on the 128 x 160 fixture crop the shipped weights' output
+    # gains Qcb from this noise for some seeds (0.473 -> 0.479 with seed 0), others lower it.
     fused, ir, vis = tno19()
     rng = np.random.default_rng(0)
     degraded = np.clip(np.rint(fused + rng.normal(0, 25, fused.shape)), 0, 255)
@@ -82,7 +95,7 @@ def test_noise_on_the_fused_image_lowers_every_quality_metric() -> None:
 
 
 def test_a_source_against_itself_on_msrs() -> None:
-    ir = read_gray(shared_path("data", "MSRS_test", "ir", "00004N.png"))[:240, :320]
+    ir = read_gray(fixture_pair("MSRS_train", "00001D.png")[0])
     paper = compute_metrics(ir, ir, ir, "paper").values
     assert paper["SSIM"] == pytest.approx(2.0)
     assert paper["VIF"] == pytest.approx(2.0, abs=1e-6)

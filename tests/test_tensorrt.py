@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from fnet_deploy.assets import sample_pair
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.export.engine_info import (
     EngineInfo,
@@ -190,15 +191,15 @@ def test_engine_with_sidecar_but_no_tensorrt_names_the_extra(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def exported(official_model: FNet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(fnet.onnx, fnet_fp16.onnx) of the published model, as export writes them."""
+def exported(default_model: FNet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(fnet.onnx, fnet_fp16.onnx) of the shipped trained model, as export writes them."""
     from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
 
     folder = tmp_path_factory.mktemp("trt")
     paths = []
     for precision in ("fp32", "fp16"):
         path = folder / ("fnet.onnx" if precision == "fp32" else "fnet_fp16.onnx")
-        save_onnx(build_onnx(official_model, OnnxSpec(precision=precision), {}), path)
+        save_onnx(build_onnx(default_model, OnnxSpec(precision=precision), {}), path)
         paths.append(path)
     return paths[0], paths[1]
 
@@ -232,7 +233,7 @@ def torch_fused(model: FNet, feed: dict[str, np.ndarray]) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_pytorch(
-    official_model: FNet, exported: tuple[Path, Path], precision: str
+    default_model: FNet, exported: tuple[Path, Path], precision: str
 ) -> None:
     import tensorrt as trt
 
@@ -242,13 +243,12 @@ def test_engine_matches_pytorch(
     assert info.precision == precision and info.tensorrt_version == trt.__version__
     assert info.onnx_sha256 == file_sha256(onnx_path) and info.profile == PROFILE.to_dict()
     assert (onnx_path.parent / "timing.cache").stat().st_size > 0
-    folder = shared_path("data", "RoadScene")
-    pair = read_pair(folder / "ir" / "FLIR_00211.jpg", folder / "vi" / "FLIR_00211.jpg", "ycbcr")
+    pair = read_pair(*sample_pair(), "ycbcr")
     with TensorRTRunner(engine) as runner:
         for height, width, batch in [(64, 64, 1), (37, 120, 2)]:
             feed = pair.resized(height, width).feed(batch)
             stats = ErrorStats()
-            stats.add(torch_fused(official_model, feed), runner.infer(feed)["fused"])
+            stats.add(torch_fused(default_model, feed), runner.infer(feed)["fused"])
             assert stats.nonfinite == 0
             if precision == "fp32":
                 assert stats.quantile(0.999) <= 0.5 and stats.max <= 1.0, stats.describe()

@@ -23,9 +23,9 @@ def test_tiled_equals_untiled_in_float64() -> None:
     assert not torch.allclose(short, whole, atol=1e-6)
 
 
-def test_tiled_equals_untiled_for_the_published_architecture(official_model: FNet) -> None:
+def test_tiled_equals_untiled_for_the_published_architecture(default_model: FNet) -> None:
     torch.manual_seed(1)
-    model = official_model
+    model = default_model
     ir, vis = torch.rand(1, 1, 24, 240), torch.rand(1, 1, 24, 240)
     with torch.no_grad():
         whole = model(ir, vis)

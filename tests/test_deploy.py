@@ -14,6 +14,7 @@ from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, FoldedThreshold, to_deploy
 from fnet_deploy.model.threshold import smooth_l0, soft_l1
 from tests.conftest import fixture_path
+from tests.precision import assert_float32_accurate
 
 OPTIONS = [DeployOptions(), DeployOptions(merge_encoders=True), DeployOptions(col2im=True)]
 OPTION_IDS = ["default", "merged-encoders", "col2im"]
@@ -107,12 +108,11 @@ def test_deploy_form_matches_the_trained_model_on_a_real_crop(default_model: FNe
         training32 = default_model(ir, vis)
         deploy32 = to_deploy(default_model)(ir, vis)
     assert (deploy64 - reference64).abs().max() < 1e-12
-    assert (deploy32 - training32).abs().max() < 1e-4
-    # Float32 rounding, amplified by the gamma = 100 gate, moves both float32 forms the same
-    # distance from the float64 result: the rewrite adds no error of its own.
+    # Float32 rounding, amplified by the gamma = 100 gate, moves both float32 forms about the
+    # same distance from the float64 result: the rewrite adds no error of its own.
+    assert_float32_accurate(deploy32, reference64, training32, "deploy form")
     deploy_error = (deploy32.double() - reference64).abs()
     training_error = (training32.double() - reference64).abs()
-    assert deploy_error.max() < 1e-4 and training_error.max() < 1e-4
     assert deploy_error.mean() < 2 * training_error.mean()
 
 
@@ -125,7 +125,10 @@ def test_deploy_form_matches_the_trained_model_on_a_full_real_image(
     ir_t = torch.from_numpy(ir.astype(np.float32) / 255.0)[None, None]
     vis_t = torch.from_numpy(vis.astype(np.float32) / 255.0)[None, None]
     with torch.no_grad():
+        reference64 = copy.deepcopy(default_model).double()(ir_t.double(), vis_t.double())
         expected = default_model(ir_t, vis_t)
         actual = to_deploy(default_model, DeployOptions(True, True))(ir_t, vis_t)
     assert actual.shape == (1, 1, 256, 256)
-    assert (actual - expected).abs().max() < 1e-4
+    # A dark medical image: gates of codes near their thresholds make float32 runs of exact
+    # forms differ by 1e-4 and more, depending on threads; judge both against float64.
+    assert_float32_accurate(actual, reference64, expected, "deploy form, merged + col2im")

@@ -26,6 +26,7 @@ from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 from tests.conftest import fixture_pair
+from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
 REAL_PAIRS = [  # (name, (ir, visible), top-left of the crop)
@@ -122,12 +123,8 @@ def test_trained_fp32_export_matches_pytorch_on_real_crops(
 ) -> None:
     fp32 = session(trained_protos["fp32"])
     for name, ir, vis in frames()[: len(REAL_PAIRS)]:
-        with torch.no_grad():
-            expected = default_model(
-                torch.from_numpy(ir)[None, None], torch.from_numpy(vis)[None, None]
-            )
-        fused = run(fp32, ir, vis)
-        assert np.abs(fused - expected.numpy()).max() < 1e-4, name
+        out32, ref64 = float32_and_float64_runs(default_model, ir[None, None], vis[None, None])
+        assert_float32_accurate(run(fp32, ir, vis), ref64, out32, f"FP32 ONNX on {name}")
 
 
 @pytest.mark.slow

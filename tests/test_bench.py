@@ -23,7 +23,7 @@ TINY = ModelConfig(filters=4, kernel_size=3, iterations=1)
 
 def test_flops_match_the_design_figures() -> None:
     cost = forward_cost(ModelConfig(), 480, 640)
-    assert cost.flops == 2 * 419_904 * 480 * 640  # DESIGN section 6: about 258 GFLOP
+    assert cost.flops == 2 * 419_904 * 480 * 640  # docs/model.md §9.1: about 258 GFLOP
     assert forward_cost(ModelConfig(), 512, 640).flops == pytest.approx(275.2e9, rel=1e-3)
     assert forward_cost(ModelConfig(), 480, 640, batch=3).flops == 3 * cost.flops
     assert cost.io_bytes == 3 * 480 * 640 * 4

@@ -1,4 +1,4 @@
-"""FNet / IFNet / LZSC against an independent re-statement of DESIGN section 1."""
+"""FNet / IFNet / LZSC against an independent re-statement of docs/model.md §2."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def reference_lzsc(block: LZSC, e: torch.Tensor, threshold=smooth_l0) -> torch.Tensor:
-    """DESIGN section 1 written out step by step, with the block's own weights."""
+    """docs/model.md §2.2 written out step by step, with the block's own weights."""
     s = block.steps
     th = lambda k: F.softplus(block.w_theta * k + block.b_theta)  # noqa: E731
     sp = lambda k: F.softplus(block.w_rho * k + block.b_rho)  # noqa: E731

@@ -17,7 +17,7 @@ The document has top-level run settings and one table per section::
     [log]     # checkpoint_every, log_every, tensorboard, plot
     [speed]   # cuda_graph, channels_last, tf32, precision
 
-Defaults are the paper's recipe (DESIGN section 3). Overrides are ``section.field=value`` strings
+Defaults are the paper's recipe (docs/model.md §5). Overrides are ``section.field=value`` strings
 whose value is read as a TOML value (``stage1.iterations=10``, ``data.folders=["a", "b"]``); a
 value that is not valid TOML is taken as a plain string (``device=cuda``).
 """

@@ -1,4 +1,4 @@
-"""Training losses of both stages (DESIGN section 3), on the filters of
+"""Training losses of both stages (docs/model.md §5), on the filters of
 :mod:`fnet_deploy.training.filters` (plain PyTorch, capturable in a CUDA graph).
 
 Conventions (each checked against an independent definition in ``tests/test_losses.py``):

@@ -25,7 +25,8 @@ class CheckpointError(InputError):
 class MissingDependencyError(FnetError):
     """An optional dependency is not installed; the message names the extra to install."""
 
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(
-            f"this needs the optional package '{module}': pip install 'fnet-deploy[{extra}]'"
-        )
+    def __init__(self, package: str, extra: str, *alternatives: str) -> None:
+        self.package = package
+        self.extras = (extra, *alternatives)
+        installs = " or ".join(f"'fnet-deploy[{name}]'" for name in self.extras)
+        super().__init__(f"this needs the optional package '{package}': pip install {installs}")

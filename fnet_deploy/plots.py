@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fnet_deploy.atomic import write_bytes_atomic
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.metrics.registry import METRICS
+from fnet_deploy.optional import require
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,13 +37,10 @@ def new_figure(width: float, height: float) -> Figure:
     Raises:
         MissingDependencyError: matplotlib (extra ``plot``) is not installed.
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingDependencyError("matplotlib", "plot") from None
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure: Figure = require("matplotlib.figure").Figure(
+        figsize=(width, height), layout="constrained"
+    )
+    require("matplotlib.backends.backend_agg").FigureCanvasAgg(figure)
     return figure
 
 
@@ -160,9 +158,7 @@ def _spread(images: Mapping[str, Mapping[str, float]], metric: str) -> float:
 
 
 def _palette(count: int) -> list[tuple[float, float, float, float]]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    cmap = require("matplotlib").colormaps["tab10" if count <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(count)]
 
 

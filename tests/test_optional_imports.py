@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-OPTIONAL = ("onnx", "onnxruntime", "onnxscript", "matplotlib", "kornia", "tensorrt", "cuda")
+from fnet_deploy.optional import EXTRAS
 
 
 def test_cli_imports_no_optional_package() -> None:
     code = (
         "import sys, fnet_deploy.cli\n"
-        f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({OPTIONAL!r}))\n"
+        f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(EXTRAS)!r}))\n"
         "print(','.join(loaded))\n"
     )
     result = subprocess.run(

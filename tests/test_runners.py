@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +80,7 @@ def test_open_runner_refuses_contradictions(tiny_files: tuple[Path, Path]) -> No
 def test_missing_optional_dependency_names_the_extra(
     tiny_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_find_spec = importlib.util.find_spec
-
-    def without_onnxruntime(name: str, *args: object) -> object:
-        return None if name == "onnxruntime" else real_find_spec(name, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(importlib.util, "find_spec", without_onnxruntime)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
     with pytest.raises(MissingDependencyError, match=r"fnet-deploy\[onnx\]"):
         open_runner(tiny_files[1])
 

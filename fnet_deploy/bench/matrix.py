@@ -18,6 +18,7 @@ from fnet_deploy.bench.timing import time_runner
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.optional import require
 from fnet_deploy.runtime.backends.base import Runner
 from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
 
@@ -96,9 +97,6 @@ def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -
 
 
 def _onnxruntime(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
-    from fnet_deploy.runtime.backends.select import require
-
-    require("onnxruntime")
     from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 
     return OnnxRunner(_onnx_model(model, precision, work), device)
@@ -107,18 +105,12 @@ def _onnxruntime(model: FNet, device: str, precision: str, shape: Shape, work: P
 def _onnxruntime_col2im(
     model: FNet, device: str, precision: str, shape: Shape, work: Path
 ) -> Runner:
-    from fnet_deploy.runtime.backends.select import require
-
-    require("onnxruntime")
     from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 
     return OnnxRunner(_onnx_model(model, precision, work, col2im=True), device)
 
 
 def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
-    from fnet_deploy.runtime.backends.select import require
-
-    require("tensorrt")
     from fnet_deploy.export.engine_info import ShapeProfile, sidecar_path
     from fnet_deploy.export.tensorrt_build import EngineBuildOptions, build_engine
     from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
@@ -166,6 +158,22 @@ BACKENDS: dict[str, RunnerFactory] = {
 same with few-output convolutions as 1x1 + Col2Im (fastest on ORT's CPU provider, not for
 TensorRT); ``tensorrt`` an engine built for each cell's exact shape."""
 
+_EXPORTED = ("onnx", "onnxscript")
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnxruntime", *_EXPORTED),
+    "onnxruntime-col2im": ("onnxruntime", *_EXPORTED),
+    "tensorrt": ("tensorrt", "cuda", *_EXPORTED),
+}
+"""The optional packages (:data:`fnet_deploy.optional.EXTRAS`) each backend needs; the torch
+backends need none."""
+
+
+def require_backend(backend: str) -> None:
+    """Raise :class:`~fnet_deploy.errors.MissingDependencyError` if ``backend`` (a key of
+    :data:`BACKENDS`) lacks an optional package."""
+    for module in REQUIRES.get(backend, ()):
+        require(module)
+
 
 def cells(
     backends: list[str], precisions: list[str], shapes: list[tuple[int, int]], batches: list[int]
@@ -202,6 +210,7 @@ def run_cell(
         "vis": rng.random(shape, dtype=np.float32),
     }
     try:
+        require_backend(cell.backend)
         factory = BACKENDS[cell.backend]
         runner = factory(model, device, cell.precision, (cell.batch, cell.height, cell.width), work)
         with runner:

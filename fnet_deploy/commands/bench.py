@@ -20,6 +20,7 @@ from fnet_deploy.bench.matrix import (
     add_speedups,
     cells,
     machine_info,
+    require_backend,
     run_cell,
 )
 from fnet_deploy.bench.peaks import Peaks, measure_peaks
@@ -28,6 +29,7 @@ from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import resolve_device
 from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.optional import require
 from fnet_deploy.plots import plot_latency
 
 
@@ -149,15 +151,20 @@ def bench(
     torch_device = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
-    model = load_fnet(weights)[0] if weights is not None else FNet().eval()
+    backends = _choices(backend, "--backend", tuple(BACKENDS))
     matrix = list(
         cells(
-            _choices(backend, "--backend", tuple(BACKENDS)),
+            backends,
             _choices(precision, "--precision", ("fp32", "fp16")),
             _shapes(resolution),
             _batches(batch),
         )
     )
+    for name in backends:
+        require_backend(name)
+    if plot is not None:
+        require("matplotlib")
+    model = load_fnet(weights)[0] if weights is not None else FNet().eval()
     measured = None
     if peaks:
         with console.status("measuring compute and memory-bandwidth peaks"):

@@ -31,6 +31,7 @@ from fnet_deploy.metrics.report import (
     write_csv,
 )
 from fnet_deploy.model.checkpoint import load_fnet
+from fnet_deploy.optional import require
 from fnet_deploy.plots import plot_metric_bars
 
 
@@ -123,6 +124,8 @@ def evaluate_command(
         )
     if not methods and weights is None and not baselines:
         raise FnetError("nothing to evaluate: give --fused DIR, --weights W or --baseline NAME")
+    if plot:
+        require("matplotlib")
     listing = pair_folders(ir, vis)
     unpaired = listing.unpaired_message()
     if unpaired:

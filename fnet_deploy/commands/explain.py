@@ -22,6 +22,7 @@ from fnet_deploy.data.images import read_ir, read_visible
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import resolve_device
 from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
+from fnet_deploy.optional import require
 
 TRACE_BYTES_PER_PIXEL = 30 * 64 * 4
 """Memory the full trace keeps per pixel with the published model (15 steps x pre and code)."""
@@ -58,6 +59,7 @@ def explain(
         ir, vis = sample_pair()
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder (explain writes a folder of files)")
+    require("matplotlib")
     ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles))
     vis_image = read_visible(vis, luminance).luma
     if ir_image.shape != vis_image.shape:

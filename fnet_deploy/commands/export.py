@@ -26,8 +26,8 @@ from fnet_deploy.export.parity import (
 from fnet_deploy.model.checkpoint import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.optional import require
 from fnet_deploy.runtime.backends.base import Runner
-from fnet_deploy.runtime.backends.select import require
 
 DEFAULT_PROFILE = ((1, 1, 64, 64), (1, 1, 512, 640), (1, 1, 1088, 1920))
 """Engine profile (min, opt, max N x 1 x H x W) when no --min/--opt/--max-shape is given."""
@@ -105,8 +105,6 @@ def export(
     model on a real image pair (the shipped sample unless --ir/--vis) against the PyTorch
     training form and reports the error in grey levels; exits 1 if a check fails.
     """
-    from fnet_deploy.export.onnx_export import OnnxSpec, build_metadata, build_onnx, save_onnx
-
     if (ir is None) != (vis is None):
         raise FnetError("give both --ir and --vis, or neither (to check on the shipped sample)")
     if int8 and not engine:
@@ -120,17 +118,29 @@ def export(
         )
     if out.exists() and not out.is_dir():
         raise FnetError(f"{out}: exists and is not a folder")
-    require("onnxruntime")
+    needed = ["onnxruntime", "onnx", "onnxscript"] + (["tensorrt", "cuda"] if engine else [])
+    for module in needed:
+        require(module)
+    from fnet_deploy.export.onnx_export import (
+        MIN_TORCH,
+        OnnxSpec,
+        build_metadata,
+        build_onnx,
+        save_onnx,
+    )
+
+    if torch.__version__ < MIN_TORCH:
+        raise FnetError(
+            f"export needs torch >= {MIN_TORCH} (its ExportedProgram-based ONNX exporter); "
+            f"this is torch {torch.__version__}"
+        )
     options = DeployOptions(merge_encoders=merge_encoders, col2im=col2im)
     specs = [OnnxSpec("fp32", batch, height, width, opset, options)]
     if fp16:
         specs.append(OnnxSpec("fp16", batch, height, width, opset, options))
     profile = _profile(specs[0].input_dims(), min_shape, opt_shape, max_shape) if engine else None
-    if engine:
-        require("tensorrt")
 
-    import onnx
-
+    onnx = require("onnx")
     if opset > onnx.defs.onnx_opset_version():
         raise FnetError(
             f"--opset {opset}: the installed onnx knows opsets up to "

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fnet_deploy.explain.trace_maps import BLOCKS, Explanation
+from fnet_deploy.optional import require
 from fnet_deploy.plots import new_figure
 
 if TYPE_CHECKING:
@@ -97,8 +98,7 @@ def features_figure(explanation: Explanation, block: str) -> Figure:
 
 
 def _energy_row(subfigure: SubFigure, explanation: Explanation, block: str) -> None:
-    from matplotlib.colors import PowerNorm
-
+    power_norm = require("matplotlib.colors").PowerNorm
     maps = explanation.features[block]
     symbol = SYMBOLS[block]
     map_ax, bar_ax = subfigure.subplots(1, 2, width_ratios=(1.1, 1))
@@ -106,7 +106,7 @@ def _energy_row(subfigure: SubFigure, explanation: Explanation, block: str) -> N
     shown = map_ax.imshow(
         maps.energy_map,
         cmap="magma",
-        norm=PowerNorm(0.5, vmin=0.0, vmax=peak if peak > 0 else 1.0),
+        norm=power_norm(0.5, vmin=0.0, vmax=peak if peak > 0 else 1.0),
         interpolation="nearest",
     )
     map_ax.set_title(

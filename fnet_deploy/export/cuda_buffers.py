@@ -11,19 +11,16 @@ from typing import Any
 import numpy as np
 
 from fnet_deploy.errors import FnetError, MissingDependencyError
+from fnet_deploy.optional import require
 
 
 def cudart() -> Any:
     """The CUDA runtime bindings of cuda-python (``cuda.bindings.runtime``, or the older
     ``cuda.cudart``)."""
     try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime  # cuda-python < 12.6
-        except ImportError:
-            raise MissingDependencyError("cuda-python", "tensorrt") from None
-    return runtime
+        return require("cuda.bindings.runtime")
+    except MissingDependencyError:
+        return require("cuda.cudart")  # cuda-python < 12.6
 
 
 def call(result: tuple[Any, ...], what: str) -> Any:

@@ -37,6 +37,9 @@ from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME
 
 OnnxPrecision = Literal["fp32", "fp16"]
 
+MIN_TORCH = "2.9"
+"""The oldest torch with the pinned exporter path (pyproject.toml's lower bound for torch)."""
+
 OPSET = 18
 """Default ONNX opset (ai.onnx). TensorRT 10 and ONNX Runtime >= 1.14 support it."""
 

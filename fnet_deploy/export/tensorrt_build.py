@@ -29,7 +29,7 @@ import numpy as np
 
 from fnet_deploy import __version__
 from fnet_deploy.atomic import write_bytes_atomic
-from fnet_deploy.errors import FnetError, MissingDependencyError
+from fnet_deploy.errors import FnetError
 from fnet_deploy.export.cuda_buffers import (
     DeviceBuffer,
     create_stream,
@@ -48,19 +48,11 @@ from fnet_deploy.export.engine_info import (
 )
 from fnet_deploy.export.parity import ImagePair
 from fnet_deploy.model.checkpoint import file_sha256
+from fnet_deploy.optional import require
 from fnet_deploy.runtime.backends.base import INPUT_NAMES
 
 ONNX_PRECISION: dict[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "fp32"}
 """The ONNX model each engine precision is built from."""
-
-
-def tensorrt_module() -> Any:
-    """The ``tensorrt`` package (the ``tensorrt`` extra)."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependencyError("tensorrt", "tensorrt") from None
-    return tensorrt
 
 
 @dataclass(frozen=True)
@@ -209,7 +201,7 @@ def build_engine(
         MissingDependencyError: TensorRT or cuda-python is not installed.
         FnetError: no GPU, a model / profile mismatch, or TensorRT failed to parse or build.
     """
-    trt = tensorrt_module()
+    trt = require("tensorrt")
     precision = options.precision
     if ONNX_PRECISION[precision] != onnx_precision:
         raise FnetError(

@@ -53,6 +53,7 @@ from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.checkpoint import load_fnet, save_fnet
+from fnet_deploy.optional import require
 from fnet_deploy.training import distributed
 from fnet_deploy.training.batches import BatchSource, CachedCrops, DeviceImages, LoadedCrops
 from fnet_deploy.training.checkpoint import (
@@ -253,10 +254,12 @@ class MetricLog:
         self.tensorboard_missing = False
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
+                require("tensorboard")
+            except MissingDependencyError:
                 self.tensorboard_missing = True
             else:
+                from torch.utils.tensorboard import SummaryWriter
+
                 self.writer = SummaryWriter(str(layout.tensorboard))
 
     def start_stage(self, stage: int, done: int) -> None:
@@ -300,8 +303,8 @@ class MetricLog:
 
         try:
             plot_loss_curves(self.layout.log, self.layout.curves)
-        except MissingDependencyError:
-            return "matplotlib is not installed: no loss_curves.png (pip install matplotlib)"
+        except MissingDependencyError as err:
+            return f"no loss_curves.png: {err}"
         except InputError:
             return None
         return None
@@ -426,7 +429,10 @@ def train(
             torch.backends.cudnn.benchmark = True
         log = MetricLog(layout, ctx.is_main, config.log.tensorboard, config.log.plot)
         if log.tensorboard_missing:
-            show.note("TensorBoard is not installed: logging to log.csv only")
+            show.note(
+                "TensorBoard is not installed: logging to log.csv only "
+                "(pip install 'fnet-deploy[train]')"
+            )
         if ctx.is_main:
             write_text_atomic(layout.config, to_toml(config))
         result = TrainResult(layout=layout)

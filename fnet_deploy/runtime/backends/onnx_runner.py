@@ -22,17 +22,10 @@ from typing import Any
 import numpy as np
 
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.optional import require
 from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 
 PRECISION_KEY = "fnet_deploy.precision"
-
-
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "onnx") from None
-    return onnxruntime
 
 
 def execution_providers(
@@ -130,7 +123,7 @@ class OnnxRunner(Runner):
         return self._session.get_session_options()
 
     def _activate(self) -> None:
-        ort = _onnxruntime()
+        ort = require("onnxruntime")
         path = self.model_path
         if not path.is_file():
             raise InputError(path, "model file not found" if not path.exists() else "not a file")
@@ -146,7 +139,7 @@ class OnnxRunner(Runner):
         self.emulated = False
         source: str | bytes = str(path)
         if self.emulate_fp16 and self.device == "cpu":
-            source = self._emulated_source(path)
+            source = self._emulated_source(path, ort)
         try:
             session = ort.InferenceSession(source, options, providers=providers)
         except Exception as err:
@@ -177,10 +170,18 @@ class OnnxRunner(Runner):
         }
         self._session = session
 
-    def _emulated_source(self, path: Path) -> str | bytes:
-        """The float16 emulation of a model with float16 weights, or the path of any other model."""
-        import onnx
+    def _emulated_source(self, path: Path, ort: Any) -> str | bytes:
+        """The float16 emulation of a model with float16 weights, or the path of any other model.
 
+        Building the emulation needs onnx; without it, a model recorded as fp32 runs as it is
+        and only one recorded as fp16 raises :class:`MissingDependencyError`.
+        """
+        try:
+            onnx = require("onnx")
+        except MissingDependencyError:
+            if _recorded_precision(ort, path) == "fp16":
+                raise
+            return str(path)
         from fnet_deploy.export.fp16 import float16_emulation, float16_problems
 
         try:
@@ -214,3 +215,13 @@ class OnnxRunner(Runner):
 
     def _deactivate(self) -> None:
         self._session = None
+
+
+def _recorded_precision(ort: Any, path: Path) -> str:
+    """The precision an exported model records (``fp32`` if unrecorded or unreadable: the
+    session that runs it then reports why it cannot be read)."""
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:
+        return "fp32"
+    return str(session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY, "fp32"))

@@ -10,11 +10,11 @@ to install, before anything is loaded.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Literal, cast
 
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.optional import require
 from fnet_deploy.runtime.backends.base import Runner
 
 Backend = Literal["torch", "onnxruntime", "tensorrt"]
@@ -28,11 +28,12 @@ _BY_SUFFIX: dict[str, Backend] = {
     ".engine": "tensorrt",
     ".plan": "tensorrt",
 }
-_REQUIRES: dict[Backend, list[tuple[str, str, str]]] = {
-    "torch": [],
-    "onnxruntime": [("onnxruntime", "onnxruntime", "onnx")],
-    "tensorrt": [("tensorrt", "tensorrt", "tensorrt"), ("cuda", "cuda-python", "tensorrt")],
+_REQUIRES: dict[Backend, tuple[str, ...]] = {
+    "torch": (),
+    "onnxruntime": ("onnxruntime",),
+    "tensorrt": ("tensorrt", "cuda"),
 }
+"""The optional packages (import names, :data:`fnet_deploy.optional.EXTRAS`) of each backend."""
 
 
 def backend_for(path: Path) -> Backend:
@@ -46,13 +47,6 @@ def backend_for(path: Path) -> Backend:
         known = ", ".join(sorted(_BY_SUFFIX))
         raise InputError(path, f"unknown model type '{path.suffix}' (expected one of {known})")
     return backend
-
-
-def require(backend: Backend) -> None:
-    """Raise :class:`MissingDependencyError` if ``backend``'s optional packages are missing."""
-    for module, package, extra in _REQUIRES[backend]:
-        if importlib.util.find_spec(module) is None:
-            raise MissingDependencyError(package, extra)
 
 
 def open_runner(
@@ -92,7 +86,8 @@ def open_runner(
         raise FnetError(
             f"{path.name} is a {backend_for(path)} model; the {chosen} backend cannot run it"
         )
-    require(chosen)
+    for module in _REQUIRES[chosen]:
+        require(module)
     if chosen == "torch":
         import torch
 

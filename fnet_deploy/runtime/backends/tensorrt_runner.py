@@ -30,7 +30,7 @@ from fnet_deploy.export.engine_info import (
     read_sidecar,
     rebuild_command,
 )
-from fnet_deploy.export.tensorrt_build import tensorrt_module
+from fnet_deploy.optional import require
 from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 
 
@@ -76,7 +76,7 @@ class TensorRTRunner(Runner):
             raise InputError(
                 path, f"is a {info.precision} engine, but {self.expected_precision} was requested"
             )
-        trt = tensorrt_module()
+        trt = require("tensorrt")
         gpu_name, capability = select_device(self.device_index)
         problems = compatibility_problems(info, str(trt.__version__), gpu_name, capability)
         if problems:

@@ -311,9 +311,10 @@ def require_gstreamer(what: str) -> None:
     """Raise a clear error when ``what`` needs GStreamer and OpenCV has none."""
     if not has_gstreamer():
         raise FnetError(
-            f"{what}: needs OpenCV built with GStreamer; this OpenCV {cv2.__version__} has no "
-            "GStreamer backend (the PyPI opencv-python wheels never do: build OpenCV with "
-            "-DWITH_GSTREAMER=ON, or use the system OpenCV of JetPack)"
+            f"{what}: needs OpenCV built with GStreamer; the OpenCV {cv2.__version__} imported "
+            f"from {Path(cv2.__file__).parent} has none (PyPI's opencv-python wheels never do: "
+            "on a Jetson use JetPack's OpenCV, see README 'Jetson'; elsewhere build OpenCV with "
+            "-DWITH_GSTREAMER=ON)"
         )
 
 

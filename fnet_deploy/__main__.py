@@ -1,4 +1,4 @@
-"""``python -m fnet_deploy``: the same CLI as ``fnet-deploy`` (works under torchrun too)."""
+"""``python -m fnet_deploy``: the same CLI as ``fnet-deploy``."""
 
 from fnet_deploy.cli import app
 

@@ -50,3 +50,6 @@ app.command("eval")(evaluate_command)
 app.command()(export)
 app.command()(check)
 app.add_typer(weights.app, name="weights")
+
+if __name__ == "__main__":
+    app(prog_name="fnet-deploy")

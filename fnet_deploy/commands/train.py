@@ -177,7 +177,7 @@ def train(
     """Train FNet in two stages (inverse-fusion pre-training, then fusion loss).
 
     Settings come from the defaults (the paper's recipe), then --config, then the options,
-    then --set. Multi-GPU: torchrun --nproc_per_node N $(command -v fnet-deploy) train ...
+    then --set. Multi-GPU: torchrun --nproc_per_node N -m fnet_deploy.training [OPTIONS]
     """
     flags: dict[str, object] = {
         "stages": stage,

@@ -1,6 +1,6 @@
 """Several processes, one training run: torch.distributed as launched by ``torchrun``.
 
-``torchrun --nproc_per_node G [--nnodes N ...] -m fnet_deploy.cli train ...`` sets ``RANK``,
+``torchrun --nproc_per_node G [--nnodes N ...] -m fnet_deploy.training ...`` sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous variables; :func:`setup` reads them, joins the
 process group (NCCL on GPUs, gloo on CPUs) and pins each process to its local GPU. The model is
 wrapped in DistributedDataParallel, gradients are averaged across processes, and only rank 0

@@ -19,6 +19,7 @@ from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner, execution_provi
 from fnet_deploy.runtime.backends.select import backend_for, open_runner
 from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
 from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=1)
 
@@ -99,9 +100,11 @@ def test_onnx_runner_matches_the_torch_runner(tiny_files: tuple[Path, Path]) -> 
     feed = {name: rng.random((1, 1, 20, 28), dtype=np.float32) for name in ("ir", "vis")}
     with open_runner(onnx_path) as ort_runner, open_runner(weights) as torch_runner:
         fused = ort_runner.infer(feed)["fused"]
-        expected = torch_runner.infer(feed)["fused"]
+        from_torch = torch_runner.infer(feed)["fused"]
         assert ort_runner.last_inference_time > 0
-    np.testing.assert_allclose(fused, expected, rtol=0, atol=1e-5)
+    out32, ref64 = float32_and_float64_runs(load_fnet(weights)[0], feed["ir"], feed["vis"])
+    assert_float32_accurate(fused, ref64, out32, "ONNX Runtime runner")
+    assert_float32_accurate(from_torch, ref64, out32, "torch runner")
     assert not ort_runner.is_active
 
 

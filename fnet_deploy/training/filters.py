@@ -39,10 +39,12 @@ def _sobel_kernels(device: torch.device, dtype: torch.dtype, normalized: bool) -
 
 @functools.cache
 def _gaussian(device: torch.device, dtype: torch.dtype, size: int) -> Tensor:
-    """The normalised 1-D Gaussian of ``size`` taps (sigma :data:`SSIM_SIGMA`), centred."""
+    """The normalised ``size`` x ``size`` Gaussian window (sigma :data:`SSIM_SIGMA`, centred,
+    sum 1) as a 1 x 1 x size x size convolution weight."""
     offsets = torch.arange(size, dtype=torch.float64) - size // 2
     taps = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
-    return (taps / taps.sum()).to(device=device, dtype=dtype)
+    taps = taps / taps.sum()
+    return torch.outer(taps, taps)[None, None].to(device=device, dtype=dtype)
 
 
 def sobel(x: Tensor, *, normalized: bool, border: str) -> Tensor:
@@ -61,14 +63,14 @@ def sobel(x: Tensor, *, normalized: bool, border: str) -> Tensor:
 
 
 def _blur_valid(x: Tensor, size: int) -> Tensor:
-    """Separable Gaussian blur of every channel over the valid positions (H, W shrink by
-    ``size - 1``)."""
-    batch, channels, height, width = x.shape
-    taps = _gaussian(x.device, x.dtype, size)
-    planes = x.reshape(batch * channels, 1, height, width)
-    planes = F.conv2d(planes, taps.view(1, 1, 1, size))
-    planes = F.conv2d(planes, taps.view(1, 1, size, 1))
-    return planes.reshape(batch, channels, *planes.shape[-2:])
+    """Gaussian blur of every channel over the valid positions (H, W shrink by ``size - 1``).
+
+    One depthwise convolution over all channels (several times faster on CPUs than a
+    convolution per single-channel plane, and one kernel on a GPU).
+    """
+    channels = x.shape[1]
+    window = _gaussian(x.device, x.dtype, size).expand(channels, 1, size, size)
+    return F.conv2d(x, window, groups=channels)
 
 
 def ssim_map(x: Tensor, y: Tensor, window: int) -> Tensor:

@@ -33,13 +33,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fnet_deploy.cuda_math import tf32_allowed, tf32_convolutions
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.training.batches import CachedCrops, DeviceImages
 from fnet_deploy.training.config import DataConfig, OptimConfig, StepPrecision
 from fnet_deploy.training.dataset import CropStream, StepBatches, scan_pairs
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
-from fnet_deploy.training.step import TrainStep, make_adam, tf32_allowed, tf32_convolutions
+from fnet_deploy.training.step import TrainStep, make_adam
 from fnet_deploy.training.trainer import InverseFusion
 
 VARIANTS: dict[str, tuple[bool, bool, StepPrecision]] = {

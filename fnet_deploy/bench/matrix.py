@@ -15,6 +15,7 @@ from fnet_deploy import __version__
 from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import time_runner
+from fnet_deploy.cuda_math import tf32_allowed
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
@@ -85,6 +86,24 @@ def _torch_compile(model: FNet, device: str, precision: str, shape: Shape, work:
     )
 
 
+def _torch_deploy_variant(
+    channels_last: bool, cuda_graph: bool, col2im: bool = False
+) -> RunnerFactory:
+    """The eager deploy form in NHWC layout, replayed from CUDA graphs, and/or with its
+    few-output convolutions as taps plus ``fold`` (:class:`~fnet_deploy.model.deploy.TapConv`)."""
+
+    def factory(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
+        return TorchRunner(
+            to_deploy(model, DeployOptions(col2im=col2im)),
+            device,
+            _torch_precision(precision),
+            channels_last=channels_last,
+            cuda_graph=cuda_graph,
+        )
+
+    return factory
+
+
 def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -> Path:
     """The deploy form exported once per variant into ``work`` (dynamic N, H, W)."""
     from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
@@ -147,13 +166,20 @@ def _onnx_precision(precision: str) -> Literal["fp32", "fp16"]:
 BACKENDS: dict[str, RunnerFactory] = {
     "torch": _torch,
     "torch-deploy": _torch_deploy,
+    "torch-deploy-nhwc": _torch_deploy_variant(channels_last=True, cuda_graph=False),
+    "torch-deploy-graph": _torch_deploy_variant(channels_last=False, cuda_graph=True),
+    "torch-deploy-nhwc-graph": _torch_deploy_variant(channels_last=True, cuda_graph=True),
+    "torch-col2im-graph": _torch_deploy_variant(channels_last=False, cuda_graph=True, col2im=True),
     "torch-compile": _torch_compile,
     "onnxruntime": _onnxruntime,
     "onnxruntime-col2im": _onnxruntime_col2im,
     "tensorrt": _tensorrt,
 }
 """Benchmark targets: ``torch`` is the eager training form (the baseline of every ratio);
-``torch-deploy`` the eager deploy form; ``torch-compile`` the deploy form through torch.compile
+``torch-deploy`` the eager deploy form; ``torch-deploy-nhwc`` the same in channels_last layout;
+``torch-deploy-graph`` and ``torch-deploy-nhwc-graph`` those replayed from a CUDA graph (CUDA
+only); ``torch-col2im-graph`` the deploy form with its few-output convolutions as 1x1 taps plus
+``fold``, from a CUDA graph; ``torch-compile`` the deploy form through torch.compile
 (channels_last on CUDA); ``onnxruntime`` the exported deploy form; ``onnxruntime-col2im`` the
 same with few-output convolutions as 1x1 + Col2Im (fastest on ORT's CPU provider, not for
 TensorRT); ``tensorrt`` an engine built for each cell's exact shape."""
@@ -252,4 +278,7 @@ def machine_info(device: str) -> dict[str, Any]:
     }
     if torch.device(device).type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["cudnn_tf32_convolutions"] = tf32_allowed()
     return info

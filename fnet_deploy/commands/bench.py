@@ -149,6 +149,8 @@ def bench(
 ) -> None:
     """Benchmark FNet: median/p95/p99 latency and fps per cell, beside the hardware's floors."""
     torch_device = resolve_device(device)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # each cell has one shape: let cuDNN pick per shape
     if threads is not None:
         torch.set_num_threads(threads)
     backends = _choices(backend, "--backend", tuple(BACKENDS))

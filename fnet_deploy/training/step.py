@@ -46,40 +46,6 @@ def graph_blocker(device: torch.device, processes: int, optim: OptimConfig) -> s
     return None
 
 
-@contextlib.contextmanager
-def tf32_convolutions(enabled: bool) -> Iterator[None]:
-    """Allow (or forbid) cuDNN's TF32 tensor cores for float32 convolutions inside the block,
-    restoring the previous setting after it. TF32 rounds the operands to a 10-bit mantissa."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        before = conv.fp32_precision
-        conv.fp32_precision = "tf32" if enabled else "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = before
-        return
-    saved = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32 = saved
-
-
-def tf32_allowed() -> bool:
-    """Whether cuDNN may use TF32 for float32 convolutions now (for the run's metadata)."""
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is None or not hasattr(conv, "fp32_precision"):
-        return bool(torch.backends.cudnn.allow_tf32)
-    # "none" defers to the enclosing level: cuDNN, then all backends.
-    for level in (conv, torch.backends.cudnn, torch.backends):
-        value = getattr(level, "fp32_precision", "none")
-        if value != "none":
-            return bool(value == "tf32")
-    return False
-
-
 def make_adam(params: Iterator[nn.Parameter], optim: OptimConfig, capturable: bool) -> Adam:
     """Adam as the recipe sets it; ``capturable`` keeps its step count on the device so that
     the whole update can be captured (same arithmetic, no host synchronisation)."""

@@ -50,6 +50,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
 from fnet_deploy.atomic import write_text_atomic
+from fnet_deploy.cuda_math import tf32_allowed, tf32_convolutions
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.checkpoint import load_fnet, save_fnet
@@ -76,14 +77,7 @@ from fnet_deploy.training.dataset import (
 from fnet_deploy.training.distributed import DistContext
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
-from fnet_deploy.training.step import (
-    TrainStep,
-    graph_blocker,
-    make_adam,
-    set_capturable,
-    tf32_allowed,
-    tf32_convolutions,
-)
+from fnet_deploy.training.step import TrainStep, graph_blocker, make_adam, set_capturable
 
 LOG_COLUMNS = (
     "stage",

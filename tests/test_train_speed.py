@@ -22,7 +22,7 @@ from fnet_deploy.training.config import DataConfig, OptimConfig, StageTwoConfig
 from fnet_deploy.training.dataset import CropStream, StepBatches, scan_pairs
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
-from fnet_deploy.training.step import TrainStep, graph_blocker, make_adam
+from fnet_deploy.training.step import WARMUP_STEPS, TrainStep, graph_blocker, make_adam
 from fnet_deploy.training.trainer import InverseFusion, TimeBoxReached, train
 from tests.test_dataset import write_pair
 from tests.test_train import TINY, assert_same_tensors, log_rows, tiny
@@ -137,6 +137,60 @@ def test_static_buffer_step_is_the_plain_step_bit_for_bit(stage: int) -> None:
         assert torch.equal(plain_net[key], step_net[key]), key
     for key in plain_ema:
         assert torch.equal(plain_ema[key], step_ema[key]), key
+
+
+def _recorded_run(graph: bool) -> tuple[list[list[float]], dict[str, torch.Tensor], list[str]]:
+    """Stage-II steps with the CUDA-specific parts (side-stream warm-up, capture, replay)
+    replaced by recorders: the warm-up runs the body, the capture only records, and a replay
+    runs the body into the output buffer (what a real replay does)."""
+    fnet, net = _stage_models(2, torch.float32)
+    optimizer = make_adam(net.parameters(), OptimConfig(), capturable=False)
+    ema = ModelEMA(fnet, 0.9)
+    runner = TrainStep(
+        _loss(2, net), optimizer, ema, fnet, (2, 1, 20, 20), torch.device("cpu"), graph=graph
+    )
+    events: list[str] = []
+
+    def body() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        return runner._body()
+
+    class Recorded:
+        def replay(self) -> None:
+            events.append("replay")
+            assert runner._out is not None
+            runner._out.copy_(body())
+
+    def warm_up() -> torch.Tensor:
+        events.append("warm-up")
+        return body()
+
+    def capture() -> None:
+        events.append("capture")
+        runner._graph, runner._out = Recorded(), torch.zeros(4)  # type: ignore[assignment]
+
+    runner._side_stream_step = warm_up  # type: ignore[method-assign]
+    runner._capture = capture  # type: ignore[method-assign]
+    losses = []
+    for ir, vis in _batches(torch.float32, WARMUP_STEPS + 3):
+        runner.ir.copy_(ir)
+        runner.vis.copy_(vis)
+        losses.append(runner.run(0.1).tolist())
+    assert runner.captured == graph
+    return losses, fnet.state_dict(), events
+
+
+def test_graph_mode_warms_up_with_real_steps_then_replays_from_the_capture_step() -> None:
+    """Graph mode's control flow on the CPU: the first WARMUP_STEPS iterations are real steps,
+    the next one captures and is replayed at once, later ones only replay (tests/test_cuda.py
+    checks a real capture)."""
+    eager, eager_weights, none = _recorded_run(graph=False)
+    graphed, graphed_weights, events = _recorded_run(graph=True)
+    assert none == []
+    assert events == ["warm-up"] * WARMUP_STEPS + ["capture"] + ["replay"] * 3
+    assert graphed == eager
+    for key, value in eager_weights.items():
+        assert torch.equal(graphed_weights[key], value), key
 
 
 def test_channels_last_and_bf16_compute_the_same_step() -> None:

@@ -166,22 +166,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-tf32", action="store_true", help="IEEE float32 convolutions")
     parser.add_argument("--data", type=Path, nargs="*", default=[], help="also time batches")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--json", type=Path, help="write the results here (after every row)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows: list[dict[str, Any]] = []
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
     math_mode = tf32_convolutions(not args.no_tf32) if cuda else contextlib.nullcontext()
     with math_mode:
-        tf32 = cuda and tf32_allowed()
         name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
+        document: dict[str, Any] = {
+            "torch": torch.__version__,
+            "device": str(device),
+            "device_name": name,
+            "threads": torch.get_num_threads(),
+            "tf32_convolutions": cuda and tf32_allowed(),
+            "rows": [],
+            "batches": {},
+        }
+
+        def save() -> None:
+            if args.json:
+                args.json.write_text(json.dumps(document, indent=2))
+
         print(
             f"torch {torch.__version__}, {device} ({name}), {torch.get_num_threads()} threads"
-            f", TF32 convolutions {'on' if tf32 else 'off'}"
+            f", TF32 convolutions {'on' if document['tf32_convolutions'] else 'off'}"
         )
         print(
             f"{'variant':>11} {'stage':>5} {'crop':>5} {'batch':>5} {'ms/iter':>9} "
@@ -194,35 +206,26 @@ def main() -> None:
                     if variant.startswith("graph") and not cuda:
                         continue
                     seconds = time_iterations(stage, crop, batch, args.repeats, device, variant)
+                    row = {"variant": variant, "stage": stage, "crop": crop, "batch": batch}
+                    document["rows"].append(row | {"seconds": seconds})
+                    save()
                     hours = seconds * args.iterations / 3600
-                    rows.append(
-                        {
-                            "variant": variant,
-                            "stage": stage,
-                            "crop": crop,
-                            "batch": batch,
-                            "seconds": seconds,
-                        }
-                    )
                     print(
                         f"{variant:>11} {stage:>5} {crop:>5} {batch:>5} {1e3 * seconds:>9.2f} "
                         f"{hours:>12.2f}",
                         flush=True,
                     )
-        batches = {}
         if args.data:
             crop, batch = (int(v) for v in args.sizes[0].lower().split("x"))
             batches = time_batches(args.data, crop, batch, max(args.repeats, 5), device)
+            document["batches"] = batches
+            save()
             print(
                 "batch of "
                 + args.sizes[0]
                 + ": "
                 + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in batches.items())
             )
-    if args.json:
-        meta = {"torch": torch.__version__, "device": str(device), "device_name": name}
-        meta |= {"threads": torch.get_num_threads(), "tf32_convolutions": tf32}
-        args.json.write_text(json.dumps(meta | {"rows": rows, "batches": batches}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ from fnet_deploy.cli import app
 from fnet_deploy.model import FNet, IFNet, ModelConfig, load_fnet
 from fnet_deploy.training.batches import CachedCrops, DeviceImages, LoadedCrops
 from fnet_deploy.training.checkpoint import load_train_state
-from fnet_deploy.training.config import DataConfig, OptimConfig, StageTwoConfig
+from fnet_deploy.training.config import (
+    DataConfig,
+    OptimConfig,
+    StageTwoConfig,
+    TrainConfig,
+    differences,
+    load_config,
+)
 from fnet_deploy.training.dataset import CropStream, StepBatches, scan_pairs
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
@@ -291,3 +298,19 @@ def test_time_box_from_the_command_line_exits_75_and_resumes(pairs: Path, tmp_pa
     saved = (out / "config.toml").read_text()
     assert "[speed]" in saved and "cuda_graph = true" in saved
     assert json.loads(json.dumps(execution)) == execution
+
+
+def test_gpu_window_config_is_the_paper_recipe_on_the_carried_pairs() -> None:
+    """configs/gpu.toml (benchmarks/gpu_window.sh) differs from the paper's recipe only in where
+    the data are, the device, the run folder and how often it logs."""
+    repo = Path(__file__).resolve().parents[1]
+    assert differences(TrainConfig(), load_config(repo / "configs" / "gpu.toml")) == [
+        "data.folders: [] -> ['.gpu_carry/data/MSRS_train', '.gpu_carry/data/RoadScene_train']",
+        "device: 'cpu' -> 'cuda'",
+        "log.checkpoint_every: 500 -> 2000",
+        "log.log_every: 10 -> 50",
+        "log.tensorboard: True -> False",
+        "out: 'runs/fnet' -> 'runs_gpu/paper'",
+    ]
+    paper = load_config(repo / "configs" / "default.toml")
+    assert paper.speed == TrainConfig().speed and paper.max_minutes == 0.0

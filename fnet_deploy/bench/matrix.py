@@ -41,7 +41,12 @@ class Cell:
 
 @dataclass
 class CellResult:
-    """Timing of one cell beside the floors of its shape; ``skipped`` says why it did not run."""
+    """Timing of one cell beside the floors of its shape; ``skipped`` says why it did not run.
+
+    Latencies are end to end (inputs copied in, output copied out, device synchronised);
+    ``device_median_ms`` is the forward pass alone on the device (CUDA events), where the runner
+    measures it.
+    """
 
     cell: Cell
     median_ms: float | None = None
@@ -49,6 +54,7 @@ class CellResult:
     p99_ms: float | None = None
     fps: float | None = None
     samples: list[float] | None = None
+    device_median_ms: float | None = None
     gflop: float = 0.0
     compute_floor_ms: float | None = None
     memory_floor_ms: float | None = None
@@ -246,6 +252,8 @@ def run_cell(
         return result
     result.samples = timing.samples
     result.median_ms = 1e3 * timing.median
+    if timing.device_samples:
+        result.device_median_ms = 1e3 * float(np.median(timing.device_samples))
     result.p95_ms = 1e3 * timing.percentile(95)
     result.p99_ms = 1e3 * timing.percentile(99)
     result.fps = timing.frames_per_second

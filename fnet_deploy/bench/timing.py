@@ -15,6 +15,9 @@ class Timing:
 
     samples: list[float] = field(default_factory=list)
     batch: int = 1
+    device_samples: list[float] = field(default_factory=list)
+    """The runner's own device times of the same calls (CUDA events around the forward pass,
+    without the host copies), where the runner measures them."""
 
     @property
     def median(self) -> float:
@@ -53,6 +56,8 @@ def time_runner(
     for _ in range(iterations):
         runner.infer(feed)
         timing.samples.append(runner.last_inference_time)
+        if runner.last_device_time is not None:
+            timing.device_samples.append(runner.last_device_time)
         spent += runner.last_inference_time
         if max_seconds is not None and spent >= max_seconds:
             break

@@ -90,7 +90,8 @@ def _describe_peaks(peaks: Peaks) -> str:
 
 def _table(results: list[CellResult]) -> Table:
     table = Table(title="FNet latency beside the floors (FLOPs / peak compute, bytes / bandwidth)")
-    headers = ["backend", "prec", "HxW", "N", "p50 ms", "p95 ms", "p99 ms", "fps", "vs torch"]
+    headers = ["backend", "prec", "HxW", "N", "p50 ms", "p95 ms", "p99 ms", "dev ms", "fps"]
+    headers += ["vs torch"]
     headers += ["GFLOP"]
     headers += ["compute floor ms", "memory floor ms", "of floor"]
     for column in headers:
@@ -101,10 +102,11 @@ def _table(results: list[CellResult]) -> Table:
         c = r.cell
         row = [c.backend, c.precision, f"{c.height}x{c.width}", str(c.batch)]
         if r.skipped:
-            table.add_row(*row, "skipped", *[""] * 8)
+            table.add_row(*row, "skipped", *[""] * 9)
             continue
         fraction = r.fraction_of_floor
-        row += [_fmt(r.median_ms), _fmt(r.p95_ms), _fmt(r.p99_ms), _fmt(r.fps, 2)]
+        row += [_fmt(r.median_ms), _fmt(r.p95_ms), _fmt(r.p99_ms)]
+        row += [_fmt(r.device_median_ms, 2), _fmt(r.fps, 2)]
         row += ["-" if r.speedup is None else f"{r.speedup:.2f}x"]
         row += [_fmt(r.gflop), _fmt(r.compute_floor_ms), _fmt(r.memory_floor_ms)]
         row += ["-" if fraction is None else f"{100 * fraction:.0f}%"]

@@ -1,0 +1,277 @@
+"""Helpers of benchmarks/gpu_window.sh: precision errors on real pairs, the layout choice, the
+training state's progress, and the window's summary (results.json plus a short table).
+
+    python benchmarks/gpu_bench.py errors --device cuda --data DIR [DIR ...] --json errors.json
+    python benchmarks/gpu_bench.py choose-layout train_step.json      # prints true / false / ""
+    python benchmarks/gpu_bench.py steps runs_gpu/paper               # {"1": n, "2": m} as JSON
+    python benchmarks/gpu_bench.py summary --work W --run R --before '{"1": 0}' --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fnet_deploy.cuda_math import tf32_convolutions
+from fnet_deploy.data.pairs import pair_folders
+from fnet_deploy.errors import FnetError
+from fnet_deploy.model import load_fnet
+from fnet_deploy.model.checkpoint import packaged_weights
+from fnet_deploy.model.deploy import to_deploy
+from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
+from fnet_deploy.training.checkpoint import read_train_info
+from fnet_deploy.training.config import load_config
+from fnet_deploy.training.dataset import load_pair
+
+VARIANTS: list[tuple[str, bool, Precision, bool]] = [
+    ("training form fp32 (IEEE)", False, "fp32", False),
+    ("training form fp32 (TF32 convs)", False, "fp32", True),
+    ("deploy form fp32 (IEEE)", True, "fp32", False),
+    ("deploy form fp32 (TF32 convs)", True, "fp32", True),
+    ("training form fp16", False, "fp16", False),
+    ("deploy form fp16", True, "fp16", False),
+]
+"""name, deploy form, precision, TF32 allowed."""
+
+
+def _pairs(
+    folders: list[Path], per_folder: int, crop: int | None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    found = []
+    for folder in folders:
+        listing = pair_folders(folder / "ir", folder / "vi")
+        for pair in listing.pairs[:per_folder]:
+            ir, vis = load_pair(pair.ir, pair.vis)
+            if crop:
+                ir, vis = ir[:crop, : crop * 5 // 4], vis[:crop, : crop * 5 // 4]
+            found.append((f"{folder.name}/{pair.name}", ir, vis))
+    return found
+
+
+def errors(args: argparse.Namespace) -> None:
+    """Each variant's output against the float64 training form, in grey levels of the clamped
+    8-bit image: max, mean and 99.9th percentile over all pixels of all pairs."""
+    device = torch.device(args.device)
+    weights = args.weights or packaged_weights()
+    if weights is None:
+        raise FnetError("no --weights given and the package ships no default weights")
+    model = load_fnet(weights)[0]
+    pairs = _pairs(args.data, args.pairs, args.crop)
+    reference = copy.deepcopy(model).double().to(device).eval()
+    diffs: dict[str, list[np.ndarray]] = {name: [] for name, *_ in VARIANTS}
+    skipped: dict[str, str] = {}
+    for name, deploy, precision, tf32 in VARIANTS:
+        if device.type != "cuda" and (precision == "fp16" or tf32):
+            skipped[name] = "needs CUDA"
+            continue
+        form = to_deploy(copy.deepcopy(model).float()) if deploy else copy.deepcopy(model).float()
+        with tf32_convolutions(tf32), TorchRunner(form, str(device), precision) as runner:
+            for _, ir, vis in pairs:
+                feed = {"ir": ir[None, None], "vis": vis[None, None]}
+                out = runner.infer(feed)["fused"][0, 0]
+                with torch.no_grad(), tf32_convolutions(False):
+                    ref = (
+                        reference(
+                            torch.from_numpy(ir).double()[None, None].to(device),
+                            torch.from_numpy(vis).double()[None, None].to(device),
+                        )[0, 0]
+                        .cpu()
+                        .numpy()
+                    )
+                grey = 255.0 * np.abs(np.clip(out, 0, 1) - np.clip(ref, 0, 1))
+                diffs[name].append(grey.ravel())
+    table = {}
+    for name, parts in diffs.items():
+        if parts:
+            grey = np.concatenate(parts)
+            table[name] = {
+                "max": float(grey.max()),
+                "mean": float(grey.mean()),
+                "p99.9": float(np.percentile(grey, 99.9)),
+            }
+    document = {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "weights": str(weights),
+        "reference": "training form in float64 on the same device, IEEE convolutions",
+        "pairs": [name for name, _, _ in pairs],
+        "grey_levels": table,
+        "skipped": skipped,
+    }
+    args.json.write_text(json.dumps(document, indent=2))
+    for name, row in table.items():
+        print(f"{name:34} max {row['max']:.3f}  mean {row['mean']:.4f}  p99.9 {row['p99.9']:.3f}")
+
+
+def choose_layout(args: argparse.Namespace) -> None:
+    """``true`` when the graphed NHWC step beats the graphed NCHW one by 3 % over both stages,
+    ``false`` when it does not, empty when the benchmark did not time both."""
+    try:
+        rows = json.loads(args.train_step.read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        print("")
+        return
+    total: dict[str, float] = {}
+    stages: dict[str, set[int]] = {}
+    for row in rows:
+        total[row["variant"]] = total.get(row["variant"], 0.0) + row["seconds"]
+        stages.setdefault(row["variant"], set()).add(row["stage"])
+    if stages.get("graph") != stages.get("graph-nhwc") or "graph" not in total:
+        print("")
+        return
+    print("true" if total["graph-nhwc"] < 0.97 * total["graph"] else "false")
+
+
+def _steps(run: Path) -> dict[str, int]:
+    found = {}
+    for stage in (1, 2):
+        path = run / "state" / f"stage{stage}.safetensors"
+        if path.is_file():
+            found[str(stage)] = int(read_train_info(path)["step"])
+    return found
+
+
+def steps(args: argparse.Namespace) -> None:
+    """Iterations saved per stage in a run folder, as JSON."""
+    print(json.dumps(_steps(args.run)))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _training(run: Path, before: dict[str, int]) -> dict[str, Any]:
+    """What the window's training did, from the run's state files and log."""
+    after = _steps(run)
+    config = load_config(run / "config.toml") if (run / "config.toml").is_file() else None
+    rows: list[dict[str, str]] = []
+    if (run / "log.csv").is_file():
+        with (run / "log.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    stages = {}
+    for stage in ("1", "2"):
+        start, end = before.get(stage, 0), after.get(stage, 0)
+        window = [
+            r
+            for r in rows
+            if r["stage"] == stage and start < int(r["step"]) <= end and r["sec_per_iter"]
+        ]
+        total = config.iterations(int(stage)) if config else 20_000
+        seconds = [float(r["sec_per_iter"]) for r in window]
+        stages[stage] = {
+            "iterations_before": start,
+            "iterations_after": end,
+            "iterations_this_window": end - start,
+            "of_recipe": end / total,
+            "median_sec_per_iter": statistics.median(seconds) if seconds else None,
+            "last_loss": float(window[-1]["loss"]) if window else None,
+        }
+    recipe = sum(v["iterations_after"] for v in stages.values()) / (
+        (config.stage1.iterations + config.stage2.iterations) if config else 40_000
+    )
+    return {"stages": stages, "recipe_done": recipe, "config": config.to_dict() if config else None}
+
+
+def summary(args: argparse.Namespace) -> None:
+    """Gather the window's parts into one JSON document and print a short table."""
+    work: Path = args.work
+    parts = []
+    if (work / "parts.tsv").is_file():
+        for line in (work / "parts.tsv").read_text().splitlines():
+            name, rc, seconds = line.split("\t")
+            parts.append({"part": name, "exit": int(rc), "seconds": int(seconds)})
+    document = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "nvidia_smi": (work / "nvidia-smi.txt").read_text()
+            if (work / "nvidia-smi.txt").is_file()
+            else None,
+        },
+        "parts": parts,
+        "train_step": _read_json(work / "train_step.json"),
+        "bench": _read_json(work / "bench.json"),
+        "compile": _read_json(work / "compile.json"),
+        "errors": _read_json(work / "errors.json"),
+        "training": _training(args.run, json.loads(args.before or "{}")),
+    }
+    args.json.write_text(json.dumps(document, indent=2))
+    print("\n== GPU window summary ==")
+    print(f"gpu: {document['machine']['gpu']}, torch {torch.__version__}")
+    for part in parts:
+        print(f"part {part['part']:8} exit {part['exit']:3}  {part['seconds']:4d} s")
+    for row in (document["train_step"] or {}).get("rows", []):
+        print(
+            f"step {row['variant']:11} stage {row['stage']} {row['crop']}x{row['batch']}: "
+            f"{1e3 * row['seconds']:.2f} ms/iter"
+        )
+    for source in ("bench", "compile"):
+        for cell in (document[source] or {}).get("results", []):
+            if cell.get("median_ms") is None:
+                continue
+            device_ms = cell.get("device_median_ms")
+            print(
+                f"{cell['backend']:24} {cell['precision']} {cell['height']}x{cell['width']} "
+                f"b{cell['batch']}: {cell['median_ms']:.2f} ms end to end, "
+                f"{'-' if device_ms is None else f'{device_ms:.2f}'} ms on device, "
+                f"{cell['fps']:.0f} fps"
+            )
+    for name, row in ((document["errors"] or {}).get("grey_levels") or {}).items():
+        print(f"error {name:32} max {row['max']:.3f} mean {row['mean']:.4f} grey levels")
+    training = document["training"]
+    for stage, row in training["stages"].items():
+        per = row["median_sec_per_iter"]
+        print(
+            f"stage {stage}: {row['iterations_before']} -> {row['iterations_after']} iterations "
+            f"({100 * row['of_recipe']:.1f} % of the stage), "
+            f"{'-' if per is None else f'{1e3 * per:.1f}'} ms/iter, last loss {row['last_loss']}"
+        )
+    print(f"recipe done: {100 * training['recipe_done']:.1f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    err = commands.add_parser("errors", help=errors.__doc__)
+    err.add_argument("--device", default="cuda")
+    err.add_argument("--weights", type=Path, help="default: the packaged weights")
+    err.add_argument("--data", type=Path, nargs="+", required=True)
+    err.add_argument("--pairs", type=int, default=6, help="pairs per data folder")
+    err.add_argument("--crop", type=int, help="crop each pair to CROP x 1.25 CROP (dry runs)")
+    err.add_argument("--json", type=Path, required=True)
+    layout = commands.add_parser("choose-layout", help=choose_layout.__doc__)
+    layout.add_argument("train_step", type=Path)
+    state = commands.add_parser("steps", help=steps.__doc__)
+    state.add_argument("run", type=Path)
+    gather = commands.add_parser("summary", help=summary.__doc__)
+    gather.add_argument("--work", type=Path, required=True)
+    gather.add_argument("--run", type=Path, required=True)
+    gather.add_argument("--before", help="steps JSON before the window")
+    gather.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    try:
+        {"errors": errors, "choose-layout": choose_layout, "steps": steps, "summary": summary}[
+            args.command
+        ](args)
+    except FnetError as err:
+        parser.exit(2, f"{err}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -223,6 +223,7 @@ done
 [ ${#small[@]} -gt 0 ] && tar czf "$OUT/run.tar.gz" -C "$RUN_DIR" "${small[@]}"
 $PY benchmarks/gpu_bench.py summary --work "$WORK" --run "$RUN_DIR" --before "$BEFORE" \
     --json "$OUT/results.json"
+rm -rf "$WORK"
 echo "== files in $OUT after $(($(date +%s) - T0)) s:"
 ls -l "$OUT"
 exec >&- 2>&-

@@ -15,7 +15,12 @@ import torch
 @contextlib.contextmanager
 def tf32_convolutions(enabled: bool) -> Iterator[None]:
     """Allow (or forbid) cuDNN's TF32 tensor cores for float32 convolutions inside the block,
-    restoring the previous setting after it. TF32 rounds the operands to a 10-bit mantissa."""
+    restoring the previous setting after it. TF32 rounds the operands to a 10-bit mantissa.
+
+    Uses torch's per-operator setting where it exists (torch >= 2.9); inside a ``False`` block
+    torch then refuses to answer the legacy ``torch.backends.cudnn.allow_tf32`` query: read
+    :func:`tf32_allowed` instead.
+    """
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):
         before = conv.fp32_precision

@@ -22,11 +22,12 @@ import torch
 
 ArrayLike = torch.Tensor | np.ndarray
 
-# How much worse than the plain float32 run a rewritten float32 run may be. Both errors are
-# dominated by the same few pixels whose pre-gate value sits at a threshold, so measured ratios
-# stay near 1 (0.8-1.0 for the deploy forms on real images, either thread count); 4 leaves room
-# for a different summation order to land on the other side of a gate.
-FACTOR = 4.0
+# How much worse than the plain float32 run a rewritten float32 run may be. Both worst errors
+# come from the few pixels whose pre-gate value sits at a threshold; measured ratios of the deploy
+# forms' to the training form's worst error on real images were 0.8-2.5 (1 and 2 threads, idle
+# and loaded), so 8 leaves room for a summation order that lands on the other side of a gate.
+# A wrong rewrite (a misfolded momentum, a shifted tap) is off by 1e-2 and more.
+FACTOR = 8.0
 
 # Floor of the budget in units of float32 epsilon times the output scale, for inputs where the
 # reference float32 run happens to be nearly exact (smooth images, tiny models).

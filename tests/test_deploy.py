@@ -14,7 +14,7 @@ from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, FoldedThreshold, to_deploy
 from fnet_deploy.model.threshold import smooth_l0, soft_l1
 from tests.conftest import fixture_path
-from tests.precision import assert_float32_accurate
+from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
 OPTIONS = [DeployOptions(), DeployOptions(merge_encoders=True), DeployOptions(col2im=True)]
 OPTION_IDS = ["default", "merged-encoders", "col2im"]
@@ -117,18 +117,19 @@ def test_deploy_form_matches_the_trained_model_on_a_real_crop(default_model: FNe
 
 
 @pytest.mark.slow
-def test_deploy_form_matches_the_trained_model_on_a_full_real_image(
+def test_deploy_form_matches_the_trained_model_on_a_dark_medical_image(
     default_model: FNet,
 ) -> None:
-    ir = cv2.imread(str(fixture_path("MRI_CT", "MRI", "11.png")), cv2.IMREAD_GRAYSCALE)
-    vis = cv2.imread(str(fixture_path("MRI_CT", "CT", "11.png")), cv2.IMREAD_GRAYSCALE)
+    # Black background and the skull's edge of MRI_CT 11 (64 x 96): the case where gates of
+    # codes near their thresholds make float32 runs of exact forms differ by 1e-4 and more,
+    # depending on threads. A float64 run of the full 256 x 256 image costs 35 s here.
+    crop = np.s_[96:160, 0:96]
+    ir = cv2.imread(str(fixture_path("MRI_CT", "MRI", "11.png")), cv2.IMREAD_GRAYSCALE)[crop]
+    vis = cv2.imread(str(fixture_path("MRI_CT", "CT", "11.png")), cv2.IMREAD_GRAYSCALE)[crop]
     ir_t = torch.from_numpy(ir.astype(np.float32) / 255.0)[None, None]
     vis_t = torch.from_numpy(vis.astype(np.float32) / 255.0)[None, None]
     with torch.no_grad():
-        reference64 = copy.deepcopy(default_model).double()(ir_t.double(), vis_t.double())
-        expected = default_model(ir_t, vis_t)
         actual = to_deploy(default_model, DeployOptions(True, True))(ir_t, vis_t)
-    assert actual.shape == (1, 1, 256, 256)
-    # A dark medical image: gates of codes near their thresholds make float32 runs of exact
-    # forms differ by 1e-4 and more, depending on threads; judge both against float64.
+    expected, reference64 = float32_and_float64_runs(default_model, ir_t, vis_t)
+    assert actual.shape == (1, 1, 64, 96)
     assert_float32_accurate(actual, reference64, expected, "deploy form, merged + col2im")

@@ -10,6 +10,8 @@
 #        carry:     [".gpu_carry"]
 #        timeout_s: 570
 #    (later windows, inference already measured:  command: PARTS=train bash benchmarks/gpu_window.sh)
+#    Then give_back at once. With the machine's start (1-2 min) this uses about 11-12 of the 15
+#    device minutes: there is no second try, so check `status` first and run nothing else.
 # 3. Here: benchmarks/gpu_window_collect.sh <files_at of the reply>  puts the run back into
 #    runs_gpu/paper; commit that folder and record the numbers (docs/training.md, "The GPU
 #    window"). Until the recipe is complete runs_gpu/paper is how the next window, in another
@@ -125,6 +127,12 @@ else
     fi
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     DATA_DIRS=(.gpu_carry/data/MSRS_train .gpu_carry/data/RoadScene_train)
+    if [ ! -d "${DATA_DIRS[0]}/ir" ] || [ ! -d "${DATA_DIRS[1]}/ir" ]; then
+        echo "gpu_window: no training pairs in .gpu_carry/data (run gpu_window_prepare.sh here" \
+            "and name .gpu_carry in carry): benchmarks only, no training" >&2
+        PARTS=${PARTS//errors/}
+        PARTS=${PARTS//train/}
+    fi
 fi
 $PY -c "import torch, fnet_deploy; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'cudnn', torch.backends.cudnn.version() if torch.cuda.is_available() else None,

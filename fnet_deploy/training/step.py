@@ -47,8 +47,9 @@ def graph_blocker(device: torch.device, processes: int, optim: OptimConfig) -> s
 
 
 def make_adam(params: Iterator[nn.Parameter], optim: OptimConfig, capturable: bool) -> Adam:
-    """Adam as the recipe sets it; ``capturable`` keeps its step count on the device so that
-    the whole update can be captured (same arithmetic, no host synchronisation)."""
+    """Adam as the recipe sets it; ``capturable`` keeps its step count on the device and
+    computes the bias correction there, so that the whole update can be captured (the same
+    update up to rounding of the bias correction, and no host synchronisation)."""
     return Adam(params, lr=optim.lr, betas=optim.betas, capturable=capturable)
 
 

@@ -1,4 +1,4 @@
-"""The two-stage FNet trainer (DESIGN section 3).
+"""The two-stage FNet trainer (docs/model.md §5).
 
 Stage I trains FNet and IFNet together: ``fused = FNet(ir, vis)``, ``(ir_hat, vis_hat) =
 IFNet(fused)``, loss :func:`~fnet_deploy.training.losses.stage_one_loss`. Stage II trains FNet

@@ -46,7 +46,7 @@ Stages = Literal["1", "2", "both"]
 SmallImages = Literal["pad", "skip"]
 BadPairs = Literal["error", "skip"]
 Schedule = Literal["constant", "cosine"]
-StepPrecision = Literal["fp32", "bf16"]
+StepPrecision = Literal["fp32", "bf16", "fp64"]
 
 SSIM_WINDOW = 11
 
@@ -212,7 +212,10 @@ class SpeedConfig:
         tf32: let cuDNN compute float32 convolutions with TF32 tensor cores on CUDA (PyTorch's
             own default; recorded in the run's metadata). False forces IEEE float32.
         precision: ``fp32``, or ``bf16`` autocast for forward and loss (opt-in only: the
-            gamma = 100 gate amplifies rounding; compare loss curves before relying on it).
+            gamma = 100 gate amplifies rounding; compare loss curves before relying on it), or
+            ``fp64``: model, optimizer and step in float64, a slow reference that tests use to
+            check the trainer's arithmetic without float32 rounding (weights are saved as
+            float32 all the same).
     """
 
     cuda_graph: bool = True

@@ -82,7 +82,8 @@ class TrainStep:
         device: the training device.
         graph: capture the step in a CUDA graph after the warm-up (see :func:`graph_blocker`).
         channels_last: NHWC input buffers (the model is converted by the caller).
-        precision: ``fp32``, or ``bf16`` autocast over forward and loss.
+        precision: ``fp32``, ``fp64`` (the model's own dtype, no autocast), or ``bf16`` autocast
+            over forward and loss.
 
     Attributes:
         ir, vis: the input buffers, B x 1 x crop x crop in [0, 1] (the model's dtype); fill
@@ -165,7 +166,7 @@ class TrainStep:
         return values.to(torch.promote_types(values.dtype, torch.float32))
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.precision == "fp32":
+        if self.precision != "bf16":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
 

@@ -641,8 +641,9 @@ def _build_stage(
     show: Reporter,
 ) -> _Stage:
     torch.manual_seed(config.seed)
-    fnet = FNet(config.model).to(ctx.device)
-    ifnet = IFNet(config.model).to(ctx.device) if stage == 1 else None
+    dtype = torch.float64 if config.speed.precision == "fp64" else torch.float32
+    fnet = FNet(config.model).to(ctx.device, dtype)
+    ifnet = IFNet(config.model).to(ctx.device, dtype) if stage == 1 else None
     trainable: nn.Module = InverseFusion(fnet, ifnet) if ifnet is not None else fnet
     if config.speed.channels_last:
         # Module.to accepts memory_format at run time; torch's type stubs omit it.

@@ -26,6 +26,26 @@ def _unwritable(path: Path, err: OSError) -> InputError:
     return InputError(path, f"cannot write here: {(err.strerror or type(err).__name__).lower()}")
 
 
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Raise :class:`InputError` unless ``path`` could be written, without creating anything.
+
+    ``path`` is a file to write (or, with ``folder``, a folder to write files into): it must not
+    be a folder (a regular file), and the nearest existing folder above it must be a writable
+    folder, not a regular file.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(path, "exists and is not a folder")
+    if not folder and path.is_dir():
+        raise InputError(path, "cannot write a file here: it is a folder")
+    start = path if folder else path.parent
+    existing = next(p for p in (start, *start.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(path, f"cannot write here: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write here: {existing} is not writable")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces ``path`` when the block succeeds.

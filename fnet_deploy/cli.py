@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
 
 from fnet_deploy import __version__
@@ -16,7 +19,45 @@ from fnet_deploy.commands.fuse import fuse
 from fnet_deploy.commands.stream import stream
 from fnet_deploy.commands.train import train
 
-app = typer.Typer(
+_click_errors = sys.modules[typer.BadParameter.__module__]
+"""click's exceptions as this typer raises them (its own vendored copy, or click's)."""
+_HELP_SHOWN = getattr(_click_errors, "NoArgsIsHelpError", ())
+"""Raised after the help was printed for a command given no arguments (click >= 8.2)."""
+
+
+def usage_line(err: Any) -> str:
+    """A usage error as one line, ``<option>: <problem>`` where it concerns one option."""
+    opts = getattr(getattr(err, "param", None), "opts", None)
+    hint = max(opts, key=len) if opts else None
+    if isinstance(err, _click_errors.MissingParameter):
+        problem = "missing (this option is required)"
+    elif isinstance(err, _click_errors.BadParameter) and err.message:
+        problem = err.message
+    else:
+        return " ".join(str(err.format_message()).split())
+    problem = " ".join(problem.split()).rstrip(".")
+    return f"{hint}: {problem}" if hint else problem
+
+
+class _App(typer.Typer):
+    """The typer app, whose usage errors are one line (``error: <option>: <problem>``, exit 2)
+    like every other error of the CLI, instead of click's multi-line box."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().__call__(*args, **kwargs)
+        except _click_errors.ClickException as err:
+            if not isinstance(err, _HELP_SHOWN):
+                typer.echo(f"error: {usage_line(err)}", err=True)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = _App(
     name="fnet-deploy",
     help="FNet multi-modal image fusion: fuse, train, evaluate, export, stream, benchmark.",
     no_args_is_help=True,

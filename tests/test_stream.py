@@ -342,7 +342,7 @@ def test_stream_refuses_an_output_that_is_an_input(tmp_path: Path) -> None:
 def test_stream_that_fuses_no_frame_exits_non_zero(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
-        ["stream", "--no-live", "--ir-offset-ms", "100000", "--out", str(tmp_path / "f.mp4")],
+        ["stream", "--no-live", "--ir-offset-ms", "50000", "--out", str(tmp_path / "f.mp4")],
     )
     assert result.exit_code == 1, result.output
     assert "error: no frame was fused" in result.output and "Traceback" not in result.output

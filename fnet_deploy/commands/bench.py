@@ -24,7 +24,13 @@ from fnet_deploy.bench.matrix import (
     run_cell,
 )
 from fnet_deploy.bench.peaks import Peaks, measure_peaks
-from fnet_deploy.commands.common import console, progress_bar, reports_errors
+from fnet_deploy.commands.common import (
+    INTERRUPTED_EXIT,
+    check_output,
+    console,
+    progress_bar,
+    reports_errors,
+)
 from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import resolve_device
 from fnet_deploy.model.checkpoint import load_fnet
@@ -134,7 +140,10 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per cell.")] = 2,
     iterations: Annotated[int, typer.Option(min=1, help="Timed calls per cell (at most).")] = 10,
     max_seconds: Annotated[
-        float, typer.Option(min=0.001, help="Stop timing a cell after this many seconds.")
+        float,
+        typer.Option(
+            min=0.001, max=86_400.0, help="Stop timing a cell after this many seconds (<= a day)."
+        ),
     ] = 30.0,
     peaks: Annotated[
         bool, typer.Option(help="Measure the compute and bandwidth peaks for the floors.")
@@ -150,6 +159,10 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark FNet: median/p95/p99 latency and fps per cell, beside the hardware's floors."""
+    if json_out is not None:
+        check_output(json_out, "--json", suffixes=(".json",), inputs=(weights,))
+    if plot is not None:
+        check_output(plot, "--plot", suffixes=(".png", ".pdf", ".svg"), inputs=(weights, json_out))
     torch_device = resolve_device(device)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # each cell has one shape: let cuDNN pick per shape
@@ -232,4 +245,4 @@ def bench(
         console.print(f"wrote {json_out}")
     if interrupted:
         console.print(f"interrupted: {len(results)} of {len(matrix)} cells finished (shown above)")
-        raise typer.Exit(130)
+        raise typer.Exit(INTERRUPTED_EXIT)

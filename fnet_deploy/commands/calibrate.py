@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import typer
 
-from fnet_deploy.commands.common import console, reports_errors
+from fnet_deploy.commands.common import check_output, console, reports_errors
 from fnet_deploy.data.images import IMAGE_SUFFIXES
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.runtime.calibration import (
@@ -69,6 +69,7 @@ def calibrate(
     Implausible maps (degenerate, extreme scale or shear, large error, little overlap) are
     rejected.
     """
+    check_output(out, "--out", suffixes=(".json",), inputs=(points, Path(ir), Path(vis)))
     ir_image = to_single_channel(_first_frame(ir, frame))
     vis_image = to_single_channel(_first_frame(vis, frame))
     limits = Plausibility(max_rms_error=max_error, max_anisotropy=max_anisotropy)

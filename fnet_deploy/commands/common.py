@@ -1,9 +1,11 @@
-"""Helpers shared by the command modules: error reporting, option parsing, progress bars."""
+"""Helpers shared by the command modules: error reporting, option and output checks, progress
+bars."""
 
 from __future__ import annotations
 
 import functools
 import math
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -19,8 +21,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.thermal import ThermalNorm
-from fnet_deploy.errors import FnetError
+from fnet_deploy.errors import FnetError, InputError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,16 +47,79 @@ IrPercentilesOption = Annotated[
 ]
 
 
+def signal_exit_code(signum: int) -> int:
+    """The exit status of a command stopped by signal ``signum``: 128 + its number, as a shell
+    reports a process killed by it (SIGINT / Ctrl-C: 130, SIGTERM: 143)."""
+    return 128 + int(signum)
+
+
+INTERRUPTED_EXIT = signal_exit_code(signal.SIGINT)
+"""Exit status of a command stopped by Ctrl-C."""
+
+
+def option_name(parameter: str) -> str:
+    """The command-line spelling of a command function's parameter: ``out_fps`` -> ``--out-fps``."""
+    return "--" + parameter.rstrip("_").replace("_", "-")
+
+
+def check_finite(values: dict[str, object]) -> None:
+    """Refuse a NaN or infinite float among a command's option ``values`` (by parameter name).
+
+    typer's ``min``/``max`` bounds do not catch NaN (every comparison with it is false), and an
+    infinite frame rate or delay hangs or silently empties a run, so every float is checked here,
+    before any work starts.
+    """
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FnetError(f"{option_name(name)}: expected a finite number, got {value}")
+
+
+def check_output(
+    path: Path,
+    option: str,
+    *,
+    folder: bool = False,
+    suffixes: tuple[str, ...] = (),
+    inputs: tuple[Path | None, ...] = (),
+) -> None:
+    """Refuse an output location before any work starts.
+
+    Args:
+        path: where the command will write (a file, or with ``folder`` a folder of files).
+        option: the option that named it, for the message.
+        suffixes: accepted file suffixes, lower case with the dot (empty: any).
+        inputs: the command's input files or folders, which the output must not replace.
+
+    Raises:
+        InputError: wrong suffix, an input, or a place that cannot be written (a folder where
+            a file is expected, a regular file on the way, a read-only folder).
+    """
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(
+            path,
+            f"{option} expects a {' or '.join(suffixes)} file, got "
+            f"{repr(path.suffix) if path.suffix else 'no suffix'}",
+        )
+    target = path.resolve()
+    for given in inputs:
+        if given is not None and given.resolve() == target:
+            raise InputError(path, f"would overwrite an input; choose another {option}")
+    check_writable(path, folder=folder)
+
+
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn :class:`FnetError` into ``error: <message>`` on stderr and exit code 2.
 
+    Before the command runs, every float option is checked to be finite (:func:`check_finite`).
     An :class:`OSError` that reaches the command (an output folder under a regular file, a
     read-only place, a full disk) is reported the same way, as ``error: <path>: <problem>``.
+    Ctrl-C exits with :data:`INTERRUPTED_EXIT`.
     """
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            check_finite(kwargs)
             return command(*args, **kwargs)
         except FnetError as err:
             typer.echo(f"error: {err}", err=True)
@@ -65,7 +131,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED_EXIT) from None
 
     return wrapper
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.baselines import BASELINES, Baseline
-from fnet_deploy.commands.common import console, progress_bar, reports_errors
+from fnet_deploy.commands.common import check_output, console, progress_bar, reports_errors
 from fnet_deploy.data.images import read_ir, read_visible, to_uint8, write_image
 from fnet_deploy.data.pairs import Pair, pair_folders
 from fnet_deploy.errors import FnetError, InputError
@@ -126,6 +126,7 @@ def evaluate_command(
         raise FnetError("nothing to evaluate: give --fused DIR, --weights W or --baseline NAME")
     if plot:
         require("matplotlib")
+    check_output(out, "--out", folder=True, inputs=(ir, vis, weights))
     listing = pair_folders(ir, vis)
     unpaired = listing.unpaired_message()
     if unpaired:

@@ -13,6 +13,7 @@ from fnet_deploy.commands.common import (
     IrNormOption,
     IrPercentilesOption,
     WeightsOption,
+    check_output,
     console,
     parse_percentiles,
     reports_errors,
@@ -57,8 +58,7 @@ def explain(
         raise FnetError("give both --ir and --vis, or neither (to explain the shipped sample pair)")
     if ir is None or vis is None:
         ir, vis = sample_pair()
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder (explain writes a folder of files)")
+    check_output(out, "--out", folder=True, inputs=(ir, vis))
     require("matplotlib")
     ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles))
     vis_image = read_visible(vis, luminance).luma

@@ -11,7 +11,7 @@ import torch
 import typer
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.commands.common import console, reports_errors
+from fnet_deploy.commands.common import check_output, console, reports_errors
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.engine_info import EnginePrecision, ShapeProfile, format_shape
@@ -116,8 +116,9 @@ def export(
             "--col2im graphs use Col2Im, which TensorRT does not support: build engines "
             "without --col2im"
         )
-    if out.exists() and not out.is_dir():
-        raise FnetError(f"{out}: exists and is not a folder")
+    check_output(out, "--out", folder=True, inputs=(ir, vis, weights))
+    if timing_cache is not None:
+        check_output(timing_cache, "--timing-cache", inputs=(ir, vis, weights))
     needed = ["onnxruntime", "onnx", "onnxscript"] + (["tensorrt", "cuda"] if engine else [])
     for module in needed:
         require(module)

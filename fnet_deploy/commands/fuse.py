@@ -13,12 +13,14 @@ from fnet_deploy.commands.common import (
     IrNormOption,
     IrPercentilesOption,
     WeightsOption,
+    check_output,
     console,
     parse_percentiles,
     progress_bar,
     reports_errors,
 )
 from fnet_deploy.data.color import Luminance
+from fnet_deploy.data.images import can_encode
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode, resolve_device
@@ -88,11 +90,13 @@ def fuse(
     out = out or Path("fused" if folders else "fused.png")
     if folders and out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder (folders of pairs write a folder)")
+    if folders and not out.exists() and out.suffix and can_encode(out):
+        raise InputError(out, "looks like an image file; folders of pairs write a folder")
     if not folders and out.is_dir():
         raise InputError(out, "is a folder; give an image file name such as fused.png")
-
-    if out.resolve() in (ir.resolve(), vis.resolve()):
-        raise InputError(out, "would overwrite an input; choose another --out")
+    if not folders and not can_encode(out):
+        raise InputError(out, f"cannot write an image as '{out.suffix}' (use .png, .jpg, .tif)")
+    check_output(out, "--out", folder=folders, inputs=(ir, vis))
     torch_device = resolve_device(device)
     model, info = load_fnet(resolve_weights(weights), torch_device)
     fuser = ImageFuser(model, torch_device, options)

@@ -17,7 +17,14 @@ from rich.table import Table
 from rich.text import Text
 
 from fnet_deploy.assets import asset_path
-from fnet_deploy.commands.common import console, parse_pair, parse_percentiles, reports_errors
+from fnet_deploy.commands.common import (
+    check_output,
+    console,
+    parse_pair,
+    parse_percentiles,
+    reports_errors,
+    signal_exit_code,
+)
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
@@ -33,6 +40,12 @@ from fnet_deploy.runtime.uri import parse_uri, sink_overwrites_source
 from fnet_deploy.views import Layout
 
 DEFAULT_SEQUENCE = ("sequences", "nato_camp")
+MAX_FPS = 1000.0
+"""Highest frame rate accepted (a video writer asked for more fails or, at inf, hangs)."""
+MAX_DELAY_MS = 60_000.0
+"""Largest pairing gap or camera delay accepted, in ms (a minute)."""
+MAX_RECONNECT_S = 86_400.0
+"""Longest wait for a lost live source accepted, in s (a day)."""
 
 
 def default_sources() -> tuple[str, str, Path]:
@@ -82,18 +95,28 @@ def stream(
     ] = None,
     fps: Annotated[
         float,
-        typer.Option(min=0.001, help="Frame rate of dir:// sources without fps= or timestamps=."),
+        typer.Option(
+            min=0.001,
+            max=MAX_FPS,
+            help="Frame rate of dir:// sources without fps= or timestamps=.",
+        ),
     ] = DEFAULT_DIR_FPS,
     max_skew_ms: Annotated[
         float | None,
         typer.Option(
             min=0.0,
+            max=MAX_DELAY_MS,
             help="Largest time gap between paired frames (default: half the slower "
             "stream's frame period).",
         ),
     ] = None,
     ir_offset_ms: Annotated[
-        float, typer.Option(help="Added to IR timestamps (constant delay between the cameras).")
+        float,
+        typer.Option(
+            min=-MAX_DELAY_MS,
+            max=MAX_DELAY_MS,
+            help="Added to IR timestamps (constant delay between the cameras).",
+        ),
     ] = 0.0,
     registration: Annotated[
         Path | None,
@@ -139,11 +162,15 @@ def stream(
     ] = 10,
     reconnect_timeout: Annotated[
         float,
-        typer.Option(min=0.0, help="Seconds a lost live source may take to come back."),
+        typer.Option(
+            min=0.0, max=MAX_RECONNECT_S, help="Seconds a lost live source may take to come back."
+        ),
     ] = 30.0,
     out_fps: Annotated[
         float | None,
-        typer.Option(min=0.001, help="Frame rate of the output video (default: the visible's)."),
+        typer.Option(
+            min=0.001, max=MAX_FPS, help="Frame rate of the output video (default: the visible's)."
+        ),
     ] = None,
     live: Annotated[
         bool | None,
@@ -165,6 +192,8 @@ def stream(
     if vis is None or ir is None:
         vis, ir, shipped = default_sources()
         registration = registration or shipped
+    if stats is not None:
+        check_output(stats, "--stats", suffixes=(".json",), inputs=(registration,))
     try:
         gain = ThermalGain(
             ir_gain,
@@ -222,7 +251,7 @@ def stream(
                 run_stats.write_json(stats)
     _summary(run_stats, stats)
     if run_stats.stopped_by.startswith("signal "):
-        raise typer.Exit(128 + signal.Signals[run_stats.stopped_by.split()[1]].value)
+        raise typer.Exit(signal_exit_code(signal.Signals[run_stats.stopped_by.split()[1]]))
     if run_stats.counts.written == 0:
         typer.echo("error: no frame was fused (the counts above say why)", err=True)
         raise typer.Exit(1)

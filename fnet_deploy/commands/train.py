@@ -19,7 +19,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from fnet_deploy.commands.common import console, reports_errors
+from fnet_deploy.commands.common import (
+    check_output,
+    console,
+    reports_errors,
+    signal_exit_code,
+)
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.training.config import (
     Stages,
@@ -162,8 +167,9 @@ def train(
         typer.Option(
             "--max-minutes",
             min=0.0,
-            help="Time box: stop after the last iteration that fits, state saved (exit 75; "
-            "continue with --resume). 0: none.",
+            max=10_080.0,
+            help="Time box (at most a week): stop after the last iteration that fits, state "
+            "saved (exit 75; continue with --resume). 0: none.",
         ),
     ] = None,
     resume: Annotated[
@@ -193,6 +199,8 @@ def train(
         "max_minutes": max_minutes,
     }
     run_config, changed = build_config(config, resume, flags, set_ or [])
+    inputs = tuple(Path(folder) for folder in run_config.data.folders)
+    check_output(Path(run_config.out), "--out", folder=True, inputs=inputs)
     main_process = launched_rank() == 0
     if changed and main_process:
         console.print(f"resuming with changes: {'; '.join(changed)}", markup=False)
@@ -208,7 +216,8 @@ def train(
     except TrainingStopped as stopped:
         if main_process:
             typer.echo(str(stopped), err=True)
-        raise typer.Exit(TIME_BOX_EXIT if isinstance(stopped, TimeBoxReached) else 130) from None
+        timed = isinstance(stopped, TimeBoxReached)
+        raise typer.Exit(TIME_BOX_EXIT if timed else signal_exit_code(stopped.signum)) from None
     for number, path in result.weights.items():
         console.print(f"{STAGE_NAMES[number]} weights: {path}", markup=False)
     console.print(f"log: {RunLayout(Path(run_config.out)).log}", markup=False)

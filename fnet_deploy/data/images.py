@@ -151,6 +151,12 @@ def compose_output(fused_luma: np.ndarray, chroma: np.ndarray | None) -> np.ndar
     return to_uint8(rgb[:, :, ::-1])
 
 
+def can_encode(path: str | Path) -> bool:
+    """Whether :func:`write_image` can encode an image by ``path``'s suffix (no suffix: PNG)."""
+    suffix = Path(path).suffix.lower() or ".png"
+    return bool(cv2.haveImageWriter(f"image{suffix}"))
+
+
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Encode ``image`` (uint8, H x W or H x W x 3 BGR) by the path's suffix, atomically.
 

@@ -17,6 +17,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
+from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.images import write_image
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.runtime.sources import require_gstreamer
@@ -142,6 +143,7 @@ class VideoFileSink(_WriterSink):
             )
         if self.path.is_dir():
             raise InputError(self.path, "is a folder; give a video file name such as fused.mp4")
+        check_writable(self.path)
         self.fourcc = FOURCC_BY_SUFFIX[suffix]
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
 
@@ -174,8 +176,7 @@ class FrameDirSink(Sink):
     def __init__(self, uri: URI, fps: float | None = None) -> None:
         super().__init__(uri, fps)
         self.path = uri.path
-        if self.path.exists() and not self.path.is_dir():
-            raise InputError(self.path, "exists and is not a folder")
+        check_writable(self.path, folder=True)
 
     def _write(self, image: np.ndarray) -> None:
         write_image(self.path / f"{self.written:06d}.png", image)

@@ -95,7 +95,15 @@ STAGE_NAMES = {1: "stage I", 2: "stage II"}
 
 
 class TrainingStopped(FnetError):
-    """The run was interrupted (Ctrl-C / SIGTERM) and its state saved."""
+    """The run was interrupted (Ctrl-C / SIGTERM) and its state saved.
+
+    Attributes:
+        signum: the signal that stopped it (SIGINT when not known, e.g. another process's).
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 class TimeBoxReached(TrainingStopped):
@@ -210,10 +218,12 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int = signal.SIGINT
         self._saved: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
+        self.signum = signum
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -378,7 +388,7 @@ class _Session:
         if reason == "time":
             minutes = self.config.max_minutes
             return TimeBoxReached(f"time box of {minutes:g} min reached: {what}; {again}")
-        return TrainingStopped(f"interrupted: {what}; {again}")
+        return TrainingStopped(f"interrupted: {what}; {again}", self.stop.signum)
 
 
 def train(

@@ -62,6 +62,19 @@ def test_spatial_gradient_is_normalised_sobel_with_replicated_border() -> None:
     torch.testing.assert_close(grad[:, :, 1], gy / 8, rtol=0, atol=1e-12)
 
 
+def test_spatial_gradient_backward_matches_replicate_padding() -> None:
+    # The border is built from slices (a fixed summation order on CUDA too); its gradient is
+    # that of F.pad's replicate mode, corners collecting four contributions and edges two.
+    x = _images((2, 1, 9, 11)).requires_grad_()
+    weights = _images((2, 1, 2, 9, 11), seed=1)
+    (spatial_gradient(x) * weights).sum().backward()
+    reference = x.detach().clone().requires_grad_()
+    gx, gy = _sobel(reference, "replicate")
+    ((gx * weights[:, :, 0] + gy * weights[:, :, 1]) / 8).sum().backward()
+    assert x.grad is not None and reference.grad is not None
+    torch.testing.assert_close(x.grad, reference.grad, rtol=0, atol=1e-12)
+
+
 def test_spatial_gradient_border_differs_from_zero_padding_only_on_the_outer_ring() -> None:
     # kornia replicates the border; a zero-padded Sobel sees a step to 0 outside the image.
     x = torch.full((1, 1, 12, 12), 0.5, dtype=torch.float64)

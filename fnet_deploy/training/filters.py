@@ -47,6 +47,19 @@ def _gaussian(device: torch.device, dtype: torch.dtype, size: int) -> Tensor:
     return torch.outer(taps, taps)[None, None].to(device=device, dtype=dtype)
 
 
+def _replicate_pad(x: Tensor) -> Tensor:
+    """``x`` (N x C x H x W) with its outermost rows, then columns, repeated once on each side:
+    N x C x (H + 2) x (W + 2), the values of ``F.pad(x, (1, 1, 1, 1), mode="replicate")``.
+
+    Built from slices and concatenations, whose backward pass sums each border pixel's
+    gradients in a fixed order. ``F.pad``'s own replicate backward adds them with atomics on
+    CUDA, so two runs of the same training step (eager and CUDA-graph replay) could differ by
+    rounding.
+    """
+    rows = torch.cat((x[..., :1, :], x, x[..., -1:, :]), dim=-2)
+    return torch.cat((rows[..., :1], rows, rows[..., -1:]), dim=-1)
+
+
 def sobel(x: Tensor, *, normalized: bool, border: str) -> Tensor:
     """Sobel responses of every channel of ``x``: B x C x 2 x H x W holding (d/dx, d/dy).
 
@@ -56,8 +69,8 @@ def sobel(x: Tensor, *, normalized: bool, border: str) -> Tensor:
         border: ``"replicate"`` (kornia's convention) or ``"zero"`` padding by one pixel.
     """
     batch, channels, height, width = x.shape
-    mode = "replicate" if border == "replicate" else "constant"
-    planes = F.pad(x.reshape(batch * channels, 1, height, width), (1, 1, 1, 1), mode=mode)
+    planes = x.reshape(batch * channels, 1, height, width)
+    planes = _replicate_pad(planes) if border == "replicate" else F.pad(planes, (1, 1, 1, 1))
     grad = F.conv2d(planes, _sobel_kernels(x.device, x.dtype, normalized))
     return grad.reshape(batch, channels, 2, height, width)
 

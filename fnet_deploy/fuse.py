@@ -5,6 +5,7 @@ Used by ``fnet-deploy fuse`` and by evaluation with on-the-fly fusion.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,16 +14,30 @@ import cv2
 import numpy as np
 import torch
 
+from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.data.color import Luminance
-from fnet_deploy.data.images import compose_output, read_ir, read_visible, to_uint8, write_image
+from fnet_deploy.data.images import (
+    compose_output,
+    image_size,
+    read_ir,
+    read_visible,
+    to_uint8,
+    write_image,
+)
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.memory import available_memory, gib
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.model.tiling import tiled_forward
 from fnet_deploy.views import Layout, compose_view
 
 ResizeMode = Literal["none", "ir-to-vis", "vis-to-ir"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("none", "ir-to-vis", "vis-to-ir")
+IMAGE_BYTES_PER_PIXEL = 48
+"""Memory of the images around the network per pixel: the decoded inputs, float32 IR, luma,
+chroma and fused planes, and the encoded output."""
+AUTO_TILES = (2048, 1024, 512, 256, 128, 64)
+"""Tile edges tried, largest first, when a whole image does not fit in memory."""
 
 
 @dataclass(frozen=True)
@@ -64,19 +79,66 @@ def resolve_device(name: str) -> torch.device:
 class ImageFuser:
     """Fuses pairs of images with one FNet on one device."""
 
-    def __init__(self, model: FNet, device: torch.device, options: FuseOptions) -> None:
+    def __init__(
+        self,
+        model: FNet,
+        device: torch.device,
+        options: FuseOptions,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.options = options
+        self.notify = notify
+
+    def memory_needed(self, width: int, height: int, tile: int | None) -> float:
+        """Estimated peak bytes of fusing a ``width`` x ``height`` pair (in tiles of ``tile``)."""
+        window_h, window_w = height, width
+        if tile:
+            margin = 2 * self.model.receptive_radius
+            window_h, window_w = min(height, tile + margin), min(width, tile + margin)
+        network = inference_bytes(self.model.config, window_h, window_w)
+        return network + IMAGE_BYTES_PER_PIXEL * width * height
+
+    def tile_for(self, width: int, height: int, announce: bool = True) -> int | None:
+        """The tile edge to fuse a ``width`` x ``height`` pair with.
+
+        ``options.tile`` when given or when the whole pair fits in the available memory (or the
+        device is not the CPU, whose memory this does not know); otherwise the largest of
+        :data:`AUTO_TILES` that fits, announced through ``notify`` if ``announce``.
+
+        Raises:
+            FnetError: not even the smallest tile fits (or ``options.tile`` does not).
+        """
+        tile = self.options.tile
+        available = available_memory() if self.device.type == "cpu" else None
+        if available is None or self.memory_needed(width, height, tile) <= available:
+            return tile
+        what = f"fusing {width}x{height}" + (f" in tiles of {tile}" if tile else "")
+        needed = gib(self.memory_needed(width, height, tile))
+        fitting = [t for t in AUTO_TILES if self.memory_needed(width, height, t) <= available]
+        if tile or not fitting:
+            advice = f"try --tile {fitting[0]}" if fitting else "crop or downscale the images"
+            raise FnetError(
+                f"{what} needs about {needed} of memory, {gib(available)} is available: {advice}"
+            )
+        if announce and self.notify is not None:
+            self.notify(
+                f"{what} needs about {needed} of memory, {gib(available)} is available: "
+                f"fusing in tiles of {fitting[0]} (exact; --tile sets the size)"
+            )
+        return fitting[0]
 
     def fuse_luma(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-        """Fuse two H x W float32 [0, 1] images into an H x W float32 [0, 1] image."""
+        """Fuse two H x W float32 [0, 1] images into an H x W float32 [0, 1] image.
+
+        Tiled when ``options.tile`` is set or the whole image would not fit (:meth:`tile_for`).
+        """
         ir_t, vis_t = _as_batch(ir, self.device), _as_batch(vis, self.device)
+        tile = self.tile_for(ir.shape[1], ir.shape[0])
         with torch.inference_mode():
-            if self.options.tile:
-                fused = tiled_forward(
-                    self.model, ir_t, vis_t, self.options.tile, self.model.receptive_radius
-                )
+            if tile:
+                fused = tiled_forward(self.model, ir_t, vis_t, tile, self.model.receptive_radius)
             else:
                 fused = self.model(ir_t, vis_t)
         return fused.clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
@@ -86,7 +148,18 @@ class ImageFuser:
 
         With a ``layout`` other than ``fused`` the result is the BGR composite of the visible
         input, the IR input as the network saw it, and the fused image.
+
+        Raises:
+            InputError: an image would not fit in memory even in tiles (checked from its
+                header, before decoding).
         """
+        for path in (vis_path, ir_path):
+            size = image_size(path)
+            if size is not None:
+                try:
+                    self.tile_for(*size, announce=False)
+                except FnetError as err:
+                    raise InputError(path, str(err)) from None
         ir = read_ir(ir_path, self.options.ir_norm, self.options.ir_percentiles)
         vis = read_visible(vis_path, self.options.luminance)
         luma, chroma = vis.luma, vis.chroma

@@ -58,3 +58,34 @@ def forward_cost(
         activation_bytes=elements[0] * scale * bytes_per_element,
         io_bytes=3.0 * batch * height * width * bytes_per_element,
     )
+
+
+INFERENCE_LIVE_MAPS = 12
+"""Feature maps of ``filters`` channels alive at once in a gradient-free forward (the unique
+codes of both inputs, the common block's code, pre-activation and convolution outputs, and the
+backend's convolution workspace): the peak resident memory measured at 512x512 and 768x768 with
+the published configuration was 9.3 maps; 12 keeps a margin."""
+TRAINING_ACTIVATION_FACTOR = 4.6
+"""Peak memory of one training step (FNet + IFNet forward and backward, stage I) over
+:attr:`ForwardCost.activation_bytes` of FNet's forward, the largest ratio measured with the
+published configuration (3.0 for 16 crops of 128 x 128, 4.6 for one of 256 x 256)."""
+
+
+def inference_bytes(
+    config: ModelConfig, height: int, width: int, batch: int = 1, bytes_per_element: int = 4
+) -> float:
+    """Peak memory of a gradient-free forward of ``batch`` pairs of ``height`` x ``width``."""
+    return INFERENCE_LIVE_MAPS * config.filters * bytes_per_element * batch * height * width
+
+
+def trace_bytes(config: ModelConfig, height: int, width: int, bytes_per_element: int = 4) -> float:
+    """Memory that a full trace keeps (every iteration's pre-activation and code of the three
+    blocks) on top of :func:`inference_bytes`, for one ``height`` x ``width`` pair."""
+    maps = 3 * (config.iterations + 1) * 2
+    return maps * config.filters * bytes_per_element * height * width
+
+
+def training_bytes(config: ModelConfig, crop: int, batch: int) -> float:
+    """Peak memory of one float32 training step on ``batch`` crops of ``crop`` x ``crop``."""
+    cost = forward_cost(config, crop, crop, batch)
+    return TRAINING_ACTIVATION_FACTOR * cost.activation_bytes

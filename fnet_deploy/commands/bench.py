@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.atomic import write_text_atomic
+from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.bench.matrix import (
     BACKENDS,
     CellResult,
@@ -33,6 +34,7 @@ from fnet_deploy.commands.common import (
 )
 from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import resolve_device
+from fnet_deploy.memory import require_memory
 from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.optional import require
@@ -182,6 +184,13 @@ def bench(
     if plot is not None:
         require("matplotlib")
     model = load_fnet(weights)[0] if weights is not None else FNet().eval()
+    if torch_device.type == "cpu":
+        for cell in matrix:
+            require_memory(
+                inference_bytes(model.config, cell.height, cell.width, cell.batch),
+                f"--resolution {cell.height}x{cell.width} --batch {cell.batch}",
+                "give a smaller --resolution or --batch",
+            )
     measured = None
     if peaks:
         with console.status("measuring compute and memory-bandwidth peaks"):

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fnet_deploy.assets import sample_pair
+from fnet_deploy.bench.cost import inference_bytes, trace_bytes
 from fnet_deploy.commands.common import (
     DeviceOption,
     IrNormOption,
@@ -19,14 +20,13 @@ from fnet_deploy.commands.common import (
     reports_errors,
 )
 from fnet_deploy.data.color import Luminance
-from fnet_deploy.data.images import read_ir, read_visible
+from fnet_deploy.data.images import image_size, read_ir, read_visible
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import resolve_device
+from fnet_deploy.fuse import IMAGE_BYTES_PER_PIXEL, resolve_device
+from fnet_deploy.memory import gib, require_memory
 from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
+from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.optional import require
-
-TRACE_BYTES_PER_PIXEL = 30 * 64 * 4
-"""Memory the full trace keeps per pixel with the published model (15 steps x pre and code)."""
 
 
 @reports_errors
@@ -52,7 +52,8 @@ def explain(
 
     Writes one PNG per view, explain.json (the numbers), arrays.npz (image-sized arrays) and
     index.html (the views with captions). Without --ir/--vis, explains the shipped sample pair.
-    The trace keeps every iteration in memory: about 7.5 kB per pixel (2.2 GiB at 480x640).
+    The trace keeps every iteration in memory: about 10 kB per pixel (3 GiB at 480x640); a pair
+    that would not fit in the available memory is refused before it is read.
     """
     if (ir is None) != (vis is None):
         raise FnetError("give both --ir and --vis, or neither (to explain the shipped sample pair)")
@@ -60,6 +61,18 @@ def explain(
         ir, vis = sample_pair()
     check_output(out, "--out", folder=True, inputs=(ir, vis))
     require("matplotlib")
+    from fnet_deploy.explain import explain_images, write_explanation
+
+    torch_device = resolve_device(device)
+    model, info = load_fnet(resolve_weights(weights), torch_device)
+    for path in (vis, ir):
+        size = image_size(path)
+        if size is not None and torch_device.type == "cpu":
+            require_memory(
+                _explain_bytes(model.config, *size),
+                f"{path}: explaining {size[0]}x{size[1]}",
+                "explain a crop of the pair (the trace keeps every iteration; it cannot be tiled)",
+            )
     ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles))
     vis_image = read_visible(vis, luminance).luma
     if ir_image.shape != vis_image.shape:
@@ -68,14 +81,16 @@ def explain(
             f"size {ir_image.shape[1]}x{ir_image.shape[0]} differs from {vis.name} "
             f"{vis_image.shape[1]}x{vis_image.shape[0]} (W x H); explain needs a registered pair",
         )
-
-    from fnet_deploy.explain import explain_images, write_explanation
-
-    torch_device = resolve_device(device)
-    model, info = load_fnet(resolve_weights(weights), torch_device)
+    height, width = ir_image.shape
+    if torch_device.type == "cpu":
+        require_memory(
+            _explain_bytes(model.config, width, height),
+            f"explaining {width}x{height}",
+            "explain a crop of the pair (the trace keeps every iteration; it cannot be tiled)",
+        )
     console.print(
-        f"tracing {ir.name} + {vis.name} ({ir_image.shape[1]}x{ir_image.shape[0]}, "
-        f"~{ir_image.size * TRACE_BYTES_PER_PIXEL / 2**30:.1f} GiB of intermediates)"
+        f"tracing {ir.name} + {vis.name} ({width}x{height}, "
+        f"~{gib(_explain_bytes(model.config, width, height))} of memory)"
     )
     explanation = explain_images(model, ir_image, vis_image, top=top)
     meta = {
@@ -90,3 +105,9 @@ def explain(
     }
     files = write_explanation(explanation, out, meta)
     console.print(f"explained {ir.name} + {vis.name} -> {files.html}  (weights: {info.path.name})")
+
+
+def _explain_bytes(config: ModelConfig, width: int, height: int) -> float:
+    """Estimated peak memory of explaining one ``width`` x ``height`` pair."""
+    network = trace_bytes(config, height, width) + inference_bytes(config, height, width)
+    return network + IMAGE_BYTES_PER_PIXEL * width * height

@@ -99,7 +99,7 @@ def fuse(
     check_output(out, "--out", folder=folders, inputs=(ir, vis))
     torch_device = resolve_device(device)
     model, info = load_fnet(resolve_weights(weights), torch_device)
-    fuser = ImageFuser(model, torch_device, options)
+    fuser = ImageFuser(model, torch_device, options, notify=console.print)
     if not folders:
         fuser.fuse_to_file(ir, vis, out)
         console.print(f"fused {ir.name} + {vis.name} -> {out}  (weights: {info.path.name})")

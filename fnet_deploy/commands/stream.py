@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fnet_deploy.assets import asset_path
+from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.commands.common import (
     check_output,
     console,
@@ -28,7 +29,9 @@ from fnet_deploy.commands.common import (
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.memory import require_memory
 from fnet_deploy.model.checkpoint import resolve_weights
+from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.runtime.backends.select import open_runner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
@@ -216,9 +219,14 @@ def stream(
     vis_source = open_source(vis_uri, fps)
     ir_source = open_source(ir_uri, fps)
     sink = open_sink(out_uri, out_fps)
-    registrar = Registrar(
-        Registration.load(registration) if registration else None, _parse_size(size)
-    )
+    model_size = _parse_size(size)
+    if model_size is not None and device == "cpu":
+        require_memory(
+            inference_bytes(ModelConfig(), model_size[1], model_size[0]),
+            f"--size {size}",
+            "give a smaller --size (the model runs on whole frames)",
+        )
+    registrar = Registrar(Registration.load(registration) if registration else None, model_size)
     options = StreamOptions(
         max_skew=None if max_skew_ms is None else max_skew_ms / 1000.0,
         ir_offset=ir_offset_ms / 1000.0,

@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from fnet_deploy.bench.cost import training_bytes
 from fnet_deploy.commands.common import (
     check_output,
     console,
@@ -26,6 +27,7 @@ from fnet_deploy.commands.common import (
     signal_exit_code,
 )
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.memory import require_memory
 from fnet_deploy.training.config import (
     Stages,
     TrainConfig,
@@ -201,6 +203,13 @@ def train(
     run_config, changed = build_config(config, resume, flags, set_ or [])
     inputs = tuple(Path(folder) for folder in run_config.data.folders)
     check_output(Path(run_config.out), "--out", folder=True, inputs=inputs)
+    if (run_config.device or "cpu") == "cpu":
+        crop, batch = run_config.data.crop, run_config.data.batch_size
+        require_memory(
+            training_bytes(run_config.model, crop, batch),
+            f"training on {batch} crops of {crop}x{crop}",
+            "give a smaller --crop or --batch-size",
+        )
     main_process = launched_rank() == 0
     if changed and main_process:
         console.print(f"resuming with changes: {'; '.join(changed)}", markup=False)

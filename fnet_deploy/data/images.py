@@ -69,9 +69,53 @@ def _read_bytes(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
 
+MAX_DECODE_PIXELS = 1 << 30
+"""Largest image OpenCV decodes (its ``OPENCV_IO_MAX_IMAGE_PIXELS`` default)."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` that a PNG or JPEG header declares, read without decoding the image;
+    ``None`` for other formats or a header that cannot be parsed."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker, length = data[at + 1], int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker in _JPEG_SOF:
+            height = int.from_bytes(data[at + 5 : at + 7], "big")
+            return int.from_bytes(data[at + 7 : at + 9], "big"), height
+        at += 2 + length
+    return None
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file from its header (PNG, JPEG), ``None`` if unknown."""
+    try:
+        with open(path, "rb") as handle:
+            return header_size(handle.read(1 << 16))
+    except OSError:
+        return None
+
+
 def _decode(path: Path, buffer: np.ndarray, flags: int) -> np.ndarray:
+    size = header_size(buffer[: 1 << 16].tobytes())
+    if size is not None and size[0] * size[1] > MAX_DECODE_PIXELS:
+        raise InputError(
+            path,
+            f"header declares {size[0]}x{size[1]} pixels, more than the "
+            f"{MAX_DECODE_PIXELS / 1e6:.0f} Mpx an image may have here",
+        )
     with quiet_native_stderr():
-        image = cv2.imdecode(buffer, flags)
+        try:
+            image = cv2.imdecode(buffer, flags)
+        except cv2.error:
+            image = None
     if image is None or image.size == 0:
         raise InputError(path, "cannot decode image (truncated, corrupt or not an image)")
     return image

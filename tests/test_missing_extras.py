@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 DRIVER = r"""
-import json, os, sys, traceback
+import json, os, signal, sys, traceback
 
 class Hide:
     def __init__(self, names):
@@ -52,6 +52,7 @@ for case in json.loads(open(sys.argv[1]).read()):
         for name in [m for m in sys.modules if m.partition(".")[0] in case["hide"]]:
             del sys.modules[name]
         sys.meta_path.insert(0, Hide(case["hide"]))
+        signal.alarm(case.get("timeout", 0))  # a hang ends in SIGALRM (exit -14), a failure
         try:
             app(case["args"], prog_name="fnet-deploy")
             code = 0
@@ -154,22 +155,37 @@ def outcomes(
             (work / "pairs" / modality).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(work / "pairs" / modality / f"{number}.png"), frame[100:148, 150:198])
     cases = _cases(work)
+    results = run_cases(work, [(c.name, c.args, c.hide) for c in cases], timeout=300)
+    return results, cases, work
+
+
+def run_cases(
+    work: Path,
+    cases: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
+    timeout: int,
+    case_timeout: int = 0,
+) -> dict[str, Outcome]:
+    """Run ``(name, args, hidden packages)`` command lines in one driver process that imports the
+    CLI once and forks a child per case; ``case_timeout`` > 0 ends a child that runs longer with
+    SIGALRM (exit code -14). Logs go to ``work/logs``."""
     logs = work / "logs"
-    logs.mkdir()
-    table = [{"hide": list(c.hide), "args": list(c.args), "log": str(logs / c.name)} for c in cases]
+    logs.mkdir(exist_ok=True)
+    table = [
+        {"hide": list(hide), "args": list(args), "log": str(logs / name), "timeout": case_timeout}
+        for name, args, hide in cases
+    ]
     (work / "cases.json").write_text(json.dumps(table))
     subprocess.run(
-        [sys.executable, "-c", DRIVER, str(work / "cases.json")], check=True, timeout=300
+        [sys.executable, "-c", DRIVER, str(work / "cases.json")], check=True, timeout=timeout
     )
-    results = {
-        c.name: Outcome(
-            code=int((logs / f"{c.name}.code").read_text()),
-            stdout=(logs / f"{c.name}.out").read_text(),
-            stderr=(logs / f"{c.name}.err").read_text(),
+    return {
+        name: Outcome(
+            code=int((logs / f"{name}.code").read_text()),
+            stdout=(logs / f"{name}.out").read_text(),
+            stderr=(logs / f"{name}.err").read_text(),
         )
-        for c in cases
+        for name, _, _ in cases
     }
-    return results, cases, work
 
 
 ERROR_CASES = [c.name for c in _cases(Path("work")) if c.extra is not None]

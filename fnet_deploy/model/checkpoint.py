@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,9 @@ def _is_torch_file(head: bytes) -> bool:
 
 def _read_published(path: Path) -> tuple[dict[str, Tensor], ModelConfig]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the error below says what is wrong, in one line
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         text = str(err).strip()
         if "Weights only load failed" in text:

@@ -1,0 +1,393 @@
+"""Bad input across every command: one line naming the file or option, exit 2, nothing written.
+
+Each row runs the real CLI (one driver process imports it once and forks a child per row, see
+``tests/test_missing_extras.py``) and must end with exit code 2, exactly one non-empty line on
+stderr that starts with ``error:`` and names the culprit, no traceback, nothing at the row's
+output location, and every input file byte for byte as it was. Each row has a timeout: a hang
+is a failure. New commands and options add their rows here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from fnet_deploy.model import FNet, save_fnet
+from tests.conftest import NATO, TINY
+from tests.test_missing_extras import Outcome, run_cases
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork"), reason="the driver forks one child per case"
+)
+
+CASE_TIMEOUT = 60
+"""Seconds a row may take; every row fails before any work, in well under a second of its own."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command line that must be refused: ``names`` is what its one line must contain (the
+    file or option and the problem), ``out`` where nothing may appear."""
+
+    name: str
+    args: tuple[str, ...]
+    names: tuple[str, ...]
+    out: Path | None = None
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` grey pixels (and holds almost none)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _inputs(work: Path) -> dict[str, Path]:
+    """The files the rows read: real crops, broken images, broken weights, a blocking file."""
+    files: dict[str, Path] = {}
+    for modality in ("ir", "vi"):
+        frame = cv2.imread(str(NATO / modality / "000005.png"), cv2.IMREAD_GRAYSCALE)
+        folder = work / "pairs" / modality
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "5.png"), frame[100:148, 150:198])
+        files[modality] = folder / "5.png"
+    files["small"] = work / "small.png"
+    cv2.imwrite(str(files["small"]), np.zeros((32, 40), np.uint8))
+    files["empty"] = work / "empty.png"
+    files["empty"].write_bytes(b"")
+    files["truncated"] = work / "truncated.png"
+    files["truncated"].write_bytes(files["ir"].read_bytes()[:60])
+    files["fake"] = work / "fake.png"
+    files["fake"].write_text("not an image\n")
+    files["huge"] = work / "huge.png"
+    files["huge"].write_bytes(_png_header(60000, 60000))
+    torch.manual_seed(0)
+    files["weights"] = work / "tiny.safetensors"
+    save_fnet(files["weights"], FNet(TINY))
+    files["foreign"] = work / "foreign.safetensors"
+    save_file({"encoder.weight": torch.zeros(3, 3)}, str(files["foreign"]))
+    nan_model = FNet(TINY)
+    with torch.no_grad():
+        next(nan_model.parameters()).fill_(float("nan"))
+    files["nan"] = work / "nan.safetensors"
+    save_fnet(files["nan"], nan_model)
+    files["pickled"] = work / "pickled.pth"
+    files["pickled"].write_bytes(pickle.dumps({"state": object.__new__(Case)}))
+    files["onnx"] = work / "corrupt.onnx"
+    files["onnx"].write_bytes(b"\x08\x07garbage that is not a protobuf model")
+    files["blocker"] = work / "blocker"
+    files["blocker"].write_text("a regular file\n")
+    files["registration"] = work / "registration.json"
+    files["registration"].write_text("{not json")
+    return files
+
+
+def _cases(work: Path) -> list[Case]:
+    f = _inputs(work) if work.exists() else {k: work / k for k in _NAMES}
+    out = work / "out"
+    under = f["blocker"] / "sub"
+    pair = ("--ir", str(f["ir"]), "--vis", str(f["vi"]))
+    tiny = ("--weights", str(f["weights"]))
+    fuse = ("fuse", *tiny)
+    stream = ("stream", "--no-live", "--vis", str(f["vi"].parent), "--ir", str(f["ir"].parent))
+    bench = ("bench", "--no-peaks", "--resolution", "16x16", "--iterations", "1")
+    train = ("train", "--data", str(work / "pairs"), "--stage", "1", "--iterations", "1")
+    train += ("--set", "model.filters=4", "--crop", "16", "--batch-size", "2")
+    evaluate = ("eval", "--ir", str(NATO / "ir"), "--vis", str(NATO / "vi"))
+    calibrate = ("calibrate", "--ir", str(f["ir"]), "--vis", str(f["vi"]))
+    cases: list[Case] = []
+
+    def add(name: str, args: tuple[str, ...], *names: str, target: Path | None = None) -> None:
+        cases.append(Case(name, args, names, target))
+
+    def add_out(name: str, args: tuple[str, ...], where: Path, *names: str) -> None:
+        add(name, (*args, "--out", str(where)), *names, target=where)
+
+    image_out = out / "fused.png"
+    # fuse: unreadable images
+    for kind, problem in (
+        ("empty", "empty"),
+        ("truncated", "decode"),
+        ("fake", "decode"),
+        ("huge", "memory"),
+    ):
+        add_out(
+            f"fuse-{kind}-ir",
+            (*fuse, "--ir", str(f[kind]), "--vis", str(f["vi"])),
+            image_out,
+            f[kind].name,
+            problem,
+        )
+    add_out(
+        "fuse-missing-vis",
+        (*fuse, "--ir", str(f["ir"]), "--vis", str(work / "no.png")),
+        image_out,
+        "no.png",
+        "not found",
+    )
+    add_out(
+        "fuse-size-mismatch",
+        (*fuse, "--ir", str(f["small"]), "--vis", str(f["vi"])),
+        image_out,
+        "small.png",
+        "differs",
+    )
+    add_out("fuse-only-ir", (*fuse, "--ir", str(f["ir"])), image_out, "--vis")
+    # fuse: weights
+    for kind in ("foreign", "nan", "pickled"):
+        add_out(
+            f"fuse-{kind}-weights",
+            ("fuse", *pair, "--weights", str(f[kind])),
+            image_out,
+            f[kind].name,
+        )
+    add_out(
+        "fuse-missing-weights",
+        ("fuse", *pair, "--weights", str(work / "no.safetensors")),
+        image_out,
+        "no.safetensors",
+    )
+    # fuse: outputs
+    add("fuse-out-is-input", (*fuse, *pair, "--out", str(f["vi"])), "--out", "overwrite")
+    add_out("fuse-out-under-file", (*fuse, *pair), under / "f.png", "blocker", "not a folder")
+    add_out("fuse-out-suffix", (*fuse, *pair), out / "f.txt", "f.txt", ".txt")
+    add("fuse-out-is-folder", (*fuse, *pair, "--out", str(work / "pairs")), "pairs", "folder")
+    folders = ("--ir", str(f["ir"].parent), "--vis", str(f["vi"].parent))
+    add_out("fuse-folders-out-image", (*fuse, *folders), out / "result.png", "result.png", "folder")
+    # fuse: numbers and choices
+    add_out("fuse-tile-small", (*fuse, *pair, "--tile", "3"), image_out, "--tile")
+    add_out("fuse-tile-text", (*fuse, *pair, "--tile", "x"), image_out, "--tile")
+    add_out(
+        "fuse-percentiles-nan",
+        (*fuse, *pair, "--ir-percentiles", "nan,99"),
+        image_out,
+        "--ir-percentiles",
+    )
+    add_out(
+        "fuse-percentiles-order",
+        (*fuse, *pair, "--ir-percentiles", "99,1"),
+        image_out,
+        "--ir-percentiles",
+    )
+    add_out("fuse-device", (*fuse, *pair, "--device", "tpu"), image_out, "--device")
+    add_out("fuse-unknown-option", (*fuse, *pair, "--nope", "1"), image_out, "--nope")
+    add_out("fuse-layout", (*fuse, *pair, "--layout", "mosaic"), image_out, "--layout")
+
+    video = out / "o.mp4"
+    # stream: numbers
+    for option, value in (
+        ("--out-fps", "inf"),
+        ("--out-fps", "1e9"),
+        ("--out-fps", "nan"),
+        ("--out-fps", "0"),
+        ("--ir-offset-ms", "nan"),
+        ("--ir-offset-ms", "inf"),
+        ("--ir-offset-ms", "-1e9"),
+        ("--fps", "0"),
+        ("--fps", "inf"),
+        ("--max-skew-ms", "-1"),
+        ("--gain-smoothing", "1.5"),
+        ("--reconnect-timeout", "inf"),
+        ("--max-errors", "0"),
+    ):
+        add_out(f"stream{option}={value}", (*stream, option, value), video, option)
+    add_out("stream-size-huge", (*stream, "--size", "100000x100000"), video, "--size", "memory")
+    add_out("stream-size-text", (*stream, "--size", "big"), video, "--size")
+    add_out("stream-size-tiny", (*stream, "--size", "4x4"), video, "--size")
+    add_out(
+        "stream-ir-range", (*stream, "--ir-gain", "fixed", "--ir-range", "9,1"), video, "--ir-range"
+    )
+    # stream: outputs and inputs
+    add_out("stream-out-under-file", stream, under / "o.mp4", "blocker", "not a folder")
+    add_out("stream-out-suffix", stream, out / "o.xyz", "o.xyz", "suffix")
+    add("stream-dir-under-file", (*stream, "--out", f"dir://{under}"), "blocker", target=under)
+    add("stream-out-is-input", (*stream, "--out", f"dir://{f['vi'].parent}"), "overwrite")
+    add(
+        "stream-stats-under-file",
+        (*stream, "--stats", str(under / "s.json"), "--out", str(video)),
+        "blocker",
+        target=under,
+    )
+    add(
+        "stream-stats-suffix",
+        (*stream, "--stats", str(out / "s.txt"), "--out", str(video)),
+        "--stats",
+        ".txt",
+        target=out,
+    )
+    add_out(
+        "stream-missing-vis",
+        ("stream", "--vis", str(work / "none"), "--ir", str(f["ir"].parent)),
+        video,
+        "none",
+    )
+    add_out(
+        "stream-registration",
+        (*stream, "--registration", str(f["registration"])),
+        video,
+        "registration.json",
+    )
+    add_out("stream-only-vis", ("stream", "--vis", str(f["vi"].parent)), video, "--ir")
+
+    # explain
+    add_out(
+        "explain-huge",
+        ("explain", *tiny, "--ir", str(f["huge"]), "--vis", str(f["huge"])),
+        out / "explain",
+        "huge.png",
+        "memory",
+    )
+    add_out("explain-out-under-file", ("explain", *tiny, *pair), under / "x", "blocker")
+    add(
+        "explain-out-is-file",
+        ("explain", *tiny, *pair, "--out", str(f["blocker"])),
+        "blocker",
+        "not a folder",
+    )
+    add_out("explain-top", ("explain", *tiny, *pair, "--top", "0"), out / "explain", "--top")
+    add_out(
+        "explain-fake",
+        ("explain", *tiny, "--ir", str(f["fake"]), "--vis", str(f["vi"])),
+        out / "explain",
+        "fake.png",
+    )
+
+    # export
+    add_out("export-out-under-file", ("export", *tiny), under / "e", "blocker")
+    add("export-out-is-file", ("export", *tiny, "--out", str(f["blocker"])), "blocker")
+    add_out("export-opset", ("export", *tiny, "--opset", "7"), out / "e", "--opset")
+    add_out("export-int8", ("export", *tiny, "--int8"), out / "e", "--int8")
+    add_out("export-nan-weights", ("export", "--weights", str(f["nan"])), out / "e", "nan")
+
+    # bench
+    add("bench-json-under-file", (*bench, "--json", str(under / "b.json")), "blocker", target=under)
+    add("bench-json-suffix", (*bench, "--json", str(out / "b.txt")), "--json", target=out)
+    add(
+        "bench-resolution-huge",
+        ("bench", "--no-peaks", "--resolution", "20000x20000"),
+        "--resolution",
+        "memory",
+    )
+    add("bench-resolution-text", ("bench", "--no-peaks", "--resolution", "big"), "--resolution")
+    add("bench-batch", (*bench, "--batch", "0"), "--batch")
+    add("bench-max-seconds", (*bench, "--max-seconds", "inf"), "--max-seconds")
+    add("bench-backend", (*bench, "--backend", "cudnn9"), "--backend")
+    add("bench-weights", (*bench, "--weights", str(f["pickled"])), "pickled.pth")
+
+    # train
+    add_out("train-crop-huge", (*train, "--crop", "100000"), out / "run", "--crop", "memory")
+    add_out("train-lr-nan", (*train, "--lr", "nan"), out / "run", "lr")
+    add_out("train-max-minutes", (*train, "--max-minutes", "inf"), out / "run", "--max-minutes")
+    add_out("train-iterations", (*train, "--iterations", "0"), out / "run", "--iterations")
+    add_out("train-out-under-file", train, under / "run", "blocker")
+    add_out("train-missing-data", ("train", "--data", str(work / "nodata")), out / "run", "nodata")
+
+    # eval
+    add_out("eval-out-under-file", (*evaluate, "--baseline", "average"), under / "ev", "blocker")
+    add_out("eval-nothing", evaluate, out / "ev", "nothing to evaluate")
+    add_out("eval-baseline", (*evaluate, "--baseline", "median9"), out / "ev", "--baseline")
+
+    # calibrate
+    add_out("calibrate-suffix", calibrate, out / "r.txt", "--out", ".txt")
+    add_out("calibrate-under-file", calibrate, under / "r.json", "blocker")
+    add_out(
+        "calibrate-max-error", (*calibrate, "--max-error", "nan"), out / "r.json", "--max-error"
+    )
+    add_out(
+        "calibrate-fake",
+        ("calibrate", "--ir", str(f["fake"]), "--vis", str(f["vi"])),
+        out / "r.json",
+        "fake.png",
+    )
+
+    # check and weights
+    add("check-corrupt-onnx", ("check", str(f["onnx"]), *pair, *tiny), "corrupt.onnx")
+    add("check-missing-model", ("check", str(work / "none.onnx"), *pair, *tiny), "none.onnx")
+    add("weights-info-pickled", ("weights", "info", str(f["pickled"])), "pickled.pth")
+    add("weights-info-fake", ("weights", "info", str(f["fake"])), "fake.png")
+    return cases
+
+
+_NAMES = ("ir", "vi", "small", "empty", "truncated", "fake", "huge", "weights", "foreign", "nan")
+_NAMES += ("pickled", "onnx", "blocker", "registration")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (the inputs) except the logs and outputs."""
+    return {
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.parts[len(folder.parts)] not in ("logs", "out", "cases.json")
+    }
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Outcome], list[Case], dict[str, str], dict[str, str]]:
+    work = tmp_path_factory.mktemp("bad_input")
+    cases = _cases(work)
+    before = _digest(work)
+    results = run_cases(
+        work, [(c.name, c.args, ()) for c in cases], timeout=600, case_timeout=CASE_TIMEOUT
+    )
+    return results, cases, before, _digest(work)
+
+
+NAMES = [c.name for c in _cases(Path("/nonexistent-work"))]
+
+
+def test_the_table_covers_every_command_with_at_least_60_rows() -> None:
+    cases = _cases(Path("/nonexistent-work"))
+    assert len(cases) >= 60
+    commands = {c.args[0] for c in cases}
+    assert commands >= {"fuse", "stream", "explain", "export", "bench", "train", "eval"}
+    assert commands >= {"calibrate", "check", "weights"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    name: str,
+    outcomes: tuple[dict[str, Outcome], list[Case], dict[str, str], dict[str, str]],
+) -> None:
+    results, cases, before, after = outcomes
+    case = next(c for c in cases if c.name == name)
+    outcome = results[name]
+    assert "Traceback" not in outcome.stdout + outcome.stderr, outcome.stderr
+    assert outcome.code == 2, outcome
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for word in case.names:
+        assert word in lines[0], (word, lines[0])
+    if case.out is not None:
+        assert not case.out.exists(), f"{case.out} was written"
+    assert after == before, "an input changed"
+
+
+def test_no_row_leaves_anything_in_the_output_folder(
+    outcomes: tuple[dict[str, Outcome], list[Case], dict[str, str], dict[str, str]],
+) -> None:
+    _, cases, _, _ = outcomes
+    out = next(c.out for c in cases if c.out is not None and c.out.parent.name == "out")
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []

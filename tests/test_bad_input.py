@@ -98,6 +98,8 @@ def _inputs(work: Path) -> dict[str, Path]:
     files["onnx"].write_bytes(b"\x08\x07garbage that is not a protobuf model")
     files["blocker"] = work / "blocker"
     files["blocker"].write_text("a regular file\n")
+    (work / "other").mkdir()
+    cv2.imwrite(str(work / "other" / "6.png"), np.zeros((48, 48), np.uint8))
     files["registration"] = work / "registration.json"
     files["registration"].write_text("{not json")
     return files
@@ -306,6 +308,8 @@ def _cases(work: Path) -> list[Case]:
     # eval
     add_out("eval-out-under-file", (*evaluate, "--baseline", "average"), under / "ev", "blocker")
     add_out("eval-nothing", evaluate, out / "ev", "nothing to evaluate")
+    unpaired = ("eval", "--ir", str(f["ir"].parent), "--vis", str(work / "other"))
+    add_out("eval-no-pairs", (*unpaired, "--baseline", "average"), out / "ev", "file name")
     add_out("eval-baseline", (*evaluate, "--baseline", "median9"), out / "ev", "--baseline")
 
     # calibrate

@@ -128,6 +128,8 @@ def evaluate_command(
         require("matplotlib")
     check_output(out, "--out", folder=True, inputs=(ir, vis, weights))
     listing = pair_folders(ir, vis)
+    if not listing.pairs:
+        raise InputError(ir, f"no image shares a file name with one in {vis}")
     unpaired = listing.unpaired_message()
     if unpaired:
         typer.echo(f"warning: unpaired source files skipped: {unpaired}", err=True)

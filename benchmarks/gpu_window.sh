@@ -31,10 +31,14 @@
 #   3:10-3:35  fp16 / TF32 / fp32 error against float64 on 12 real pairs   (timeout 25 s)
 #   3:35-4:25  torch.compile of the deploy form, one cell (480x640, b1, fp16) (timeout 50 s)
 #   4:25-8:05  training, stage I then II: --max-minutes = what is left minus 25 s; stops after
-#              the last iteration that fits, state saved (exit 75), or finishes (exit 0)
+#              the last iteration that fits, state saved (exit 75), or finishes (exit 0); a
+#              hung run gets SIGTERM (save and stop) 10 s before the window's end, SIGKILL 10 s
+#              later (the checkpoint of every 2,000 iterations stays)
 #   8:05-8:30  results.json, run.tar.gz, state files into $OUT
 # PARTS=train skips the benchmarks and trains for about 7.9 minutes. A part that overruns is
-# stopped by its timeout; training always gets what is left.
+# stopped by its timeout; training always gets what is left. results.json is written once
+# before the training too, and a SIGTERM / SIGINT / SIGHUP to this script delivers what exists
+# to $OUT before it exits; window.log is written to $OUT as it goes.
 #
 # --- What to expect of the training (an estimate, not a measurement) ------------------------
 # Stage I is about 1.1 TFLOP per iteration at batch 16 x 128 x 128 (FNet + IFNet forward and
@@ -99,6 +103,33 @@ run_part() {
     echo "== $name: exit $rc after $(($(date +%s) - start)) s"
 }
 
+# deliver: the files back into $OUT (at most 8, each under 16 MiB): the two training states,
+# the final weights when stage II is done, the small run files as one archive, results.json
+# (window.log is already there). Run at the end, and by the trap if the script is stopped.
+BEFORE='{}'
+deliver() {
+    local stage name small=()
+    for stage in 1 2; do
+        [ -f "$RUN_DIR/state/stage$stage.safetensors" ] &&
+            cp "$RUN_DIR/state/stage$stage.safetensors" "$OUT/"
+    done
+    [ -f "$RUN_DIR/fnet.safetensors" ] && cp "$RUN_DIR/fnet.safetensors" "$OUT/"
+    for name in config.toml log.csv fnet_stage1.safetensors loss_curves.png; do
+        [ -f "$RUN_DIR/$name" ] && small+=("$name")
+    done
+    [ ${#small[@]} -gt 0 ] && tar czf "$OUT/run.tar.gz" -C "$RUN_DIR" "${small[@]}"
+    timeout 60 $PY benchmarks/gpu_bench.py summary --work "$WORK" --run "$RUN_DIR" \
+        --before "$BEFORE" --json "$OUT/results.json"
+}
+stopped() {
+    trap - TERM INT HUP
+    exec >>"$OUT/window.log" 2>&1 # tee may have been stopped with us
+    echo "== gpu_window: stopped by a signal after $(($(date +%s) - T0)) s; delivering what exists"
+    deliver
+    exit 143
+}
+trap stopped TERM INT HUP
+
 echo "== GPU window $(date -u +%FT%TZ), dry run: $DRY, parts: $PARTS, run: $RUN_DIR, out: $OUT"
 if [ "$DRY" = 1 ]; then
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -113,7 +144,7 @@ if [ "$DRY" = 1 ]; then
     done
     DATA_DIRS=("$DRY_ROOT/data/MSRS_train" "$DRY_ROOT/data/RoadScene_train")
 else
-    nvidia-smi | tee "$WORK/nvidia-smi.txt"
+    timeout 20 nvidia-smi | tee "$WORK/nvidia-smi.txt"
     if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
         echo "gpu_window: torch sees no CUDA device; stopping" >&2
         exit 1
@@ -187,6 +218,11 @@ if wanted compile && [ "$DRY" != 1 ]; then
 fi
 
 BEFORE=$($PY benchmarks/gpu_bench.py steps "$RUN_DIR")
+if [ -s "$WORK/parts.tsv" ] && wanted train; then
+    # The measurements so far, in case the training part is what the device tool stops.
+    $PY benchmarks/gpu_bench.py summary --work "$WORK" --run "$RUN_DIR" --before "$BEFORE" \
+        --json "$OUT/results.json" >/dev/null
+fi
 if wanted train; then
     if [ -n "${TRAIN_MINUTES:-}" ]; then
         minutes=$TRAIN_MINUTES
@@ -205,9 +241,15 @@ if wanted train; then
         fi
     fi
     [ -n "$LAYOUT" ] && train_args+=(--set "speed.channels_last=$LAYOUT")
-    echo "== train: $RUN_DIR was at $BEFORE; time box $minutes min"
+    # The time box stops the run after its last iteration that fits (exit 75); the hard limit
+    # (SIGTERM: stop after the current iteration and save; SIGKILL 10 s later) only catches a
+    # run that hangs, so that the files still reach $OUT before the device tool's timeout_s.
+    hard=$(($(left) - 10))
+    [ "$hard" -lt 30 ] && hard=30
+    echo "== train: $RUN_DIR was at $BEFORE; time box $minutes min, hard limit $hard s"
     start=$(date +%s)
-    $PY -m fnet_deploy train "${train_args[@]}" --max-minutes "$minutes"
+    timeout -s TERM -k 10 "$hard" $PY -m fnet_deploy train "${train_args[@]}" \
+        --max-minutes "$minutes"
     rc=$?
     printf '%s\t%s\t%s\n' train "$rc" "$(($(date +%s) - start))" >>"$WORK/parts.tsv"
     case $rc in
@@ -217,20 +259,7 @@ if wanted train; then
     esac
 fi
 
-# Files back (at most 8, each under 16 MiB): the two training states, the final weights when
-# stage II is done, the small run files as one archive, results.json, window.log.
-for stage in 1 2; do
-    [ -f "$RUN_DIR/state/stage$stage.safetensors" ] &&
-        cp "$RUN_DIR/state/stage$stage.safetensors" "$OUT/"
-done
-[ -f "$RUN_DIR/fnet.safetensors" ] && cp "$RUN_DIR/fnet.safetensors" "$OUT/"
-small=()
-for name in config.toml log.csv fnet_stage1.safetensors loss_curves.png; do
-    [ -f "$RUN_DIR/$name" ] && small+=("$name")
-done
-[ ${#small[@]} -gt 0 ] && tar czf "$OUT/run.tar.gz" -C "$RUN_DIR" "${small[@]}"
-$PY benchmarks/gpu_bench.py summary --work "$WORK" --run "$RUN_DIR" --before "$BEFORE" \
-    --json "$OUT/results.json"
+deliver
 rm -rf "$WORK"
 echo "== files in $OUT after $(($(date +%s) - T0)) s:"
 ls -l "$OUT"

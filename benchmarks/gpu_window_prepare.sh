@@ -35,7 +35,17 @@ if [ -n "${WHEELS:-}" ]; then
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$CARRY/wheels" $WHEELS
 fi
 
+# What travels: the carried folder, tracked files and untracked files git does not ignore
+# (other work in progress in this checkout travels too).
 carried=$(du -sb "$CARRY" | cut -f1)
-tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
-echo "carry: $CARRY $((carried / 1048576)) MiB; tracked files $((tracked / 1048576)) MiB;" \
-    "together $(((carried + tracked) / 1048576)) MiB of the 64 MiB a call may move"
+tracked=$(git ls-files -z | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+untracked=$(git ls-files -z --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null |
+    tail -1 | cut -f1)
+total=$((carried + ${tracked:-0} + ${untracked:-0}))
+echo "carry: $CARRY $((carried / 1048576)) MiB; tracked files $((${tracked:-0} / 1048576)) MiB;" \
+    "untracked, not ignored $((${untracked:-0} / 1048576)) MiB; together" \
+    "$((total / 1048576)) MiB of the 64 MiB a call may move"
+if [ "$total" -gt $((60 * 1048576)) ]; then
+    echo "gpu_window_prepare: over 60 MiB would travel; the device tool refuses 64 MiB" >&2
+    exit 1
+fi

@@ -145,15 +145,16 @@ if [ "$DRY" = 1 ]; then
     DATA_DIRS=("$DRY_ROOT/data/MSRS_train" "$DRY_ROOT/data/RoadScene_train")
 else
     timeout 20 nvidia-smi | tee "$WORK/nvidia-smi.txt"
-    if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    if ! timeout 60 $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    then
         echo "gpu_window: torch sees no CUDA device; stopping" >&2
         exit 1
     fi
     if compgen -G ".gpu_carry/wheels/*.whl" >/dev/null; then
-        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/site .gpu_carry/wheels/*.whl && export PYTHONPATH=/tmp/site
+        timeout 60 $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+            --upgrade --target /tmp/site .gpu_carry/wheels/*.whl && export PYTHONPATH=/tmp/site
     fi
-    if ! timeout 60 $PY -m pip install -q --no-index --no-deps --no-build-isolation -e .; then
+    if ! timeout 30 $PY -m pip install -q --no-index --no-deps --no-build-isolation -e .; then
         echo "pip could not install the package: running it from the checkout (PYTHONPATH)"
     fi
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -165,8 +166,8 @@ else
         PARTS=${PARTS//train/}
     fi
 fi
-$PY -c "import torch, fnet_deploy; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-'cudnn', torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+timeout 60 $PY -c "import torch, fnet_deploy; print('torch', torch.__version__,
+'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version() if torch.cuda.is_available() else None,
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
 'fnet_deploy', fnet_deploy.__file__)"
 
@@ -220,8 +221,8 @@ fi
 BEFORE=$($PY benchmarks/gpu_bench.py steps "$RUN_DIR")
 if [ -s "$WORK/parts.tsv" ] && wanted train; then
     # The measurements so far, in case the training part is what the device tool stops.
-    $PY benchmarks/gpu_bench.py summary --work "$WORK" --run "$RUN_DIR" --before "$BEFORE" \
-        --json "$OUT/results.json" >/dev/null
+    timeout 60 $PY benchmarks/gpu_bench.py summary --work "$WORK" --run "$RUN_DIR" \
+        --before "$BEFORE" --json "$OUT/results.json" >/dev/null
 fi
 if wanted train; then
     if [ -n "${TRAIN_MINUTES:-}" ]; then

@@ -26,6 +26,7 @@ for stage in 1 2; do
 done
 [ -f "$SRC/fnet.safetensors" ] && cp "$SRC/fnet.safetensors" "$RUN_DIR/"
 [ -f "$SRC/run.tar.gz" ] && tar xzf "$SRC/run.tar.gz" -C "$RUN_DIR"
+chmod -R u+w "$RUN_DIR" # files_at is read-only, and cp keeps the source's mode
 stamp=$(date -u +%Y%m%dT%H%MZ)
 mkdir -p "$RECORDS"
 cp "$SRC/results.json" "$RECORDS/gpu_window_$stamp.json"

@@ -96,6 +96,10 @@ def _inputs(work: Path) -> dict[str, Path]:
     files["pickled"].write_bytes(pickle.dumps({"state": object.__new__(Case)}))
     files["onnx"] = work / "corrupt.onnx"
     files["onnx"].write_bytes(b"\x08\x07garbage that is not a protobuf model")
+    for modality in ("ir", "vi"):  # a corner whose ecc affine fit turns by 32 degrees
+        frame = cv2.imread(str(NATO / modality / "000005.png"), cv2.IMREAD_GRAYSCALE)
+        files[f"{modality}_corner"] = work / f"{modality}_corner.png"
+        cv2.imwrite(str(files[f"{modality}_corner"]), frame[16:64, 288:336])
     files["blocker"] = work / "blocker"
     files["blocker"].write_text("a regular file\n")
     (work / "other").mkdir()
@@ -318,6 +322,17 @@ def _cases(work: Path) -> list[Case]:
     add_out(
         "calibrate-max-error", (*calibrate, "--max-error", "nan"), out / "r.json", "--max-error"
     )
+    corner = ("calibrate", "--ir", str(f["ir_corner"]), "--vis", str(f["vi_corner"]))
+    add_out(
+        "calibrate-affine-rotated",
+        (*corner, "--transform", "affine"),
+        out / "r.json",
+        "implausible map",
+        "rotation",
+    )
+    add_out(
+        "calibrate-max-rotation", (*calibrate, "--max-rotation", "200"), out / "r.json", "rotation"
+    )
     add_out(
         "calibrate-fake",
         ("calibrate", "--ir", str(f["fake"]), "--vis", str(f["vi"])),
@@ -334,7 +349,7 @@ def _cases(work: Path) -> list[Case]:
 
 
 _NAMES = ("ir", "vi", "small", "empty", "truncated", "fake", "huge", "weights", "foreign", "nan")
-_NAMES += ("pickled", "onnx", "blocker", "registration")
+_NAMES += ("pickled", "onnx", "blocker", "registration", "ir_corner", "vi_corner")
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -16,11 +16,13 @@ from fnet_deploy.errors import FnetError
 from fnet_deploy.runtime.calibration import (
     Plausibility,
     check_plausible,
+    edge_agreement,
     estimate_from_images,
     estimate_from_points,
     fit_points,
     read_points,
     reprojection_errors,
+    rotation_degrees,
 )
 from fnet_deploy.runtime.registration import Registration, project
 from tests.conftest import NATO, fixture_path, nato
@@ -120,6 +122,52 @@ def test_ecc_follows_a_known_extra_warp_of_the_real_ir_frame() -> None:
     )
     reg = estimate_from_images(moved, vis, "affine")
     assert corner_error(reg.matrix, base @ extra, (360, 270)) < 1.0
+
+
+def test_affine_and_homography_from_the_real_frames_are_accepted() -> None:
+    # The maps beyond a translation, on whole frames, stay near the documented ~4.5 px shift
+    # (scale 0.97-0.99, well under a degree) and pass the comparison with the simpler maps.
+    for number in (2, 7, 13):
+        ir, vis = nato("ir", number), nato("vi", number)
+        shift = estimate_from_images(ir, vis, "translation").matrix
+        for kind in ("affine", "homography"):
+            reg = estimate_from_images(ir, vis, kind)  # type: ignore[arg-type]
+            assert corner_error(reg.matrix, shift, (360, 270)) < 12.0
+            assert abs(rotation_degrees(reg.matrix, np.array([179.5, 134.5]))) < 1.0
+            assert edge_agreement(reg.matrix, ir, vis) > edge_agreement(shift, ir, vis)
+
+
+@pytest.mark.parametrize(
+    ("top", "left", "message"),
+    [
+        # ecc's affine fit turns this 48 x 48 corner of the real pair by 32 degrees
+        (16, 288, r"rotation -32 degrees > 10"),
+        # ... and here keeps 47 % of the translation's common area, matching worse
+        (
+            32,
+            240,
+            r"implausible affine .*common area 47% of the translation fit's; edges agree "
+            r"less than with the translation fit .*use --transform translation",
+        ),
+    ],
+)
+def test_affine_fits_that_a_translation_beats_are_refused(
+    top: int, left: int, message: str
+) -> None:
+    # The true map of every crop of the pair is the same few-pixel shift.
+    ir = nato("ir")[top : top + 48, left : left + 48]
+    vis = nato("vi")[top : top + 48, left : left + 48]
+    with pytest.raises(FnetError, match=message):
+        estimate_from_images(ir, vis, "affine")
+
+
+def test_rotation_limit() -> None:
+    turn = cv2.getRotationMatrix2D((179.5, 134.5), 12.0, 1.0)
+    matrix = np.vstack([turn, [0.0, 0.0, 1.0]])
+    assert rotation_degrees(matrix, np.array([179.5, 134.5])) == pytest.approx(-12.0)
+    with pytest.raises(FnetError, match=r"rotation -12 degrees > 10"):
+        check_plausible(matrix, (360, 270), (360, 270), Plausibility())
+    check_plausible(matrix, (360, 270), (360, 270), Plausibility(max_rotation=15.0))
 
 
 def test_features_recover_a_homography_between_similar_frames() -> None:

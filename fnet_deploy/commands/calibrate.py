@@ -61,18 +61,25 @@ def calibrate(
     max_anisotropy: Annotated[
         float, typer.Option(min=1.0, help="Largest accepted shear / axis-scale ratio.")
     ] = 2.0,
+    max_rotation: Annotated[
+        float,
+        typer.Option(min=0.0, max=180.0, help="Largest accepted rotation of the map (degrees)."),
+    ] = 10.0,
 ) -> None:
     """Estimate the map from IR to visible pixels and write it for `stream --registration`.
 
     From four or more picked point pairs (--points), or from one frame pair: 'ecc' aligns the
     frames' gradients starting from 'same field of view'; 'orb'/'sift' match features.
-    Implausible maps (degenerate, extreme scale or shear, large error, little overlap) are
-    rejected.
+    Implausible maps (degenerate, extreme scale, rotation or shear, large error, little overlap)
+    are rejected, and so is an affine map or homography from frames that aligns their edges no
+    better than a translation or keeps less than half its common area.
     """
     check_output(out, "--out", suffixes=(".json",), inputs=(points, Path(ir), Path(vis)))
     ir_image = to_single_channel(_first_frame(ir, frame))
     vis_image = to_single_channel(_first_frame(vis, frame))
-    limits = Plausibility(max_rms_error=max_error, max_anisotropy=max_anisotropy)
+    limits = Plausibility(
+        max_rms_error=max_error, max_anisotropy=max_anisotropy, max_rotation=max_rotation
+    )
     ir_size = (ir_image.shape[1], ir_image.shape[0])
     vis_size = (vis_image.shape[1], vis_image.shape[0])
     if points is not None:

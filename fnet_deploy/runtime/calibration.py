@@ -1,8 +1,12 @@
 """Estimating the IR-to-visible map from point pairs or from a frame pair, and checking it.
 
 Every estimate is checked (:func:`check_plausible`) before it is accepted: a degenerate, mirrored
-or folded map, an extreme scale, shear or perspective, a large reprojection error, a poor image
-correlation or a tiny common area is rejected with a message naming what is wrong.
+or folded map, an extreme scale, rotation, shear or perspective, a large reprojection error, a poor
+image correlation or a tiny common area is rejected with a message naming what is wrong. An affine
+map or homography estimated from frames must also align the frames' edges better than the simpler
+maps (same field of view, the ecc translation) and keep at least half of their common area
+(:func:`check_against_simpler`): with few edges, its extra freedom otherwise fits noise, such as a
+rotation that keeps a small, well-matching corner.
 
 From a frame pair, two kinds of method work on gradient magnitude images (IR and visible differ in
 contrast, even in polarity, but their edges coincide):
@@ -17,6 +21,7 @@ contrast, even in polarity, but their edges coincide):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -56,6 +61,7 @@ class Plausibility:
             singular values at the IR centre).
         max_anisotropy: ratio of the larger to the smaller local singular value (shear,
             unequal axis scales).
+        max_rotation: largest rotation (degrees) of the map at the IR centre.
         max_perspective: ratio of the largest to the smallest local area scale over the IR
             corners (how strongly the homography's perspective varies across the frame).
         max_rms_error: largest root-mean-square reprojection error of a fit through point pairs,
@@ -63,15 +69,19 @@ class Plausibility:
         min_correlation: smallest correlation coefficient of the gradient images after an
             ``ecc`` alignment.
         min_overlap: smallest valid crop, as a fraction of the visible frame's area.
+        min_overlap_kept: smallest valid crop of an affine map or homography estimated from
+            frames, as a fraction of the valid crop of the best simpler map.
     """
 
     min_scale: float = 0.1
     max_scale: float = 10.0
     max_anisotropy: float = 2.0
+    max_rotation: float = 10.0
     max_perspective: float = 4.0
     max_rms_error: float = 3.0
     min_correlation: float = 0.3
     min_overlap: float = 0.05
+    min_overlap_kept: float = 0.5
 
 
 def fit_points(ir_points: np.ndarray, vis_points: np.ndarray, transform: Transform) -> np.ndarray:
@@ -148,12 +158,15 @@ def check_plausible(
     singular = np.linalg.svd(_jacobian(matrix, centre), compute_uv=False)
     scale = float(np.sqrt(singular[0] * singular[1]))
     anisotropy = float(singular[0] / singular[1])
+    rotation = rotation_degrees(matrix, centre)
     areas = [abs(np.linalg.det(_jacobian(matrix, c))) for c in corners]
     perspective = max(areas) / min(areas)
     if not limits.min_scale <= scale <= limits.max_scale:
         problems.append(f"scale {scale:.3g} outside [{limits.min_scale:g}, {limits.max_scale:g}]")
     if anisotropy > limits.max_anisotropy:
         problems.append(f"shear/anisotropy {anisotropy:.3g} > {limits.max_anisotropy:g}")
+    if abs(rotation) > limits.max_rotation:
+        problems.append(f"rotation {rotation:.3g} degrees > {limits.max_rotation:g}")
     if perspective > limits.max_perspective:
         problems.append(f"perspective ratio {perspective:.3g} > {limits.max_perspective:g}")
     if rms_error is not None and not rms_error <= limits.max_rms_error:
@@ -172,6 +185,83 @@ def check_plausible(
     if problems:
         raise FnetError(f"implausible map: {'; '.join(problems)}")
     return crop
+
+
+def rotation_degrees(matrix: np.ndarray, point: np.ndarray) -> float:
+    """Rotation of the map at ``point``, in degrees (positive turns +x towards +y: clockwise on
+    screen): the angle of the rotation nearest to its local 2 x 2 derivative."""
+    jac = _jacobian(matrix, point)
+    return float(np.degrees(np.arctan2(jac[1, 0] - jac[0, 1], jac[0, 0] + jac[1, 1])))
+
+
+def edge_agreement(matrix: np.ndarray, ir: np.ndarray, vis: np.ndarray) -> float:
+    """How well a map aligns the frames' edges: correlation coefficient, over the whole visible
+    frame, of its gradient image and the warped IR gradient image (zero where the IR frame does
+    not reach, so that a map keeping only a small common area scores low).
+
+    Args:
+        matrix: 3 x 3 IR-to-visible map.
+        ir, vis: single-channel frames (any dtype).
+    """
+    vis_edges = gradient_image(vis).astype(np.float32)
+    warped = cv2.warpPerspective(
+        gradient_image(ir).astype(np.float32),
+        matrix,
+        (vis.shape[1], vis.shape[0]),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
+    if warped.std() == 0 or vis_edges.std() == 0:
+        return 0.0
+    return float(np.corrcoef(warped.ravel(), vis_edges.ravel())[0, 1])
+
+
+def check_against_simpler(
+    registration: Registration, ir: np.ndarray, vis: np.ndarray, limits: Plausibility
+) -> None:
+    """Refuse an affine map or homography estimated from a frame pair that a simpler map explains
+    as well: it must align the edges better (:func:`edge_agreement`) than both "same field of
+    view" and the ecc translation (when that converges), and keep at least
+    ``limits.min_overlap_kept`` of the better one's common area.
+
+    Raises:
+        FnetError: one line naming the map, what is wrong, and what to do.
+    """
+    simpler = [
+        (
+            "same field of view",
+            scaling_registration(registration.ir_size, registration.vis_size).matrix,
+        )
+    ]
+    with contextlib.suppress(FnetError):  # no translation either: compare with the first
+        simpler.append(("the translation fit", _ecc_matrix(ir, vis, "translation")[0]))
+    scored = [(edge_agreement(m, ir, vis), name, m) for name, m in simpler]
+    best_score, best_name, best = max(scored, key=lambda item: item[0])
+    score = edge_agreement(registration.matrix, ir, vis)
+    area = _area(
+        covered_rectangle(registration.matrix, registration.ir_size, registration.vis_size)
+    )
+    best_area = _area(covered_rectangle(best, registration.ir_size, registration.vis_size))
+    problems = []
+    if area < limits.min_overlap_kept * best_area:
+        problems.append(f"common area {area / best_area:.0%} of {best_name}'s")
+    if not score > best_score:
+        problems.append(
+            f"edges agree less than with {best_name} (gradient correlation {score:.3f} vs "
+            f"{best_score:.3f})"
+        )
+    if problems:
+        centre = np.array([(registration.ir_size[0] - 1) / 2, (registration.ir_size[1] - 1) / 2])
+        rotation = rotation_degrees(registration.matrix, centre)
+        raise FnetError(
+            f"implausible {registration.transform} (rotation {rotation:.1f} degrees): "
+            f"{'; '.join(problems)}; use --transform translation, another frame pair, or point "
+            "pairs (--points)"
+        )
+
+
+def _area(rect: Rect) -> int:
+    return rect[2] * rect[3]
 
 
 def _jacobian(matrix: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -252,8 +342,12 @@ def estimate_from_images(
     """
     limits = limits or Plausibility()
     if method == "ecc":
-        return _estimate_ecc(ir, vis, transform, limits)
-    return _estimate_features(ir, vis, transform, method, limits)
+        registration = _estimate_ecc(ir, vis, transform, limits)
+    else:
+        registration = _estimate_features(ir, vis, transform, method, limits)
+    if transform != "translation":
+        check_against_simpler(registration, ir, vis, limits)
+    return registration
 
 
 def _estimate_features(
@@ -296,7 +390,22 @@ def _estimate_features(
 def _estimate_ecc(
     ir: np.ndarray, vis: np.ndarray, transform: Transform, limits: Plausibility
 ) -> Registration:
-    """Coarse-to-fine ECC on gradient images; the warp maps visible to IR coordinates."""
+    ir_size: Size = (ir.shape[1], ir.shape[0])
+    vis_size: Size = (vis.shape[1], vis.shape[0])
+    matrix, correlation, levels = _ecc_matrix(ir, vis, transform)
+    crop = check_plausible(matrix, ir_size, vis_size, limits, correlation=correlation)
+    fit = {"method": "ecc", "correlation": round(correlation, 4), "levels": levels}
+    return Registration(matrix, transform, ir_size, vis_size, crop, fit)
+
+
+def _ecc_matrix(
+    ir: np.ndarray, vis: np.ndarray, transform: Transform
+) -> tuple[np.ndarray, float, int]:
+    """Coarse-to-fine ECC on gradient images (the warp maps visible to IR coordinates).
+
+    Returns:
+        The IR-to-visible 3 x 3 map, the final correlation coefficient and the pyramid levels.
+    """
     ir_size: Size = (ir.shape[1], ir.shape[0])
     vis_size: Size = (vis.shape[1], vis.shape[0])
     template = gradient_image(vis).astype(np.float32) / 255.0
@@ -328,9 +437,7 @@ def _estimate_ecc(
         warp = np.linalg.inv(to_level) @ level_warp.astype(np.float64) @ to_level
     matrix = np.linalg.inv(warp)
     matrix /= matrix[2, 2]
-    crop = check_plausible(matrix, ir_size, vis_size, limits, correlation=float(correlation))
-    fit = {"method": "ecc", "correlation": round(float(correlation), 4), "levels": levels}
-    return Registration(matrix, transform, ir_size, vis_size, crop, fit)
+    return matrix, float(correlation), levels
 
 
 def _shrink(image: np.ndarray, factor: float) -> np.ndarray:

@@ -100,6 +100,10 @@ def _inputs(work: Path) -> dict[str, Path]:
         frame = cv2.imread(str(NATO / modality / "000005.png"), cv2.IMREAD_GRAYSCALE)
         files[f"{modality}_corner"] = work / f"{modality}_corner.png"
         cv2.imwrite(str(files[f"{modality}_corner"]), frame[16:64, 288:336])
+    files["old_run"] = work / "old_run"  # frames a previous stream run left
+    files["old_run"].mkdir()
+    for number in range(3):
+        cv2.imwrite(str(files["old_run"] / f"{number:06d}.png"), np.zeros((8, 8), np.uint8))
     files["blocker"] = work / "blocker"
     files["blocker"].write_text("a regular file\n")
     (work / "other").mkdir()
@@ -230,6 +234,15 @@ def _cases(work: Path) -> list[Case]:
     add("stream-dir-under-file", (*stream, "--out", f"dir://{under}"), "blocker", target=under)
     add("stream-out-is-input", (*stream, "--out", f"dir://{f['vi'].parent}"), "overwrite")
     add(
+        "stream-dir-old-run", (*stream, "--out", f"dir://{f['old_run']}"), "old_run", "?overwrite=1"
+    )
+    add(
+        "stream-dir-overwrite-value",
+        (*stream, "--out", f"dir://{out}/?overwrite=maybe"),
+        "overwrite='maybe'",
+        target=out,
+    )
+    add(
         "stream-stats-under-file",
         (*stream, "--stats", str(under / "s.json"), "--out", str(video)),
         "blocker",
@@ -349,7 +362,7 @@ def _cases(work: Path) -> list[Case]:
 
 
 _NAMES = ("ir", "vi", "small", "empty", "truncated", "fake", "huge", "weights", "foreign", "nan")
-_NAMES += ("pickled", "onnx", "blocker", "registration", "ir_corner", "vi_corner")
+_NAMES += ("pickled", "onnx", "blocker", "registration", "ir_corner", "vi_corner", "old_run")
 
 
 def _digest(folder: Path) -> dict[str, str]:

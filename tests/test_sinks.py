@@ -100,6 +100,31 @@ def test_frame_folder(tmp_path: Path) -> None:
     np.testing.assert_array_equal(cv2.imread(str(out / "000002.png")), images[2])
 
 
+def test_frame_folder_of_an_earlier_run_is_refused_or_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    first = open_sink(parse_uri(f"dir://{out}", "sink"))
+    for image in frames(4):
+        first.write(image)
+    first.close()
+    (out / "notes.txt").write_text("kept\n")
+    with pytest.raises(InputError, match=r"holds 4 frames of an earlier run; add \?overwrite=1"):
+        open_sink(parse_uri(f"dir://{out}/", "sink"))
+    with pytest.raises(FnetError, match="overwrite='maybe' must be 1 or 0"):
+        open_sink(parse_uri(f"dir://{out}/?overwrite=maybe", "sink"))
+    unused = open_sink(parse_uri(f"dir://{out}/?overwrite=1", "sink"))
+    unused.close()  # wrote nothing: the earlier run stays
+    assert len(list(out.glob("*.png"))) == 4
+    again = open_sink(parse_uri(f"dir://{out}/?overwrite=1", "sink"))
+    images = frames(2, colour=False)
+    for image in images:
+        again.write(image)
+    again.close()
+    assert sorted(os.listdir(out)) == ["000000.png", "000001.png", "notes.txt"]
+    np.testing.assert_array_equal(
+        cv2.imread(str(out / "000001.png"), cv2.IMREAD_UNCHANGED), images[1]
+    )
+
+
 def test_display_without_gui_has_a_clear_error() -> None:
     problem = display_problem()
     if problem is None:

@@ -11,6 +11,7 @@ import abc
 import contextlib
 import logging
 import os
+import re
 import sys
 from types import TracebackType
 
@@ -171,14 +172,38 @@ class VideoFileSink(_WriterSink):
 
 
 class FrameDirSink(Sink):
-    """A folder of PNG frames ``000000.png``, ``000001.png`` ... each written atomically."""
+    """A folder of PNG frames ``000000.png``, ``000001.png`` ... each written atomically.
+
+    A folder that already holds such frames (an earlier run) is refused, so that old and new
+    frames never mix, unless the URI says ``?overwrite=1``: then the old frames are deleted
+    when the first new frame is written (a run that writes nothing leaves them); other files in
+    the folder are left alone.
+    """
+
+    FRAME_NAME = re.compile(r"\d{6}\.png")
 
     def __init__(self, uri: URI, fps: float | None = None) -> None:
         super().__init__(uri, fps)
         self.path = uri.path
         check_writable(self.path, folder=True)
+        overwrite = uri.flag("overwrite")
+        self.stale = sorted(
+            entry
+            for entry in (self.path.iterdir() if self.path.is_dir() else ())
+            if self.FRAME_NAME.fullmatch(entry.name) and entry.is_file()
+        )
+        if self.stale and not overwrite:
+            raise InputError(
+                self.path,
+                f"holds {len(self.stale)} frames of an earlier run; add ?overwrite=1 "
+                f"(dir://{self.path}/?overwrite=1) to replace them, or choose another --out",
+            )
 
     def _write(self, image: np.ndarray) -> None:
+        for old in self.stale:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+        self.stale = []
         write_image(self.path / f"{self.written:06d}.png", image)
 
     def close(self) -> None:

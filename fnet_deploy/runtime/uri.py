@@ -9,7 +9,8 @@ Sources:
 - ``rtsp://host:port/path``: a network stream;
 - ``gst://<pipeline>``: a GStreamer pipeline ending in ``appsink`` (needs OpenCV with GStreamer).
 
-Sinks: ``file://out.mp4``, ``dir://out/``, ``display://0``, ``gst://<pipeline starting with
+Sinks: ``file://out.mp4``, ``dir://out/`` (``?overwrite=1`` to replace the frames of an earlier
+run there), ``display://0``, ``gst://<pipeline starting with
 appsrc>``, ``rtsp://host:port/path`` (published through GStreamer's ``rtspclientsink``).
 
 A bare path is a file or a folder by what it is (for a sink that does not exist yet: a folder when
@@ -33,6 +34,7 @@ LIVE_SCHEMES = frozenset({"v4l2", "rtsp", "gst"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv"})
 _OPTIONS: dict[tuple[Role, str], frozenset[str]] = {
     ("source", "dir"): frozenset({"fps", "timestamps"}),
+    ("sink", "dir"): frozenset({"overwrite"}),
 }
 
 
@@ -43,8 +45,8 @@ class URI:
     Attributes:
         scheme: one of :data:`SOURCE_SCHEMES` or :data:`SINK_SCHEMES`.
         location: the path (file, dir, v4l2), URL (rtsp), pipeline (gst) or display number.
-        options: ``?key=value`` options (only folders of frames take any: ``fps``,
-            ``timestamps``).
+        options: ``?key=value`` options (only folders of frames take any: ``fps`` and
+            ``timestamps`` as a source, ``overwrite`` as a sink).
         text: the string as given, for messages.
     """
 
@@ -65,6 +67,22 @@ class URI:
 
     def __str__(self) -> str:
         return self.text
+
+    def flag(self, name: str) -> bool:
+        """A yes/no option: absent, ``0``, ``false`` or ``no`` -> False; ``1``, ``true``,
+        ``yes`` or empty (``?overwrite``) -> True.
+
+        Raises:
+            FnetError: any other value.
+        """
+        value = self.options.get(name)
+        if value is None:
+            return False
+        if value.lower() in ("", "1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise FnetError(f"{self.text}: option {name}={value!r} must be 1 or 0")
 
 
 def parse_uri(text: str, role: Role) -> URI:

@@ -320,6 +320,9 @@ def _cases(work: Path) -> list[Case]:
     add_out("train-max-minutes", (*train, "--max-minutes", "inf"), out / "run", "--max-minutes")
     add_out("train-iterations", (*train, "--iterations", "0"), out / "run", "--iterations")
     add_out("train-out-under-file", train, under / "run", "blocker")
+    add_out(
+        "train-data-twice", (*train, "--data", f"{work}/./pairs/"), out / "run", "--data", "twice"
+    )
     add_out("train-missing-data", ("train", "--data", str(work / "nodata")), out / "run", "nodata")
 
     # eval

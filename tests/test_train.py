@@ -157,6 +157,17 @@ def test_shipped_configs_read_and_differ_from_the_defaults_only_where_documented
     ]
 
 
+def test_a_data_folder_given_twice_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"lists .*/pairs twice \('pairs' and '\./x/\.\./pairs/'\)"
+    ):
+        with_overrides(TrainConfig(), ['data.folders=["pairs", "./x/../pairs/"]'])
+    assert with_overrides(TrainConfig(), ['data.folders=["a", "b"]']).data.folders == ("a", "b")
+
+
 def test_toml_round_trip_and_overrides(tmp_path: Path) -> None:
     config = with_overrides(
         TrainConfig(),

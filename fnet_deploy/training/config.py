@@ -96,6 +96,16 @@ class DataConfig:
         )
         _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.workers >= 0, "data.workers", f"must be >= 0, got {self.workers}")
+        seen: dict[Path, str] = {}
+        for folder in self.folders:
+            where = Path(folder).expanduser().resolve()
+            _check(
+                where not in seen,
+                "data.folders (--data)",
+                f"lists {where} twice ({seen.get(where)!r} and {folder!r}); its pairs would be "
+                "trained on twice: give each folder once",
+            )
+            seen[where] = folder
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.model import FNet, ModelConfig
+from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+from fnet_deploy.runtime.gain import ThermalGain
+from fnet_deploy.runtime.pipeline import StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import (
     FORMAT_NAME,
     Registrar,
@@ -18,6 +22,9 @@ from fnet_deploy.runtime.registration import (
     largest_rectangle,
     project,
 )
+from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sources import open_source
+from fnet_deploy.runtime.uri import parse_uri
 from tests.conftest import nato
 
 
@@ -150,7 +157,40 @@ def test_identity_registration_passes_frames_through() -> None:
     np.testing.assert_array_equal(vis_out, vis)
 
 
-def test_frames_that_do_not_fit_the_calibration() -> None:
+def test_frames_that_do_not_fit_the_calibration(tmp_path: Path) -> None:
     reg = Registration(np.eye(3), "affine", (640, 512), (640, 480), (0, 0, 640, 480))
     with pytest.raises(FnetError, match=r"calibration is for IR 640x512 .* deliver IR 360x270"):
         Registrar(reg)(nato("ir"), nato("vi"))
+    path = tmp_path / "cams.json"
+    reg.save(path)
+    with pytest.raises(FnetError, match=r"cams\.json is for IR 640x512 .* calibrate these"):
+        Registrar(Registration.load(path))(nato("ir"), nato("vi"))
+
+
+def test_a_frame_size_change_without_calibration_names_the_sizes(tmp_path: Path) -> None:
+    registrar = Registrar(None)
+    registrar(nato("ir"), nato("vi"))
+    with pytest.raises(FnetError, match="from IR 360x270 and visible 360x270 to IR 180x135") as err:
+        registrar(cv2.resize(nato("ir"), (180, 135)), nato("vi"))
+    assert "calibration" not in str(err.value)
+    # through the stream pipeline: the error names the sources and frames
+    for modality in ("ir", "vi"):
+        (tmp_path / modality).mkdir()
+        for n in (2, 3):
+            frame = nato(modality, n)
+            if modality == "ir" and n == 3:
+                frame = cv2.resize(frame, (180, 135))
+            cv2.imwrite(str(tmp_path / modality / f"{n:06d}.png"), frame)
+    pipeline = StreamPipeline(
+        open_source(parse_uri(f"dir://{tmp_path / 'vi'}", "source")),
+        open_source(parse_uri(f"dir://{tmp_path / 'ir'}", "source")),
+        TorchRunner(FNet(ModelConfig(filters=2, kernel_size=3, iterations=1))),
+        open_sink(parse_uri(f"dir://{tmp_path / 'out'}", "sink")),
+        Registrar(None),
+        ThermalGain(),
+        StreamOptions(),
+    )
+    with pipeline.runner, pytest.raises(FnetError) as err:
+        pipeline.run()
+    assert str(err.value).startswith(f"dir://{tmp_path / 'ir'} frame 1 with dir://")
+    assert "changed mid-stream" in str(err.value) and "calibration" not in str(err.value)

@@ -318,7 +318,12 @@ class StreamPipeline:
     def _fuse(self, vis: Frame, ir: Frame) -> np.ndarray | None:
         stats = self.stats
         t0 = time.monotonic()
-        ir_image, vis_image = self.registrar(to_single_channel(ir.image), vis.image)
+        try:
+            ir_image, vis_image = self.registrar(to_single_channel(ir.image), vis.image)
+        except FnetError as err:
+            raise FnetError(
+                f"{self.ir.name} frame {ir.index} with {self.vis.name} frame {vis.index}: {err}"
+            ) from None
         t1 = time.monotonic()
         luma, chroma = self.convert(vis_image)
         ir_input = self.gain(ir_image)

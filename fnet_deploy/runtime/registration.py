@@ -43,7 +43,8 @@ Rect = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Registration:
-    """An IR-to-visible map with the frame sizes it belongs to and its valid crop."""
+    """An IR-to-visible map with the frame sizes it belongs to and its valid crop (``path``: the
+    calibration file it was loaded from, for messages)."""
 
     matrix: np.ndarray
     transform: Transform
@@ -51,6 +52,7 @@ class Registration:
     vis_size: Size
     valid_crop: Rect
     fit: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The calibration file's JSON document."""
@@ -104,7 +106,11 @@ class Registration:
         x, y, w, h = valid
         if w < 1 or h < 1 or x < 0 or y < 0 or x + w > vis_size[0] or y + h > vis_size[1]:
             raise InputError(path, f"valid_crop {list(valid)} is outside the visible frame")
-        return cls(matrix, transform, ir_size, vis_size, valid, dict(doc.get("fit", {})))
+        return cls(matrix, transform, ir_size, vis_size, valid, dict(doc.get("fit", {})), path)
+
+
+def _text(size: Size) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 def identity_registration(size: Size) -> Registration:
@@ -172,6 +178,7 @@ class Registrar:
 
     def __init__(self, registration: Registration | None, out_size: Size | None = None) -> None:
         self.registration = registration
+        self.calibrated = registration is not None
         self.out_size = out_size
         self._ir_map: np.ndarray | None = None
         self._crop: Rect = (0, 0, 0, 0)
@@ -191,10 +198,17 @@ class Registrar:
             )
             self.registration = reg
         if reg.ir_size != ir_size or reg.vis_size != vis_size:
+            now = f"IR {_text(ir_size)} and visible {_text(vis_size)}"
+            if not self.calibrated:
+                raise FnetError(
+                    f"the frame size changed mid-stream, from IR {_text(reg.ir_size)} and "
+                    f"visible {_text(reg.vis_size)} to {now}; a run keeps the size of its first "
+                    "pair: give sources of one size"
+                )
             raise FnetError(
-                f"the calibration is for IR {reg.ir_size[0]}x{reg.ir_size[1]} and visible "
-                f"{reg.vis_size[0]}x{reg.vis_size[1]} frames, the sources deliver IR "
-                f"{ir_size[0]}x{ir_size[1]} and visible {vis_size[0]}x{vis_size[1]}"
+                f"{reg.path or 'the calibration'} is for IR {_text(reg.ir_size)} and visible "
+                f"{_text(reg.vis_size)} frames, the sources deliver {now}; calibrate these "
+                "cameras (fnet-deploy calibrate) or give their calibration"
             )
         x, y, w, h = reg.valid_crop
         out_w, out_h = self.out_size or (w, h)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
+import cv2
 import typer
 
 from fnet_deploy import __version__
@@ -39,12 +41,21 @@ def usage_line(err: Any) -> str:
     return f"{hint}: {problem}" if hint else problem
 
 
+def quiet_opencv() -> None:
+    """Keep OpenCV's (and, through it, FFmpeg's) warnings out of the command's output: its log
+    level is set to errors, unless the user chose one with ``OPENCV_LOG_LEVEL``. The commands
+    report a failed read or write themselves, in one line."""
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 class _App(typer.Typer):
     """The typer app, whose usage errors are one line (``error: <option>: <problem>``, exit 2)
     like every other error of the CLI, instead of click's multi-line box."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        quiet_opencv()
         try:
             code = super().__call__(*args, **kwargs)
         except _click_errors.ClickException as err:

@@ -268,6 +268,10 @@ def _cases(work: Path) -> list[Case]:
         "registration.json",
     )
     add_out("stream-only-vis", ("stream", "--vis", str(f["vi"].parent)), video, "--ir")
+    # OpenCV warns about the missing camera on stderr unless its log level is errors
+    cameras = ("stream", *tiny, "--backend", "torch", "--vis", "v4l2:///dev/video-none")
+    cameras += ("--ir", "v4l2:///dev/video-none2")
+    add_out("stream-missing-camera", cameras, video, "v4l2:///dev/video-none", "cannot open")
 
     # explain
     add_out(

@@ -114,6 +114,25 @@ def test_bench_rejects_bad_options_in_one_line(args: list[str], message: str) ->
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
 
 
+def test_bench_where_no_cell_can_run_fails_saying_why(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        "--no-peaks",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp16",
+        "--resolution",
+        "16x16",
+    ]
+    result = CliRunner().invoke(app, [*args, "--iterations", "1", "--json", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "no benchmark cell could run here: " in lines[0], result.stderr
+    assert "CUDA" in lines[0] and not out.exists()
+
+
 def test_deploy_and_onnxruntime_cells_with_speedups(tmp_path: Path) -> None:
     model = FNet(TINY)
     results = [

@@ -231,8 +231,11 @@ def bench(
     out = Console()
     out.width = max(out.width, 160)
     out.print(_table(results))
-    for reason in sorted({r.skipped for r in results if r.skipped}):
+    reasons = sorted({r.skipped for r in results if r.skipped})
+    for reason in reasons:
         out.print(f"skipped: {reason}", markup=False)
+    if results and not interrupted and all(r.skipped for r in results):
+        raise FnetError(f"no benchmark cell could run here: {'; '.join(reasons)}")
     if plot is not None:
         latencies = {
             f"{r.cell.backend} {r.cell.precision} {r.cell.height}x{r.cell.width} b{r.cell.batch}": [

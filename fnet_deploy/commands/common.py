@@ -3,10 +3,11 @@ bars."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -55,6 +56,31 @@ def signal_exit_code(signum: int) -> int:
 
 INTERRUPTED_EXIT = signal_exit_code(signal.SIGINT)
 """Exit status of a command stopped by Ctrl-C."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived inside :func:`interrupt_on_signals`; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """While active, SIGINT and SIGTERM raise :class:`Interrupted` (SIGTERM would otherwise end
+    the process on the spot), so that a command can keep what it finished and exit with
+    :func:`signal_exit_code`. The previous handlers come back afterwards."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def option_name(parameter: str) -> str:

@@ -157,28 +157,50 @@ def evaluate(
     luminance: Luminance = "bt601",
     metrics: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    done: dict[str, dict[str, dict[str, float]]] | None = None,
 ) -> Evaluation:
     """Compute ``metrics`` (default: all) for every triple of every method.
 
     ``pairings``: method name -> ``Pairing`` (from ``pair_methods``). Images are read with
     ``read_gray(path, luminance)``. ``progress``, if given, is called with 1 after each image.
+    ``done``, if given, receives each image's values as soon as they are computed (method ->
+    fused file name -> metric -> value), so that a caller interrupted midway keeps them (and
+    reports them with :func:`summarize`).
     Raises ``InputError`` for an unreadable file or a size mismatch within a triple.
     """
     convention = check_convention(convention)
     luminance = check_luminance(luminance)
     names = check_metric_names(metrics)
-    methods: dict[str, MethodResult] = {}
+    done = {} if done is None else done
     for method, pairing in pairings.items():
-        images: dict[str, dict[str, float]] = {}
+        images = done.setdefault(method, {})
         for triple in pairing.triples:
             fused, ir, vis = _read_triple(triple, luminance)
             images[triple.name] = compute_metrics(fused, ir, vis, convention, names).values
             if progress is not None:
                 progress(1)
-        mean = {
-            name: float(np.mean([values[name] for values in images.values()])) for name in names
-        }
-        methods[method] = MethodResult(mean=mean, images=images)
+    return summarize(done, pairings, convention, luminance, names)
+
+
+def summarize(
+    done: Mapping[str, Mapping[str, dict[str, float]]],
+    pairings: Mapping[str, Pairing],
+    convention: Convention,
+    luminance: Luminance,
+    metrics: Sequence[str] | None = None,
+) -> Evaluation:
+    """The evaluation of the per-image values in ``done`` (as :func:`evaluate` fills it: every
+    image, or those finished before an interruption), with means over them; a method without
+    any finished image is left out."""
+    names = check_metric_names(metrics)
+    methods = {
+        method: MethodResult(
+            mean={name: float(np.mean([v[name] for v in images.values()])) for name in names},
+            images=dict(images),
+        )
+        for method, images in done.items()
+        if images
+    }
     return Evaluation(
         convention=convention,
         luminance=luminance,

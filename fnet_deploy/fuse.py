@@ -27,8 +27,9 @@ from fnet_deploy.data.images import (
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import available_memory, gib
-from fnet_deploy.model.fnet import FNet
+from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.tiling import tiled_forward
+from fnet_deploy.runtime.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.views import Layout, compose_view
 
 ResizeMode = Literal["none", "ir-to-vis", "vis-to-ir"]
@@ -77,16 +78,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 class ImageFuser:
-    """Fuses pairs of images with one FNet on one device."""
+    """Fuses pairs of images with one activated runner (any form of FNet, any backend).
+
+    Args:
+        runner: a runner, e.g. from :func:`fnet_deploy.runtime.backends.select.fastest_runner`;
+            activated on the first fusion, once that pair's files have been read (so bad inputs
+            are refused before a model is loaded or exported); the caller deactivates it.
+        config: the model's configuration (receptive radius for tiles, memory estimate).
+        device: where the runner computes (the available memory is checked on ``cpu`` only).
+        options: how files become network inputs and back.
+        notify: told in one line when an image is fused in tiles because of memory.
+    """
 
     def __init__(
         self,
-        model: FNet,
+        runner: Runner,
+        config: ModelConfig,
         device: torch.device,
         options: FuseOptions,
         notify: Callable[[str], None] | None = None,
     ) -> None:
-        self.model = model.to(device).eval()
+        self.runner = runner
+        self.config = config
         self.device = device
         self.options = options
         self.notify = notify
@@ -95,9 +108,9 @@ class ImageFuser:
         """Estimated peak bytes of fusing a ``width`` x ``height`` pair (in tiles of ``tile``)."""
         window_h, window_w = height, width
         if tile:
-            margin = 2 * self.model.receptive_radius
+            margin = 2 * self.config.receptive_radius
             window_h, window_w = min(height, tile + margin), min(width, tile + margin)
-        network = inference_bytes(self.model.config, window_h, window_w)
+        network = inference_bytes(self.config, window_h, window_w)
         return network + IMAGE_BYTES_PER_PIXEL * width * height
 
     def tile_for(self, width: int, height: int, announce: bool = True) -> int | None:
@@ -134,14 +147,19 @@ class ImageFuser:
 
         Tiled when ``options.tile`` is set or the whole image would not fit (:meth:`tile_for`).
         """
-        ir_t, vis_t = _as_batch(ir, self.device), _as_batch(vis, self.device)
+        ir_t, vis_t = _as_batch(ir), _as_batch(vis)
         tile = self.tile_for(ir.shape[1], ir.shape[0])
-        with torch.inference_mode():
-            if tile:
-                fused = tiled_forward(self.model, ir_t, vis_t, tile, self.model.receptive_radius)
-            else:
-                fused = self.model(ir_t, vis_t)
-        return fused.clamp(0.0, 1.0)[0, 0].float().cpu().numpy()
+        if tile:
+            fused = tiled_forward(self._forward, ir_t, vis_t, tile, self.config.receptive_radius)
+        else:
+            fused = self._forward(ir_t, vis_t)
+        return fused.clamp(0.0, 1.0)[0, 0].numpy()
+
+    def _forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """The runner on B x 1 x h x w float32 CPU tensors; B x 1 x h x w, unclamped."""
+        self.runner.activate()
+        feed = {"ir": ir.numpy(), "vis": vis.numpy()}
+        return torch.from_numpy(self.runner.infer(feed)[OUTPUT_NAME])
 
     def fuse_files(self, ir_path: Path, vis_path: Path) -> np.ndarray:
         """Fuse two image files; returns the uint8 image to save (H x W, or H x W x 3 BGR).
@@ -187,9 +205,9 @@ class ImageFuser:
         write_image(out_path, self.fuse_files(ir_path, vis_path))
 
 
-def _as_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """H x W array -> 1 x 1 x H x W float32 tensor on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None].to(device)
+def _as_batch(image: np.ndarray) -> torch.Tensor:
+    """H x W array -> 1 x 1 x H x W float32 CPU tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
 
 
 def _resize(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -8,6 +8,7 @@ reads ``../shared``, and skips, naming the missing file, when it is absent.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -51,6 +52,15 @@ def fixture_pair(dataset: str, name: str) -> tuple[Path, Path]:
 def nato(modality: str, number: int = 5) -> np.ndarray:
     """Nato camp frame ``number`` (2-13) of ``modality`` ("ir" or "vi"): 270 x 360 uint8."""
     return cv2.imread(str(NATO / modality / f"{number:06d}.png"), cv2.IMREAD_GRAYSCALE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache folder of ONNX exports for the whole session (never the user's ~/.cache)."""
+    folder = tmp_path_factory.mktemp("onnx_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FNET_DEPLOY_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,13 @@ from fnet_deploy.model.threshold import smooth_l0, soft_l1
 from tests.conftest import fixture_path
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
-OPTIONS = [DeployOptions(), DeployOptions(merge_encoders=True), DeployOptions(col2im=True)]
-OPTION_IDS = ["default", "merged-encoders", "col2im"]
+OPTIONS = [
+    DeployOptions(),
+    DeployOptions(merge_encoders=True),
+    DeployOptions(col2im=True),
+    DeployOptions(col2im=True, exp_gate=True),
+]
+OPTION_IDS = ["default", "merged-encoders", "col2im", "col2im-exp-gate"]
 
 
 def randomized(config: ModelConfig, seed: int) -> FNet:

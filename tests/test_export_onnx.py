@@ -82,7 +82,11 @@ def test_metadata_records_config_luminance_weights_and_version(
     assert meta["precision"] == "fp32"
     assert meta["opset"] == "18"
     assert "dynamo=True" in meta["exporter"]
-    assert json.loads(meta["deploy_options"]) == {"merge_encoders": False, "col2im": False}
+    assert json.loads(meta["deploy_options"]) == {
+        "merge_encoders": False,
+        "col2im": False,
+        "exp_gate": False,
+    }
 
 
 def test_onnx_runtime_matches_torch_at_several_shapes(

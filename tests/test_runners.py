@@ -56,10 +56,16 @@ def test_unknown_model_type_is_an_input_error() -> None:
         open_runner("model.tflite")
 
 
-def test_open_runner_builds_the_right_runner(tiny_files: tuple[Path, Path]) -> None:
+def test_open_runner_builds_the_right_runner(
+    tiny_files: tuple[Path, Path], onnx_cache: Path
+) -> None:
     weights, onnx_path = tiny_files
-    assert isinstance(open_runner(None, weights=weights), TorchRunner)
-    assert isinstance(open_runner(weights), TorchRunner)
+    for default in (open_runner(None, weights=weights), open_runner(weights)):
+        # weights without a backend on a CPU: the cached ONNX deploy form (tests/test_fastest.py)
+        assert isinstance(default, OnnxRunner) and default.model_path.parent == onnx_cache
+    deploy, training = open_runner(weights, "torch"), open_runner(weights, "torch-training")
+    assert isinstance(deploy, TorchRunner) and deploy.form == "deploy"
+    assert isinstance(training, TorchRunner) and training.form == "training"
     assert isinstance(open_runner(onnx_path), OnnxRunner)
     assert isinstance(open_runner(onnx_path, backend="onnxruntime"), OnnxRunner)
 
@@ -98,7 +104,7 @@ def test_onnx_runner_matches_the_torch_runner(tiny_files: tuple[Path, Path]) -> 
     weights, onnx_path = tiny_files
     rng = np.random.default_rng(2)
     feed = {name: rng.random((1, 1, 20, 28), dtype=np.float32) for name in ("ir", "vis")}
-    with open_runner(onnx_path) as ort_runner, open_runner(weights) as torch_runner:
+    with open_runner(onnx_path) as ort_runner, open_runner(weights, "torch") as torch_runner:
         fused = ort_runner.infer(feed)["fused"]
         from_torch = torch_runner.infer(feed)["fused"]
         assert ort_runner.last_inference_time > 0

@@ -18,6 +18,7 @@ from fnet_deploy.cli import app
 from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import FuseOptions, ImageFuser
 from fnet_deploy.model import FNet, ModelConfig
+from fnet_deploy.runtime.backends.select import fastest_runner
 from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 from fnet_deploy.runtime.calibration import estimate_from_images
 from fnet_deploy.runtime.gain import ThermalGain
@@ -158,27 +159,28 @@ def test_false_colour_sequence_resized_to_the_model_size(
     assert np.abs(frame[:, :, 2].astype(int) - frame[:, :, 0].astype(int)).mean() > 5
 
 
-def test_trained_weights_match_image_fusion_exactly(
-    tmp_path: Path, default_weights: Path, default_model: FNet
-) -> None:
+def test_trained_weights_match_image_fusion_exactly(tmp_path: Path, default_weights: Path) -> None:
     for modality in ("ir", "vi"):
         (tmp_path / modality).mkdir()
         for n in (2, 3, 4):
             image = nato(modality, n)
             cv2.imwrite(str(tmp_path / modality / f"{n:06d}.png"), image[150:214, 120:184])
     out = tmp_path / "out"
-    with TorchRunner(default_weights) as runner:
+    # The runner that `stream` and `fuse` both choose by default: with one runner the stream
+    # pipeline and image fusion feed it the same inputs, so the outputs are equal bit for bit.
+    runner, info = fastest_runner(default_weights)
+    with runner:
         stats = pipeline(
             f"dir://{tmp_path / 'vi'}", f"dir://{tmp_path / 'ir'}", f"dir://{out}", runner
         ).run()
-    assert stats.counts.written == 3
-    fuser = ImageFuser(default_model, torch.device("cpu"), FuseOptions())
-    for i, n in enumerate((2, 3, 4)):
-        expected = fuser.fuse_files(
-            tmp_path / "ir" / f"{n:06d}.png", tmp_path / "vi" / f"{n:06d}.png"
-        )
-        got = cv2.imread(str(out / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(got, expected)
+        assert stats.counts.written == 3
+        fuser = ImageFuser(runner, info.config, torch.device("cpu"), FuseOptions())
+        for i, n in enumerate((2, 3, 4)):
+            expected = fuser.fuse_files(
+                tmp_path / "ir" / f"{n:06d}.png", tmp_path / "vi" / f"{n:06d}.png"
+            )
+            got = cv2.imread(str(out / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(got, expected)
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -297,7 +299,8 @@ def test_stream_command_default_sequence(
     assert doc["frame_size"] == [354, 268]
     assert doc["format"] == "fnet-deploy/stream-stats/1"
     assert doc["frames"]["written"] == 12 and doc["vis_fps"] == 10.0
-    assert doc["vis_source"].endswith("nato_camp/vi") and doc["backend"] == "torch"
+    assert doc["vis_source"].endswith("nato_camp/vi")
+    assert doc["backend"] == "onnxruntime"  # weights on a CPU: the cached ONNX deploy form
     assert "12 fused frames -> fused.mp4" in result.output
 
 

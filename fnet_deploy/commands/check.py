@@ -90,7 +90,11 @@ def check(
         typer.Option(help="Reference weights (default: the packaged weights)."),
     ] = None,
     backend: Annotated[
-        str | None, typer.Option(help="torch, onnxruntime or tensorrt (default: by file type).")
+        str | None,
+        typer.Option(
+            help="torch (deploy form), torch-training, onnxruntime or tensorrt (default: by "
+            "file type; weights run as their fastest exact form on the device)."
+        ),
     ] = None,
     device: Annotated[
         str,
@@ -99,7 +103,7 @@ def check(
         ),
     ] = "cpu",
     reference_device: Annotated[
-        str, typer.Option(help="Device of the PyTorch reference (float32).")
+        str, typer.Option(help="Device of the PyTorch reference (training form, float32).")
     ] = "cpu",
     luminance: Annotated[
         Luminance, typer.Option(help="Visible luminance: 'ycbcr' (BT.601 Y) or 'gray' (OpenCV).")
@@ -124,7 +128,7 @@ def check(
         ),
     ] = True,
 ) -> None:
-    """Compare exported models with the PyTorch reference, in grey levels.
+    """Compare exported models with the PyTorch reference (training form), in grey levels.
 
     Reports max / mean / p99.9 of |clamp(model) - clamp(reference)| * 255 per pair and over all
     pixels; exits 1 when, for any model, the chosen statistic exceeds the tolerance or an output
@@ -137,7 +141,7 @@ def check(
     candidates = [
         open_runner(model, backend, device, emulate_fp16=emulate_fp16) for model in models
     ]
-    reference = open_runner(None, "torch", reference_device, "fp32", weights_path)
+    reference = open_runner(None, "torch-training", reference_device, "fp32", weights_path)
     out = Console()
     pairs = list(iter_pairs(ir, vis, luminance))
     with ExitStack() as stack:

@@ -14,7 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.baselines import BASELINES, Baseline
-from fnet_deploy.commands.common import check_output, console, progress_bar, reports_errors
+from fnet_deploy.commands.common import (
+    Interrupted,
+    check_output,
+    console,
+    interrupt_on_signals,
+    progress_bar,
+    reports_errors,
+    signal_exit_code,
+)
 from fnet_deploy.data.images import read_ir, read_visible, to_uint8, write_image
 from fnet_deploy.data.pairs import Pair, pair_folders
 from fnet_deploy.errors import FnetError, InputError
@@ -27,12 +35,13 @@ from fnet_deploy.metrics.report import (
     evaluate,
     markdown_table,
     pair_methods,
+    summarize,
     to_json,
     write_csv,
 )
-from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.optional import require
 from fnet_deploy.plots import plot_metric_bars
+from fnet_deploy.runtime.backends.select import fastest_runner
 
 
 def _fused_dirs(specs: list[str]) -> dict[str, Path]:
@@ -137,12 +146,13 @@ def evaluate_command(
     speed: dict[str, float] = {}
     if weights is not None:
         torch_device = resolve_device(device)
-        model, _ = load_fnet(weights, torch_device)
-        fuser = ImageFuser(model, torch_device, FuseOptions(luminance="gray"))
+        runner, info = fastest_runner(weights, device, notify=console.print)
         methods[name] = out / "fused" / name
-        speed[name] = _fuse_all(
-            name, listing.pairs, methods[name], lambda p: fuser.fuse_files(p.ir, p.vis)
-        )
+        with runner:  # activated (exported, if need be) before the timed fusions
+            fuser = ImageFuser(runner, info.config, torch_device, FuseOptions(luminance="gray"))
+            speed[name] = _fuse_all(
+                name, listing.pairs, methods[name], lambda p: fuser.fuse_files(p.ir, p.vis)
+            )
     for method in baselines:
         function = BASELINES[method]
 
@@ -161,18 +171,39 @@ def evaluate_command(
             names = ", ".join(dict.fromkeys(p.name for p in pairing.unpaired))
             typer.echo(f"warning: {method}: files without a full triple skipped: {names}", err=True)
     total = sum(len(p.triples) for p in pairings.values())
-    with progress_bar() as progress:
-        task = progress.add_task("computing metrics", total=total)
-        evaluation = evaluate(
-            pairings, convention, luminance, progress=lambda n: progress.advance(task, n)
-        )
+    done: dict[str, dict[str, dict[str, float]]] = {}
+    stopped: Interrupted | None = None
+    try:
+        with interrupt_on_signals(), progress_bar() as progress:
+            task = progress.add_task("computing metrics", total=total)
+            evaluation = evaluate(
+                pairings,
+                convention,
+                luminance,
+                progress=lambda n: progress.advance(task, n),
+                done=done,
+            )
+    except Interrupted as signalled:
+        stopped = signalled
+        evaluation = summarize(done, pairings, convention, luminance)
     out.mkdir(parents=True, exist_ok=True)
     document = to_json(evaluation)
     for method, ms in speed.items():
-        document["methods"][method]["ms_per_frame"] = ms
+        if method in document["methods"]:
+            document["methods"][method]["ms_per_frame"] = ms
+    finished = sum(len(images) for images in done.values())
+    if stopped is not None:
+        document["partial"] = {"stopped_by": str(stopped), "images": finished, "of": total}
     (out / "results.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     write_csv(evaluation, out / "results.csv")
     (out / "results.md").write_text(markdown_table(evaluation))
+    if stopped is not None:
+        typer.echo(
+            f"interrupted ({stopped}): partial results, {finished} of {total} images, in "
+            f"{out / 'results.json'} (.csv, .md)",
+            err=True,
+        )
+        raise typer.Exit(signal_exit_code(stopped.signum))
     Console(width=max(Console().width, 160)).print(_summary(evaluation, speed))
     written = "results.json, results.csv, results.md"
     if plot:

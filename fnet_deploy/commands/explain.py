@@ -52,6 +52,8 @@ def explain(
 
     Writes one PNG per view, explain.json (the numbers), arrays.npz (image-sized arrays) and
     index.html (the views with captions). Without --ir/--vis, explains the shipped sample pair.
+    Always runs the training form in PyTorch (the other commands run the faster deploy form),
+    since the views are the training form's intermediate codes and reconstructions.
     The trace keeps every iteration in memory: about 10 kB per pixel (3 GiB at 480x640); a pair
     that would not fit in the available memory is refused before it is read.
     """

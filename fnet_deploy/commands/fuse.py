@@ -24,7 +24,8 @@ from fnet_deploy.data.images import can_encode
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode, resolve_device
-from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
+from fnet_deploy.model.checkpoint import resolve_weights
+from fnet_deploy.runtime.backends.select import fastest_runner
 from fnet_deploy.views import Layout
 
 
@@ -98,13 +99,16 @@ def fuse(
         raise InputError(out, f"cannot write an image as '{out.suffix}' (use .png, .jpg, .tif)")
     check_output(out, "--out", folder=folders, inputs=(ir, vis))
     torch_device = resolve_device(device)
-    model, info = load_fnet(resolve_weights(weights), torch_device)
-    fuser = ImageFuser(model, torch_device, options, notify=console.print)
-    if not folders:
-        fuser.fuse_to_file(ir, vis, out)
-        console.print(f"fused {ir.name} + {vis.name} -> {out}  (weights: {info.path.name})")
-        return
-    _fuse_folders(fuser, ir, vis, out)
+    runner, info = fastest_runner(resolve_weights(weights), device, notify=console.print)
+    fuser = ImageFuser(runner, info.config, torch_device, options, notify=console.print)
+    try:
+        if not folders:
+            fuser.fuse_to_file(ir, vis, out)
+            console.print(f"fused {ir.name} + {vis.name} -> {out}  (weights: {info.path.name})")
+            return
+        _fuse_folders(fuser, ir, vis, out)
+    finally:
+        runner.deactivate()
 
 
 def _fuse_folders(fuser: ImageFuser, ir_dir: Path, vis_dir: Path, out_dir: Path) -> None:

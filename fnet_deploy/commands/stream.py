@@ -87,7 +87,12 @@ def stream(
     ] = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="torch, onnxruntime or tensorrt (default: by the model file's type)."),
+        typer.Option(
+            help="torch (deploy form), torch-training (the reference), onnxruntime or tensorrt. "
+            "Default: by the model file's type; weights run as their fastest exact form on the "
+            "device (CPU: the deploy form exported once to a cached ONNX model for ONNX Runtime; "
+            "CUDA: the PyTorch deploy form)."
+        ),
     ] = None,
     device: Annotated[
         str, typer.Option(help="cpu, cuda[:N]; tensorrt[:N] for ONNX Runtime's TensorRT EP.")
@@ -237,7 +242,8 @@ def stream(
     )
     run_stats = RunStats()
     stop = StopFlag()
-    with open_runner(model, backend, device, precision, weights) as runner:
+    runner = open_runner(model, backend, device, precision, weights, notify=console.print)
+    with runner:
         run_stats.info.update(
             {
                 "backend": runner.name,

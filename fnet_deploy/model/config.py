@@ -44,6 +44,14 @@ class ModelConfig:
         if self.threshold not in ("l0", "l1"):
             raise ValueError(f"threshold must be 'l0' or 'l1', got {self.threshold!r}")
 
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel depends on, in each direction.
+
+        The longest convolution chain is LZSC_u (1 + 2N), Cu, LZSC_z (1 + 2N), Dz.
+        """
+        return (2 * (1 + 2 * self.iterations) + 2) * (self.kernel_size // 2)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form."""
         return asdict(self)

@@ -18,9 +18,10 @@ reparameterisation:
 
 The published model's 62 convolutions become 30 with the same multiply-accumulate count.
 Options (:class:`DeployOptions`, measured in docs/performance.md): all ``W_k e`` of a block in
-one C -> F (N + 1) convolution (bought nothing on CPU, off by default), and the convolutions
+one C -> F (N + 1) convolution (bought nothing on CPU, off by default), the convolutions
 with few outputs as taps plus ``Col2Im`` (:class:`TapConv`; fast on ONNX Runtime CPU, not
-supported by TensorRT, off by default).
+supported by TensorRT, off by default), and the gate's sigmoid written with ``Exp`` (accurate on
+ONNX Runtime CPU, off by default).
 
 Folding is done in float64 and the result stored in the requested dtype; in float64 the deploy
 form equals the training form to rounding (about 1e-15).
@@ -50,10 +51,17 @@ class DeployOptions:
             tails) as a 1x1 convolution to C K^2 tap images plus a shift-and-sum (``fold``,
             ONNX ``Col2Im``, opset >= 18), see :class:`TapConv`. Several times faster on ONNX
             Runtime's CPU provider, slower in eager PyTorch, and not supported by TensorRT.
+        exp_gate: compute the smooth-l0 gate ``sigmoid(z)`` as ``1 / (1 + exp(-z))``. ONNX
+            Runtime's CPU ``Sigmoid`` is a fast approximation (absolute error about 1e-7, so a
+            large relative error for z below -10, common on dark images) that puts its result
+            up to 0.3 grey levels off; with ``Exp`` it is as accurate as PyTorch's float32, at
+            the same speed (docs/performance.md). Off by default: float16 graphs keep the one
+            ``Sigmoid`` (no ``Exp`` that overflows).
     """
 
     merge_encoders: bool = False
     col2im: bool = False
+    exp_gate: bool = False
 
     def to_dict(self) -> dict[str, bool]:
         """Plain JSON-serialisable form."""
@@ -106,20 +114,22 @@ class FoldedThreshold:
     """One step's threshold with its constants folded (python floats, so any dtype works).
 
     ``l0``: ``sign(x) * (|x| - shift) * sigmoid(gain * |x| - offset)`` with ``shift = alpha
-    theta``, ``gain = gamma``, ``offset = gamma theta``. ``l1``: ``sign(x) * relu(|x| - shift)``
-    with ``shift = theta``.
+    theta``, ``gain = gamma``, ``offset = gamma theta`` (the sigmoid as ``1 / (1 + exp(offset -
+    gain * |x|))`` with ``exp_gate``, see :class:`DeployOptions`). ``l1``: ``sign(x) *
+    relu(|x| - shift)`` with ``shift = theta``.
     """
 
     kind: ThresholdKind
     shift: float
     gain: float
     offset: float
+    exp_gate: bool = False
 
     @classmethod
-    def fold(cls, config: ModelConfig, theta: float) -> FoldedThreshold:
+    def fold(cls, config: ModelConfig, theta: float, exp_gate: bool = False) -> FoldedThreshold:
         """The threshold of ``config`` at ``theta``."""
         if config.threshold == "l0":
-            return cls("l0", config.alpha * theta, config.gamma, config.gamma * theta)
+            return cls("l0", config.alpha * theta, config.gamma, config.gamma * theta, exp_gate)
         return cls("l1", theta, 0.0, 0.0)
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -128,7 +138,10 @@ class FoldedThreshold:
         sign = torch.sign(x)
         magnitude = x * sign
         if self.kind == "l0":
-            gate = torch.sigmoid(magnitude * self.gain - self.offset)
+            if self.exp_gate:
+                gate = torch.reciprocal(1.0 + torch.exp(self.offset - magnitude * self.gain))
+            else:
+                gate = torch.sigmoid(magnitude * self.gain - self.offset)
             return sign * (magnitude - self.shift) * gate
         return sign * torch.relu(magnitude - self.shift)
 
@@ -173,7 +186,9 @@ class DeployLZSC(nn.Module):
                 self.mixes.append(_conv_with(torch.cat(parts, dim=1), dtype))
         self.keep = [1.0 + rho for rho in rhos]
         self.momentum = list(rhos)
-        self.gates = [FoldedThreshold.fold(block.config, theta) for theta in thetas]
+        self.gates = [
+            FoldedThreshold.fold(block.config, theta, options.exp_gate) for theta in thetas
+        ]
 
     def forward(self, e: Tensor) -> Tensor:
         """Code x_N (B x F x H x W) of ``e`` (B x C x H x W)."""

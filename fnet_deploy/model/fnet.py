@@ -90,12 +90,9 @@ class FNet(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        """Pixels of context each output pixel depends on, in each direction.
-
-        The longest convolution chain is LZSC_u (1 + 2N), Cu, LZSC_z (1 + 2N), Dz.
-        """
-        depth = 2 * self.unique_ir.depth + 2
-        return depth * (self.config.kernel_size // 2)
+        """Pixels of context each output pixel depends on, in each direction
+        (:attr:`ModelConfig.receptive_radius`)."""
+        return self.config.receptive_radius
 
 
 class IFNet(nn.Module):

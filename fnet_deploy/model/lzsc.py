@@ -112,8 +112,3 @@ class LZSC(nn.Module):
             x_prev2, x_prev = x_prev, x
         assert x_prev is not None
         return x_prev
-
-    @property
-    def depth(self) -> int:
-        """Longest chain of convolutions from input to output (1 + 2N)."""
-        return 1 + 2 * (len(self.steps) - 1)

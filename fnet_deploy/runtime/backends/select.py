@@ -1,24 +1,34 @@
-"""Choosing a runner: by ``--backend``, or by the model file's type.
+"""Choosing a runner: by ``--backend``, or by the model file's type and the device.
 
-- no model, ``.pth``, ``.safetensors``: ``torch`` (:class:`TorchRunner`, training form);
+- no model, ``.pth``, ``.safetensors`` without ``--backend``: the fastest exact form of the
+  weights on the device (:func:`fastest_runner`): on a CPU with ONNX Runtime (and the exporter,
+  onnx and onnxscript) installed, the deploy form exported once to a cached ONNX model with
+  ``col2im`` (:mod:`fnet_deploy.export.onnx_cache`) run by :class:`OnnxRunner`; otherwise, and on
+  CUDA, the PyTorch deploy form (:class:`TorchRunner`);
+- ``--backend torch``: the PyTorch deploy form; ``--backend torch-training``: the PyTorch
+  training form (the reference the other forms are measured against);
 - ``.onnx``: ``onnxruntime`` (:class:`OnnxRunner`);
 - ``.engine``, ``.plan``: ``tensorrt`` (:class:`TensorRTRunner`).
 
-A missing optional dependency is reported as :class:`MissingDependencyError` naming the extra
-to install, before anything is loaded.
+A missing optional dependency of an asked-for backend is reported as
+:class:`MissingDependencyError` naming the extra to install, before anything is loaded; the
+default choice falls back to PyTorch instead, saying so in one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, cast
 
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.atomic import check_writable
+from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.model.checkpoint import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.optional import require
 from fnet_deploy.runtime.backends.base import Runner
 
-Backend = Literal["torch", "onnxruntime", "tensorrt"]
-BACKENDS: tuple[Backend, ...] = ("torch", "onnxruntime", "tensorrt")
+Backend = Literal["torch", "torch-training", "onnxruntime", "tensorrt"]
+BACKENDS: tuple[Backend, ...] = ("torch", "torch-training", "onnxruntime", "tensorrt")
 
 _BY_SUFFIX: dict[str, Backend] = {
     ".pth": "torch",
@@ -30,6 +40,7 @@ _BY_SUFFIX: dict[str, Backend] = {
 }
 _REQUIRES: dict[Backend, tuple[str, ...]] = {
     "torch": (),
+    "torch-training": (),
     "onnxruntime": ("onnxruntime",),
     "tensorrt": ("tensorrt", "cuda"),
 }
@@ -56,57 +67,58 @@ def open_runner(
     precision: str | None = None,
     weights: str | Path | None = None,
     emulate_fp16: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> Runner:
     """A (not yet activated) runner for a model file or weights.
 
     Args:
         model: an exported ``.onnx``, a TensorRT ``.engine`` / ``.plan``, a weights file
-            (``.pth`` / ``.safetensors``), or ``None`` to run ``weights`` with PyTorch.
-        backend: ``torch``, ``onnxruntime`` or ``tensorrt``; ``None`` chooses by file type.
+            (``.pth`` / ``.safetensors``), or ``None`` to run ``weights``.
+        backend: ``torch`` (deploy form), ``torch-training`` (training form), ``onnxruntime`` or
+            ``tensorrt``; ``None`` chooses by file type, and for weights the fastest exact form
+            on the device (:func:`fastest_runner`).
         device: ``cpu`` / ``cuda[:N]`` (torch); ``cpu`` / ``cuda[:N]`` / ``tensorrt[:N]``
             (onnxruntime execution providers); ``cuda[:N]`` (tensorrt; ``cpu`` is taken as
             ``cuda:0``).
         precision: ``fp32`` / ``fp16`` (torch: the compute precision, default fp32); for
             exported models a check that the file has this precision (``None``: any).
-        weights: the weights for the torch backend when ``model`` is ``None`` (``None``: the
-            packaged default).
+        weights: the weights when ``model`` is ``None`` (``None``: the packaged default).
         emulate_fp16: onnxruntime on ``cpu`` only: run an FP16 model as its float16 emulation
             (what a parity check on a CPU should measure; see :class:`OnnxRunner`).
+        notify: told in one line what the default choice did beyond the obvious (a first
+            export into the cache, a fallback to PyTorch).
 
     Raises:
         FnetError: contradictory arguments or an unknown backend.
-        InputError: an unknown model file type.
+        InputError: an unknown model file type (or, for the default choice, unreadable
+            weights).
         MissingDependencyError: the backend's optional packages are not installed.
     """
     path = Path(model) if model is not None else None
     if backend is not None and backend not in BACKENDS:
         raise FnetError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     chosen = cast(Backend, backend) if backend else (backend_for(path) if path else "torch")
-    if path is not None and backend_for(path) != chosen:
+    family = "torch" if chosen == "torch-training" else chosen
+    if path is not None and backend_for(path) != family:
         raise FnetError(
             f"{path.name} is a {backend_for(path)} model; the {chosen} backend cannot run it"
         )
     for module in _REQUIRES[chosen]:
         require(module)
-    if chosen == "torch":
-        import torch
-
-        from fnet_deploy.model.checkpoint import resolve_weights
+    if family == "torch":
         from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 
         if path is not None and weights is not None:
             raise FnetError("give the weights once: as the model or as --weights, not both")
-        if precision not in (None, "fp32", "fp16"):
-            raise FnetError(f"the torch backend runs fp32 or fp16, not {precision!r}")
-        try:
-            torch.device(device)
-        except RuntimeError:
-            raise FnetError(
-                f"torch backend: unknown device {device!r} (cpu, cuda or cuda:N)"
-            ) from None
+        _check_torch_options(device, precision)
         source = path if path is not None else resolve_weights(weights)
+        if backend is None:
+            return fastest_runner(source, device, precision, notify)[0]
         return TorchRunner(
-            source, device=device, precision="fp16" if precision == "fp16" else "fp32"
+            source,
+            device=device,
+            precision="fp16" if precision == "fp16" else "fp32",
+            form="training" if chosen == "torch-training" else "deploy",
         )
     if path is None:
         raise FnetError(
@@ -123,3 +135,93 @@ def open_runner(
     return TensorRTRunner(
         path, device="cuda:0" if device == "cpu" else device, expected_precision=precision
     )
+
+
+def _check_torch_options(device: str, precision: str | None) -> str:
+    """The type (``cpu``, ``cuda``) of a device PyTorch can run weights on in ``precision``.
+
+    Raises:
+        FnetError: an unknown device or precision.
+    """
+    import torch
+
+    if precision not in (None, "fp32", "fp16"):
+        raise FnetError(f"the torch backend runs fp32 or fp16, not {precision!r}")
+    try:
+        return torch.device(device).type
+    except RuntimeError:
+        raise FnetError(f"torch backend: unknown device {device!r} (cpu, cuda or cuda:N)") from None
+
+
+def fastest_runner(
+    weights: str | Path,
+    device: str = "cpu",
+    precision: str | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> tuple[Runner, WeightsInfo]:
+    """A (not yet activated) runner of the fastest exact form of ``weights`` on ``device``.
+
+    - ``cpu`` in fp32, with onnx, onnxscript and onnxruntime installed: the deploy form with
+      ``col2im``, exported once into the cache when the runner first activates
+      (:class:`CachedOnnxRunner`), run by ONNX Runtime's CPU provider;
+    - otherwise (CUDA, fp16, those packages missing or the cache folder not writable): the
+      PyTorch deploy form, in fp32 unless ``precision`` is ``fp16``.
+
+    Every form computes the training form's function; only float32 rounding differs (judged
+    against float64 in tests/test_fastest.py).
+
+    Args:
+        weights: a ``.safetensors`` / published ``.pth`` file; loaded (and checked) here.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``None`` / ``fp32`` or ``fp16`` (CUDA).
+        notify: told in one line about a first export (on activation) or a fallback to
+            PyTorch.
+
+    Returns:
+        The runner, and what the weights file says about itself (config, sha256).
+
+    Raises:
+        FnetError: an unknown device or precision.
+        CheckpointError: the weights cannot be loaded.
+    """
+    from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+
+    kind = _check_torch_options(device, precision)
+    model, info = load_fnet(weights)
+    if kind == "cpu" and precision in (None, "fp32") and _can_cache_onnx(info, notify):
+        from fnet_deploy.runtime.backends.cached_onnx_runner import CachedOnnxRunner
+
+        return CachedOnnxRunner(model, info, notify), info
+    runner = TorchRunner(
+        info.path, device, "fp16" if precision == "fp16" else "fp32", form="deploy"
+    )
+    return runner, info
+
+
+def _can_cache_onnx(info: WeightsInfo, notify: Callable[[str], None] | None) -> bool:
+    """Whether the packages the cached ONNX form needs are installed and its cache folder can be
+    written; if not, says so through ``notify`` (the caller then runs PyTorch)."""
+    say = notify or (lambda _: None)
+    missing: list[str] = []
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            require(module)
+        except MissingDependencyError:
+            missing.append(module)
+        except FnetError as err:
+            say(f"running the PyTorch deploy form ({err})")
+            return False
+    if missing:
+        say(
+            f"running the PyTorch deploy form; ONNX Runtime runs it faster on a CPU with "
+            f"{', '.join(missing)} installed (pip install 'fnet-deploy[export,onnx]')"
+        )
+        return False
+    from fnet_deploy.export.onnx_cache import cached_path
+
+    try:
+        check_writable(cached_path(info.sha256))
+    except InputError as err:
+        say(f"running the PyTorch deploy form: the ONNX export cannot be cached ({err})")
+        return False
+    return True

@@ -13,9 +13,12 @@ from torch import nn
 
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model.checkpoint import load_fnet
+from fnet_deploy.model.deploy import to_deploy
 from fnet_deploy.runtime.backends.base import OUTPUT_NAME, Runner
 
 Precision = Literal["fp32", "fp16"]
+Form = Literal["deploy", "training"]
+FORMS: tuple[Form, ...] = ("deploy", "training")
 
 
 class TorchRunner(Runner):
@@ -25,6 +28,10 @@ class TorchRunner(Runner):
 
     Args:
         model: a model, or a zero-argument callable / weights path that produces one.
+        form: what a weights path is run as: ``deploy`` (:func:`fnet_deploy.model.deploy.
+            to_deploy`: the same function with 30 instead of 62 convolutions, 1.4x faster on a
+            CPU, see docs/performance.md) or ``training`` (the FNet as trained, the reference);
+            a model or callable is run as it is.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp16`` computes in half precision (CUDA only); inputs and outputs stay
             float32.
@@ -47,6 +54,7 @@ class TorchRunner(Runner):
         device: str = "cpu",
         precision: Precision = "fp32",
         *,
+        form: Form = "deploy",
         compile: bool = False,
         channels_last: bool = False,
         cuda_graph: bool = False,
@@ -55,6 +63,7 @@ class TorchRunner(Runner):
         self._source = model
         self.device = torch.device(device)
         self.precision = precision
+        self.form = form
         self.compile = compile
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.cuda_graph = cuda_graph
@@ -74,7 +83,8 @@ class TorchRunner(Runner):
         if isinstance(source, nn.Module):
             model = source
         elif isinstance(source, (str, Path)):
-            model = load_fnet(source)[0]
+            trained = load_fnet(source)[0]
+            model = to_deploy(trained) if self.form == "deploy" else trained
         else:
             model = source()
         dtype = torch.float16 if self.precision == "fp16" else torch.float32

@@ -214,7 +214,7 @@ def _can_cache_onnx(info: WeightsInfo, notify: Callable[[str], None] | None) -> 
     if missing:
         say(
             f"running the PyTorch deploy form; ONNX Runtime runs it faster on a CPU with "
-            f"{', '.join(missing)} installed (pip install 'fnet-deploy[export,onnx]')"
+            f"{', '.join(missing)} installed (pip install 'fnet-deploy[onnx]')"
         )
         return False
     from fnet_deploy.export.onnx_cache import cached_path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 from fnet_deploy.baselines import average
 from fnet_deploy.cli import app
-from fnet_deploy.metrics import compute_metrics
+from fnet_deploy.metrics import compute_metrics, report
 from fnet_deploy.metrics.report import read_gray
 from tests.conftest import fixture_path
 
@@ -123,3 +125,31 @@ def test_a_method_name_used_twice_is_refused(dataset: Path) -> None:
     assert code == 2 and "method name 'average' given twice" in output
     code, output = invoke(*pairs, "--baseline", "max", "--baseline", "max")
     assert code == 2 and "method name 'max' given twice" in output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_eval_keeps_the_images_it_finished(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    # The signal arrives while the metrics of the second image (of three) are computed.
+    computed: list[int] = []
+
+    def compute_then_signal(*args: object, **kwargs: object) -> object:
+        computed.append(1)
+        if len(computed) == 2:
+            os.kill(os.getpid(), signum)
+        return compute_metrics(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(report, "compute_metrics", compute_then_signal)
+    out = dataset / "r"
+    pairs = ("--ir", str(dataset / "ir"), "--vis", str(dataset / "vi"))
+    result = CliRunner().invoke(app, ["eval", *pairs, "--baseline", "average", "--out", str(out)])
+    assert result.exit_code == 128 + signum, result.output
+    assert "interrupted" in result.stderr and "1 of 3 images" in result.stderr
+    document = json.loads((out / "results.json").read_text())
+    stopped_by = signal.Signals(signum).name
+    assert document["partial"] == {"stopped_by": stopped_by, "images": 1, "of": 3}
+    assert list(document["methods"]["average"]["images"]) == ["19.png"]
+    with (out / "results.csv").open() as handle:
+        assert [row["image"] for row in csv.DictReader(handle)] == ["19.png"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are restored

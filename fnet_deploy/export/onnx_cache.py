@@ -27,7 +27,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import onnx
 import torch
 
 from fnet_deploy import __version__
@@ -42,6 +41,7 @@ from fnet_deploy.export.onnx_export import (
 from fnet_deploy.model.checkpoint import WeightsInfo
 from fnet_deploy.model.deploy import DeployOptions
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.optional import require
 
 CACHE_ENV = "FNET_DEPLOY_CACHE"
 """Environment variable naming the cache folder (overrides the XDG default)."""
@@ -71,7 +71,7 @@ def cache_key(weights_sha256: str, spec: OnnxSpec) -> str:
         "deploy_options": spec.options.to_dict(),
         "fnet_deploy": __version__,
         "torch": torch.__version__,
-        "onnx": onnx.__version__,
+        "onnx": importlib.metadata.version("onnx"),
         "onnxscript": importlib.metadata.version("onnxscript"),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -84,6 +84,7 @@ def cached_path(weights_sha256: str, spec: OnnxSpec = CPU_SPEC) -> Path:
 
 def is_current(path: Path, key: str) -> bool:
     """Whether ``path`` is a readable, valid ONNX model that records ``key``."""
+    onnx = require("onnx")
     try:
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)

@@ -116,3 +116,12 @@ def random_images(shape: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, np
     a = cv2.GaussianBlur(rng.random(shape, dtype=np.float32), (0, 0), 2.0)
     b = cv2.GaussianBlur(rng.random(shape, dtype=np.float32), (0, 0), 2.0)
     return a, b
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run fastest on one thread (and do not fight other jobs for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ same code runs eagerly and is compared with the plain step it replaces.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,12 +36,7 @@ from tests.test_train import TINY, assert_same_tensors, log_rows, tiny
 SMALL = ModelConfig(filters=4, kernel_size=3, iterations=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

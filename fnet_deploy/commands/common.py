@@ -25,6 +25,7 @@ from rich.progress import (
 from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.signals import stop_signals_handled
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,12 +76,8 @@ def interrupt_on_signals() -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
         raise Interrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals_handled(handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def option_name(parameter: str) -> str:

@@ -38,6 +38,7 @@ from fnet_deploy.runtime.sinks import Sink
 from fnet_deploy.runtime.sources import Frame, Source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.sync import FramePairer, Paired, Unpaired, default_max_skew
+from fnet_deploy.signals import stop_signals_handled
 from fnet_deploy.views import Layout, compose_view
 
 log = logging.getLogger("fnet_deploy.runtime")
@@ -95,9 +96,6 @@ def stop_on_signals(stop: StopFlag) -> Iterator[None]:
 
     Only the main thread can install signal handlers; elsewhere this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -106,12 +104,8 @@ def stop_on_signals(stop: StopFlag) -> Iterator[None]:
         log.warning("%s received: finishing the current frame and closing the output", name)
         stop.set(f"signal {name}")
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals_handled(handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 class StreamPipeline:

@@ -35,7 +35,6 @@ import contextlib
 import csv
 import math
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.checkpoint import load_fnet, save_fnet
 from fnet_deploy.optional import require
+from fnet_deploy.signals import stop_signals_handled
 from fnet_deploy.training import distributed
 from fnet_deploy.training.batches import BatchSource, CachedCrops, DeviceImages, LoadedCrops
 from fnet_deploy.training.checkpoint import (
@@ -219,7 +219,6 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self.signum: int = signal.SIGINT
-        self._saved: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
@@ -230,16 +229,8 @@ class StopRequest:
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequest]:
         """Install the handlers for the duration of the ``with`` block."""
-        if threading.current_thread() is not threading.main_thread():
+        with stop_signals_handled(self._handle):
             yield self
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._saved[signum] = signal.signal(signum, self._handle)
-        try:
-            yield self
-        finally:
-            for number, handler in self._saved.items():
-                signal.signal(number, handler)
 
 
 def _ignore_interrupts(_worker: int) -> None:

@@ -130,6 +130,7 @@ def test_fuse_without_onnxruntime_fuses_with_one_info_line(
     assert result.exit_code == 0, result.output
     info, _, done = " ".join(result.output.split()).partition(" fused ")
     assert info.startswith("running the PyTorch deploy form;") and "onnxruntime" in info
+    assert "pip install 'fnet-deploy[onnx]'" in info  # printed as text, not as rich markup
     assert done.startswith(f"{ir.name} + {vis.name}") and "Traceback" not in result.output
     assert cv2.imread(str(out)).shape[:2] == (64, 80)
 

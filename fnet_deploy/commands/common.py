@@ -32,6 +32,12 @@ R = TypeVar("R")
 
 console = Console(stderr=True)
 
+
+def notice(text: str) -> None:
+    """Print a status line on stderr as plain text (no rich markup: ``[onnx]`` stays)."""
+    console.print(text, markup=False, highlight=False)
+
+
 WeightsOption = Annotated[
     Path | None,
     typer.Option(

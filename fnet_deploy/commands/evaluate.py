@@ -19,6 +19,7 @@ from fnet_deploy.commands.common import (
     check_output,
     console,
     interrupt_on_signals,
+    notice,
     progress_bar,
     reports_errors,
     signal_exit_code,
@@ -146,7 +147,7 @@ def evaluate_command(
     speed: dict[str, float] = {}
     if weights is not None:
         torch_device = resolve_device(device)
-        runner, info = fastest_runner(weights, device, notify=console.print)
+        runner, info = fastest_runner(weights, device, notify=notice)
         methods[name] = out / "fused" / name
         with runner:  # activated (exported, if need be) before the timed fusions
             fuser = ImageFuser(runner, info.config, torch_device, FuseOptions(luminance="gray"))

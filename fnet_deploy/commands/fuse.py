@@ -15,6 +15,7 @@ from fnet_deploy.commands.common import (
     WeightsOption,
     check_output,
     console,
+    notice,
     parse_percentiles,
     progress_bar,
     reports_errors,
@@ -99,8 +100,8 @@ def fuse(
         raise InputError(out, f"cannot write an image as '{out.suffix}' (use .png, .jpg, .tif)")
     check_output(out, "--out", folder=folders, inputs=(ir, vis))
     torch_device = resolve_device(device)
-    runner, info = fastest_runner(resolve_weights(weights), device, notify=console.print)
-    fuser = ImageFuser(runner, info.config, torch_device, options, notify=console.print)
+    runner, info = fastest_runner(resolve_weights(weights), device, notify=notice)
+    fuser = ImageFuser(runner, info.config, torch_device, options, notify=notice)
     try:
         if not folders:
             fuser.fuse_to_file(ir, vis, out)

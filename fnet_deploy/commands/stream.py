@@ -21,6 +21,7 @@ from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.commands.common import (
     check_output,
     console,
+    notice,
     parse_pair,
     parse_percentiles,
     reports_errors,
@@ -242,7 +243,7 @@ def stream(
     )
     run_stats = RunStats()
     stop = StopFlag()
-    runner = open_runner(model, backend, device, precision, weights, notify=console.print)
+    runner = open_runner(model, backend, device, precision, weights, notify=notice)
     with runner:
         run_stats.info.update(
             {

@@ -184,6 +184,7 @@ def fastest_runner(
         FnetError: an unknown device or precision.
         CheckpointError: the weights cannot be loaded.
     """
+    from fnet_deploy.model.deploy import to_deploy
     from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 
     kind = _check_torch_options(device, precision)
@@ -192,8 +193,9 @@ def fastest_runner(
         from fnet_deploy.runtime.backends.cached_onnx_runner import CachedOnnxRunner
 
         return CachedOnnxRunner(model, info, notify), info
+    # The weights are loaded once, here: the runner converts the loaded model when it activates.
     runner = TorchRunner(
-        info.path, device, "fp16" if precision == "fp16" else "fp32", form="deploy"
+        lambda: to_deploy(model), device, "fp16" if precision == "fp16" else "fp32", form="deploy"
     )
     return runner, info
 

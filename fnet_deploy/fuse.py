@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from fnet_deploy.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import (
@@ -29,7 +30,6 @@ from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import available_memory, gib
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.tiling import tiled_forward
-from fnet_deploy.runtime.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.views import Layout, compose_view
 
 ResizeMode = Literal["none", "ir-to-vis", "vis-to-ir"]
@@ -64,24 +64,11 @@ class FuseOptions:
     layout: Layout = "fused"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``, checked against what this machine has."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FnetError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FnetError(f"--device {name}: CUDA is not available on this machine (use cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise FnetError(f"--device {name}: expected cpu or cuda")
-    return device
-
-
 class ImageFuser:
     """Fuses pairs of images with one activated runner (any form of FNet, any backend).
 
     Args:
-        runner: a runner, e.g. from :func:`fnet_deploy.runtime.backends.select.fastest_runner`;
+        runner: a runner, e.g. from :func:`fnet_deploy.backends.select.fastest_runner`;
             activated on the first fusion, once that pair's files have been read (so bad inputs
             are refused before a model is loaded or exported); the caller deactivates it.
         config: the model's configuration (receptive radius for tiles, memory estimate).

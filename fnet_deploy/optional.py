@@ -4,8 +4,8 @@ Every import of an optional package goes through :func:`require`: it returns the
 raises :class:`~fnet_deploy.errors.MissingDependencyError` (one line naming the extra to
 install; the CLI exits with code 2). Commands call it for everything they will need before any
 work starts; the code that uses a package calls it again where it imports it (a dictionary
-lookup once imported). The modules built on ONNX itself (:mod:`fnet_deploy.export.onnx_export`,
-:mod:`fnet_deploy.export.fp16`) import ``onnx`` at the top for its types and are imported only
+lookup once imported). The modules built on ONNX itself (:mod:`fnet_deploy.backends.onnx_graph`,
+:mod:`fnet_deploy.backends.fp16`) import ``onnx`` at the top for its types and are imported only
 after ``require("onnx")``.
 """
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.matrix import Cell, add_speedups, run_cell
 from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import Timing, time_runner
 from fnet_deploy.cli import app
 from fnet_deploy.model import FNet, ModelConfig
-from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=1)
 

@@ -196,7 +196,10 @@ def test_folders_with_unpaired_and_broken_files(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--device", "banana"], "--device 'banana': expected cpu, cuda or cuda:N"),
+        (
+            ["--device", "banana"],
+            "--device 'banana': unknown device (PyTorch runs on cpu, cuda[:N])",
+        ),
         (["--ir-percentiles", "99,1"], "--ir-percentiles expects low,high with low < high"),
         (["--ir-percentiles", "-5,200"], "--ir-percentiles expects percentiles between 0 and 100"),
     ],

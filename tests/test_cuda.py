@@ -21,11 +21,11 @@ import pytest
 import torch
 
 from fnet_deploy.assets import sample_pair
+from fnet_deploy.backends.torch_runner import Precision, TorchRunner
 from fnet_deploy.cuda_math import tf32_convolutions
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model import FNet, IFNet, load_fnet
 from fnet_deploy.model.deploy import to_deploy
-from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
 from fnet_deploy.training.config import OptimConfig, load_config
 from fnet_deploy.training.dataset import load_pair
 from fnet_deploy.training.ema import ModelEMA

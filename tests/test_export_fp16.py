@@ -19,12 +19,12 @@ import torch
 from onnx import TensorProto
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.export.fp16 import float16_emulation, float16_problems
-from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
+from fnet_deploy.backends.fp16 import float16_emulation, float16_problems
+from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
+from fnet_deploy.backends.onnx_runner import OnnxRunner
 from fnet_deploy.export.parity import ErrorStats, read_pair
 from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
-from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 from tests.conftest import fixture_pair
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from fnet_deploy import __version__
-from fnet_deploy.errors import FnetError
-from fnet_deploy.export.onnx_export import (
+from fnet_deploy.backends.onnx_graph import (
     OnnxSpec,
     build_metadata,
     build_onnx,
@@ -20,9 +19,10 @@ from fnet_deploy.export.onnx_export import (
     read_metadata,
     save_onnx,
 )
+from fnet_deploy.backends.onnx_runner import OnnxRunner
+from fnet_deploy.errors import FnetError
 from fnet_deploy.model import FNet, ModelConfig, WeightsInfo, load_fnet, save_fnet
 from fnet_deploy.model.deploy import DeployOptions
-from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)

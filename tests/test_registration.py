@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.model import FNet, ModelConfig
-from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import (

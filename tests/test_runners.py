@@ -12,13 +12,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from fnet_deploy.backends.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
+from fnet_deploy.backends.onnx_runner import OnnxRunner, execution_providers
+from fnet_deploy.backends.select import backend_for, open_runner
+from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
+from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
-from fnet_deploy.export.onnx_export import OnnxSpec, build_metadata, build_onnx, save_onnx
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
-from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner, execution_providers
-from fnet_deploy.runtime.backends.select import backend_for, open_runner
-from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
-from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=1)
@@ -80,7 +80,7 @@ def test_open_runner_refuses_contradictions(tiny_files: tuple[Path, Path]) -> No
         open_runner(None, backend="onnxruntime", weights=weights)
     with pytest.raises(FnetError, match="give the weights once"):
         open_runner(weights, weights=weights)
-    with pytest.raises(FnetError, match="unknown device 'gpu0'"):
+    with pytest.raises(FnetError, match="--device 'gpu0': unknown device"):
         open_runner(weights, device="gpu0")
 
 
@@ -160,11 +160,13 @@ def test_execution_providers_by_device(tmp_path: Path) -> None:
     assert [p if isinstance(p, str) else p[0] for p in trt[1:]] == gpu[1:]
     with pytest.raises(FnetError, match="install onnxruntime-gpu"):
         execution_providers("cuda", ["CPUExecutionProvider"], tmp_path)
-    with pytest.raises(FnetError, match="unknown device 'gpu'"):
+    with pytest.raises(FnetError, match="--device 'gpu': unknown device"):
         execution_providers("gpu", gpu, tmp_path)
 
 
 def test_tensorrt_runner_accepts_only_cuda_devices() -> None:
-    with pytest.raises(FnetError, match="expected cuda or cuda:N, got 'cpu'"):
+    with pytest.raises(
+        FnetError, match=r"--device 'cpu': unknown device \(TensorRT runs on cuda\[:N\]\)"
+    ):
         TensorRTRunner("fnet.engine", device="cpu")
     assert TensorRTRunner("fnet.engine", device="cuda:1").device_index == 1

@@ -14,12 +14,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fnet_deploy.backends.select import fastest_runner
+from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.cli import app
 from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import FuseOptions, ImageFuser
 from fnet_deploy.model import FNet, ModelConfig
-from fnet_deploy.runtime.backends.select import fastest_runner
-from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 from fnet_deploy.runtime.calibration import estimate_from_images
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
@@ -316,7 +316,7 @@ def test_stream_command_default_sequence(
         (["--registration", "missing.json"], "calibration file not found"),
         (["--model", "m.gif"], "unknown model type '.gif'"),
         (["--backend", "onnxruntime"], "needs an exported model file"),
-        (["--device", "gpu7", "--weights", "w.pth"], "unknown device 'gpu7'"),
+        (["--device", "gpu7", "--weights", "w.pth"], "--device 'gpu7': unknown device"),
     ],
 )
 def test_stream_command_errors_are_one_clear_line(

@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
-from fnet_deploy.export.engine_info import (
+from fnet_deploy.backends.engine_info import (
     EngineInfo,
     ShapeProfile,
     compatibility_problems,
@@ -25,11 +24,12 @@ from fnet_deploy.export.engine_info import (
     sidecar_path,
     write_sidecar,
 )
+from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
+from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.export.parity import ErrorStats, ImagePair, read_pair
 from fnet_deploy.export.tensorrt_build import calibration_batches, calibration_key
 from fnet_deploy.model import FNet
 from fnet_deploy.model.checkpoint import file_sha256
-from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
 from tests.conftest import shared_path
 
 PROFILE = ShapeProfile((1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 128, 128))
@@ -40,7 +40,7 @@ def gpu_skip_reason() -> str | None:
     for module, package in (("tensorrt", "tensorrt"), ("cuda", "cuda-python")):
         if importlib.util.find_spec(module) is None:
             return f"{package} is not installed (pip install 'fnet-deploy[tensorrt]')"
-    from fnet_deploy.export.cuda_buffers import device_count
+    from fnet_deploy.backends.cuda_buffers import device_count
 
     try:
         count = device_count()
@@ -193,7 +193,7 @@ def test_engine_with_sidecar_but_no_tensorrt_names_the_extra(tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def exported(default_model: FNet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(fnet.onnx, fnet_fp16.onnx) of the shipped trained model, as export writes them."""
-    from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
+    from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
 
     folder = tmp_path_factory.mktemp("trt")
     paths = []

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from fnet_deploy import __version__
+from fnet_deploy.backends.base import Runner
+from fnet_deploy.backends.torch_runner import Precision, TorchRunner
 from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import time_runner
@@ -20,8 +22,6 @@ from fnet_deploy.errors import FnetError
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.optional import require
-from fnet_deploy.runtime.backends.base import Runner
-from fnet_deploy.runtime.backends.torch_runner import Precision, TorchRunner
 
 Shape = tuple[int, int, int]
 RunnerFactory = Callable[[FNet, str, str, Shape, Path], Runner]
@@ -112,7 +112,7 @@ def _torch_deploy_variant(
 
 def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -> Path:
     """The deploy form exported once per variant into ``work`` (dynamic N, H, W)."""
-    from fnet_deploy.export.onnx_export import OnnxSpec, build_onnx, save_onnx
+    from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
 
     path = work / f"fnet_{precision}{'_col2im' if col2im else ''}.onnx"
     if not path.exists():
@@ -122,7 +122,7 @@ def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -
 
 
 def _onnxruntime(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
-    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+    from fnet_deploy.backends.onnx_runner import OnnxRunner
 
     return OnnxRunner(_onnx_model(model, precision, work), device)
 
@@ -130,15 +130,15 @@ def _onnxruntime(model: FNet, device: str, precision: str, shape: Shape, work: P
 def _onnxruntime_col2im(
     model: FNet, device: str, precision: str, shape: Shape, work: Path
 ) -> Runner:
-    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+    from fnet_deploy.backends.onnx_runner import OnnxRunner
 
     return OnnxRunner(_onnx_model(model, precision, work, col2im=True), device)
 
 
 def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
-    from fnet_deploy.export.engine_info import ShapeProfile, sidecar_path
+    from fnet_deploy.backends.engine_info import ShapeProfile, sidecar_path
+    from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
     from fnet_deploy.export.tensorrt_build import EngineBuildOptions, build_engine
-    from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
 
     onnx_precision = _onnx_precision(precision)
     cuda = device if torch.device(device).type == "cuda" else "cuda:0"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fnet_deploy.runtime.backends.base import Runner
+from fnet_deploy.backends.base import Runner
 
 
 @dataclass

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.atomic import write_text_atomic
+from fnet_deploy.backends.device import torch_device
 from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.bench.matrix import (
     BACKENDS,
@@ -33,7 +34,6 @@ from fnet_deploy.commands.common import (
     reports_errors,
 )
 from fnet_deploy.errors import FnetError
-from fnet_deploy.fuse import resolve_device
 from fnet_deploy.memory import require_memory
 from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.model.fnet import FNet
@@ -165,8 +165,8 @@ def bench(
         check_output(json_out, "--json", suffixes=(".json",), inputs=(weights,))
     if plot is not None:
         check_output(plot, "--plot", suffixes=(".png", ".pdf", ".svg"), inputs=(weights, json_out))
-    torch_device = resolve_device(device)
-    if torch_device.type == "cuda":
+    compute_device = torch_device(device)
+    if compute_device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # each cell has one shape: let cuDNN pick per shape
     if threads is not None:
         torch.set_num_threads(threads)
@@ -184,7 +184,7 @@ def bench(
     if plot is not None:
         require("matplotlib")
     model = load_fnet(weights)[0] if weights is not None else FNet().eval()
-    if torch_device.type == "cpu":
+    if compute_device.type == "cpu":
         for cell in matrix:
             require_memory(
                 inference_bytes(model.config, cell.height, cell.width, cell.batch),
@@ -196,10 +196,10 @@ def bench(
         with console.status("measuring compute and memory-bandwidth peaks"):
             dtype = (
                 torch.float16
-                if "fp16" in _split(precision) and torch_device.type == "cuda"
+                if "fp16" in _split(precision) and compute_device.type == "cuda"
                 else torch.float32
             )
-            measured = measure_peaks(str(torch_device), dtype)
+            measured = measure_peaks(str(compute_device), dtype)
         console.print(_describe_peaks(measured))
     results = []
     interrupted = False
@@ -216,7 +216,7 @@ def bench(
                     run_cell(
                         cell,
                         model,
-                        str(torch_device),
+                        str(compute_device),
                         measured,
                         warmup,
                         iterations,
@@ -248,7 +248,7 @@ def bench(
         console.print(f"wrote {plot}")
     if json_out is not None:
         document = {
-            "machine": machine_info(str(torch_device)),
+            "machine": machine_info(str(compute_device)),
             "weights": str(weights) if weights else "random init",
             "peaks": asdict(measured) if measured else None,
             "results": [r.to_dict() for r in results],

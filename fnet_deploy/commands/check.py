@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fnet_deploy.backends.base import Runner
+from fnet_deploy.backends.select import open_runner
 from fnet_deploy.commands.common import progress_bar, reports_errors
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.errors import FnetError
@@ -23,13 +25,11 @@ from fnet_deploy.export.parity import (
     iter_pairs,
 )
 from fnet_deploy.model.checkpoint import file_sha256, resolve_weights
-from fnet_deploy.runtime.backends.base import Runner
-from fnet_deploy.runtime.backends.select import open_runner
 
 
 def _recorded(runner: Runner) -> tuple[str, str]:
     """(precision, weights sha256) the model records about itself (``""`` if unknown)."""
-    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+    from fnet_deploy.backends.onnx_runner import OnnxRunner
 
     if isinstance(runner, OnnxRunner):
         return runner.precision, runner.metadata.get("fnet_deploy.weights_sha256", "")

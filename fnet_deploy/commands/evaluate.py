@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fnet_deploy.backends.device import torch_device
+from fnet_deploy.backends.select import fastest_runner
 from fnet_deploy.baselines import BASELINES, Baseline
 from fnet_deploy.commands.common import (
     Interrupted,
@@ -27,7 +29,7 @@ from fnet_deploy.commands.common import (
 from fnet_deploy.data.images import read_ir, read_visible, to_uint8, write_image
 from fnet_deploy.data.pairs import Pair, pair_folders
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import FuseOptions, ImageFuser, resolve_device
+from fnet_deploy.fuse import FuseOptions, ImageFuser
 from fnet_deploy.metrics import METRICS
 from fnet_deploy.metrics.inputs import Convention
 from fnet_deploy.metrics.report import (
@@ -42,7 +44,6 @@ from fnet_deploy.metrics.report import (
 )
 from fnet_deploy.optional import require
 from fnet_deploy.plots import plot_metric_bars
-from fnet_deploy.runtime.backends.select import fastest_runner
 
 
 def _fused_dirs(specs: list[str]) -> dict[str, Path]:
@@ -146,11 +147,11 @@ def evaluate_command(
 
     speed: dict[str, float] = {}
     if weights is not None:
-        torch_device = resolve_device(device)
+        compute_device = torch_device(device)
         runner, info = fastest_runner(weights, device, notify=notice)
         methods[name] = out / "fused" / name
         with runner:  # activated (exported, if need be) before the timed fusions
-            fuser = ImageFuser(runner, info.config, torch_device, FuseOptions(luminance="gray"))
+            fuser = ImageFuser(runner, info.config, compute_device, FuseOptions(luminance="gray"))
             speed[name] = _fuse_all(
                 name, listing.pairs, methods[name], lambda p: fuser.fuse_files(p.ir, p.vis)
             )

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fnet_deploy.assets import sample_pair
+from fnet_deploy.backends.device import torch_device
 from fnet_deploy.bench.cost import inference_bytes, trace_bytes
 from fnet_deploy.commands.common import (
     DeviceOption,
@@ -22,7 +23,7 @@ from fnet_deploy.commands.common import (
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import image_size, read_ir, read_visible
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import IMAGE_BYTES_PER_PIXEL, resolve_device
+from fnet_deploy.fuse import IMAGE_BYTES_PER_PIXEL
 from fnet_deploy.memory import gib, require_memory
 from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
 from fnet_deploy.model.config import ModelConfig
@@ -65,11 +66,11 @@ def explain(
     require("matplotlib")
     from fnet_deploy.explain import explain_images, write_explanation
 
-    torch_device = resolve_device(device)
-    model, info = load_fnet(resolve_weights(weights), torch_device)
+    compute_device = torch_device(device)
+    model, info = load_fnet(resolve_weights(weights), compute_device)
     for path in (vis, ir):
         size = image_size(path)
-        if size is not None and torch_device.type == "cpu":
+        if size is not None and compute_device.type == "cpu":
             require_memory(
                 _explain_bytes(model.config, *size),
                 f"{path}: explaining {size[0]}x{size[1]}",
@@ -84,7 +85,7 @@ def explain(
             f"{vis_image.shape[1]}x{vis_image.shape[0]} (W x H); explain needs a registered pair",
         )
     height, width = ir_image.shape
-    if torch_device.type == "cpu":
+    if compute_device.type == "cpu":
         require_memory(
             _explain_bytes(model.config, width, height),
             f"explaining {width}x{height}",

@@ -11,10 +11,11 @@ import torch
 import typer
 
 from fnet_deploy.assets import sample_pair
+from fnet_deploy.backends.base import Runner
+from fnet_deploy.backends.engine_info import EnginePrecision, ShapeProfile, format_shape
 from fnet_deploy.commands.common import check_output, console, reports_errors
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.errors import FnetError
-from fnet_deploy.export.engine_info import EnginePrecision, ShapeProfile, format_shape
 from fnet_deploy.export.parity import (
     DEFAULT_TOLERANCE,
     ErrorStats,
@@ -27,7 +28,6 @@ from fnet_deploy.model.checkpoint import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.optional import require
-from fnet_deploy.runtime.backends.base import Runner
 
 DEFAULT_PROFILE = ((1, 1, 64, 64), (1, 1, 512, 640), (1, 1, 1088, 1920))
 """Engine profile (min, opt, max N x 1 x H x W) when no --min/--opt/--max-shape is given."""
@@ -122,7 +122,7 @@ def export(
     needed = ["onnxruntime", "onnx", "onnxscript"] + (["tensorrt", "cuda"] if engine else [])
     for module in needed:
         require(module)
-    from fnet_deploy.export.onnx_export import (
+    from fnet_deploy.backends.onnx_graph import (
         MIN_TORCH,
         OnnxSpec,
         build_metadata,
@@ -220,8 +220,8 @@ def _check(reference: Runner, candidate: Runner, pair: ImagePair, batch: int) ->
 
 def _onnx_parity(model: FNet, onnx_paths: dict[str, Path], pair: ImagePair, batch: int) -> int:
     """ORT (CPU) against the PyTorch training form; FP16 through its float16 emulation."""
-    from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
-    from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+    from fnet_deploy.backends.onnx_runner import OnnxRunner
+    from fnet_deploy.backends.torch_runner import TorchRunner
 
     failures = 0
     size = f"{pair.ir.shape[1]}x{pair.ir.shape[0]}"
@@ -259,9 +259,9 @@ def _engines(
     model: FNet, info: WeightsInfo, onnx_paths: dict[str, Path], pair: ImagePair, plan: EnginePlan
 ) -> int:
     """Build the planned engines, then check each against PyTorch on the parity pair."""
+    from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
+    from fnet_deploy.backends.torch_runner import TorchRunner
     from fnet_deploy.export.tensorrt_build import ONNX_PRECISION, EngineBuildOptions, build_engine
-    from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
-    from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 
     profile, device = plan.profile, plan.device
     _, _, opt_h, opt_w = profile.opt

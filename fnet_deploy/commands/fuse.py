@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from fnet_deploy.assets import sample_pair
+from fnet_deploy.backends.device import torch_device
+from fnet_deploy.backends.select import fastest_runner
 from fnet_deploy.commands.common import (
     DeviceOption,
     IrNormOption,
@@ -24,9 +26,8 @@ from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import can_encode
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode, resolve_device
+from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode
 from fnet_deploy.model.checkpoint import resolve_weights
-from fnet_deploy.runtime.backends.select import fastest_runner
 from fnet_deploy.views import Layout
 
 
@@ -99,9 +100,9 @@ def fuse(
     if not folders and not can_encode(out):
         raise InputError(out, f"cannot write an image as '{out.suffix}' (use .png, .jpg, .tif)")
     check_output(out, "--out", folder=folders, inputs=(ir, vis))
-    torch_device = resolve_device(device)
+    compute_device = torch_device(device)
     runner, info = fastest_runner(resolve_weights(weights), device, notify=notice)
-    fuser = ImageFuser(runner, info.config, torch_device, options, notify=notice)
+    fuser = ImageFuser(runner, info.config, compute_device, options, notify=notice)
     try:
         if not folders:
             fuser.fuse_to_file(ir, vis, out)

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fnet_deploy.assets import asset_path
+from fnet_deploy.backends.select import open_runner
 from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.commands.common import (
     check_output,
@@ -33,7 +34,6 @@ from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import require_memory
 from fnet_deploy.model.checkpoint import resolve_weights
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.runtime.backends.select import open_runner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
 from fnet_deploy.runtime.registration import Registrar, Registration

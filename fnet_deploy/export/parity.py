@@ -15,11 +15,11 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import read_ir, read_visible
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 
 ErrorStat = Literal["max", "mean", "p99.9"]
 ERROR_STATS: tuple[ErrorStat, ...] = ("max", "mean", "p99.9")

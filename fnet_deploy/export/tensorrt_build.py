@@ -29,16 +29,16 @@ import numpy as np
 
 from fnet_deploy import __version__
 from fnet_deploy.atomic import write_bytes_atomic
-from fnet_deploy.errors import FnetError
-from fnet_deploy.export.cuda_buffers import (
+from fnet_deploy.backends.base import INPUT_NAMES
+from fnet_deploy.backends.cuda_buffers import (
     DeviceBuffer,
     create_stream,
     destroy_stream,
-    parse_cuda_device,
     select_device,
     synchronize,
 )
-from fnet_deploy.export.engine_info import (
+from fnet_deploy.backends.device import cuda_index
+from fnet_deploy.backends.engine_info import (
     EngineInfo,
     EnginePrecision,
     Shape,
@@ -46,10 +46,10 @@ from fnet_deploy.export.engine_info import (
     format_shape,
     write_sidecar,
 )
+from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import ImagePair
 from fnet_deploy.model.checkpoint import file_sha256
 from fnet_deploy.optional import require
-from fnet_deploy.runtime.backends.base import INPUT_NAMES
 
 ONNX_PRECISION: dict[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "fp32"}
 """The ONNX model each engine precision is built from."""
@@ -210,7 +210,7 @@ def build_engine(
         )
     if precision == "int8" and not options.calibration:
         raise FnetError("an INT8 engine needs calibration pairs (--calib-ir/--calib-vis)")
-    gpu_name, capability = select_device(parse_cuda_device(options.device))
+    gpu_name, capability = select_device(cuda_index(options.device))
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -26,10 +26,10 @@ from types import FrameType
 
 import numpy as np
 
+from fnet_deploy.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import compose_output, to_uint8
 from fnet_deploy.errors import FnetError
-from fnet_deploy.runtime.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.runtime.capture import Capture, End
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.preprocess import VisibleConverter, postprocess, to_single_channel

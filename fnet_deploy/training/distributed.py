@@ -17,8 +17,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from fnet_deploy.backends.device import torch_device
 from fnet_deploy.errors import FnetError
-from fnet_deploy.fuse import resolve_device
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def setup(device_name: str) -> DistContext:
     Raises:
         FnetError: the device is not available, or fewer GPUs than local processes.
     """
-    device = resolve_device(device_name)
+    device = torch_device(device_name)
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1 and not dist.is_initialized():
         return DistContext(device=device)

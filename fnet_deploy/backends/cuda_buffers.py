@@ -77,18 +77,6 @@ def select_device(index: int) -> tuple[str, str]:
     return name, f"{props.major}.{props.minor}"
 
 
-def parse_cuda_device(device: str) -> int:
-    """``cuda`` / ``cuda:N`` -> N.
-
-    Raises:
-        FnetError: anything else (TensorRT runs on CUDA GPUs only).
-    """
-    kind, _, index = device.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise FnetError(f"TensorRT runs on a CUDA GPU: expected cuda or cuda:N, got {device!r}")
-    return int(index or 0)
-
-
 class DeviceBuffer:
     """A block of device memory that grows on demand (never shrinks until freed)."""
 

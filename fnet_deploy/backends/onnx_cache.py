@@ -14,7 +14,7 @@ fnet-deploy, torch, onnx and onnxscript. A file is used only if it loads, passes
 ``onnx.checker`` and records that same key; otherwise it is exported again. Files are written
 atomically, so a crash or a concurrent run never leaves a half-written model behind.
 
-Imports ``onnx`` at the top (through :mod:`fnet_deploy.export.onnx_export`): import it after
+Imports ``onnx`` at the top (through :mod:`fnet_deploy.backends.onnx_graph`): import it after
 ``require("onnx")``.
 """
 
@@ -31,7 +31,7 @@ import torch
 
 from fnet_deploy import __version__
 from fnet_deploy.atomic import check_writable
-from fnet_deploy.export.onnx_export import (
+from fnet_deploy.backends.onnx_graph import (
     METADATA_PREFIX,
     OnnxSpec,
     build_metadata,

@@ -14,24 +14,24 @@ from typing import Any
 
 import numpy as np
 
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.export.cuda_buffers import (
+from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
+from fnet_deploy.backends.cuda_buffers import (
     DeviceBuffer,
     create_stream,
     destroy_stream,
-    parse_cuda_device,
     select_device,
     synchronize,
 )
-from fnet_deploy.export.engine_info import (
+from fnet_deploy.backends.device import cuda_index
+from fnet_deploy.backends.engine_info import (
     EngineInfo,
     compatibility_problems,
     format_shape,
     read_sidecar,
     rebuild_command,
 )
+from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.optional import require
-from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 
 
 class TensorRTRunner(Runner):
@@ -52,7 +52,7 @@ class TensorRTRunner(Runner):
     ) -> None:
         super().__init__()
         self.engine_path = Path(engine_path)
-        self.device_index = parse_cuda_device(device)
+        self.device_index = cuda_index(device)
         self.expected_precision = expected_precision
         self.info: EngineInfo | None = None
         self._engine: Any = None

@@ -3,7 +3,7 @@
 - no model, ``.pth``, ``.safetensors`` without ``--backend``: the fastest exact form of the
   weights on the device (:func:`fastest_runner`): on a CPU with ONNX Runtime (and the exporter,
   onnx and onnxscript) installed, the deploy form exported once to a cached ONNX model with
-  ``col2im`` (:mod:`fnet_deploy.export.onnx_cache`) run by :class:`OnnxRunner`; otherwise, and on
+  ``col2im`` (:mod:`fnet_deploy.backends.onnx_cache`) run by :class:`OnnxRunner`; otherwise, and on
   CUDA, the PyTorch deploy form (:class:`TorchRunner`);
 - ``--backend torch``: the PyTorch deploy form; ``--backend torch-training``: the PyTorch
   training form (the reference the other forms are measured against);
@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Literal, cast
 
 from fnet_deploy.atomic import check_writable
+from fnet_deploy.backends.base import Runner
+from fnet_deploy.backends.device import parse_device
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model.checkpoint import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.optional import require
-from fnet_deploy.runtime.backends.base import Runner
 
 Backend = Literal["torch", "torch-training", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[Backend, ...] = ("torch", "torch-training", "onnxruntime", "tensorrt")
@@ -106,7 +107,7 @@ def open_runner(
     for module in _REQUIRES[chosen]:
         require(module)
     if family == "torch":
-        from fnet_deploy.runtime.backends.torch_runner import TorchRunner
+        from fnet_deploy.backends.torch_runner import TorchRunner
 
         if path is not None and weights is not None:
             raise FnetError("give the weights once: as the model or as --weights, not both")
@@ -125,12 +126,12 @@ def open_runner(
             f"the {chosen} backend needs an exported model file (make one with fnet-deploy export)"
         )
     if chosen == "onnxruntime":
-        from fnet_deploy.runtime.backends.onnx_runner import OnnxRunner
+        from fnet_deploy.backends.onnx_runner import OnnxRunner
 
         return OnnxRunner(
             path, device=device, expected_precision=precision, emulate_fp16=emulate_fp16
         )
-    from fnet_deploy.runtime.backends.tensorrt_runner import TensorRTRunner
+    from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
 
     return TensorRTRunner(
         path, device="cuda:0" if device == "cpu" else device, expected_precision=precision
@@ -143,14 +144,9 @@ def _check_torch_options(device: str, precision: str | None) -> str:
     Raises:
         FnetError: an unknown device or precision.
     """
-    import torch
-
     if precision not in (None, "fp32", "fp16"):
         raise FnetError(f"the torch backend runs fp32 or fp16, not {precision!r}")
-    try:
-        return torch.device(device).type
-    except RuntimeError:
-        raise FnetError(f"torch backend: unknown device {device!r} (cpu, cuda or cuda:N)") from None
+    return parse_device(device).kind
 
 
 def fastest_runner(
@@ -184,13 +180,13 @@ def fastest_runner(
         FnetError: an unknown device or precision.
         CheckpointError: the weights cannot be loaded.
     """
+    from fnet_deploy.backends.torch_runner import TorchRunner
     from fnet_deploy.model.deploy import to_deploy
-    from fnet_deploy.runtime.backends.torch_runner import TorchRunner
 
     kind = _check_torch_options(device, precision)
     model, info = load_fnet(weights)
     if kind == "cpu" and precision in (None, "fp32") and _can_cache_onnx(info, notify):
-        from fnet_deploy.runtime.backends.cached_onnx_runner import CachedOnnxRunner
+        from fnet_deploy.backends.cached_onnx_runner import CachedOnnxRunner
 
         return CachedOnnxRunner(model, info, notify), info
     # The weights are loaded once, here: the runner converts the loaded model when it activates.
@@ -219,7 +215,7 @@ def _can_cache_onnx(info: WeightsInfo, notify: Callable[[str], None] | None) -> 
             f"{', '.join(missing)} installed (pip install 'fnet-deploy[onnx]')"
         )
         return False
-    from fnet_deploy.export.onnx_cache import cached_path
+    from fnet_deploy.backends.onnx_cache import cached_path
 
     try:
         check_writable(cached_path(info.sha256))

@@ -9,7 +9,7 @@
 
 The GPU providers need the ``onnxruntime-gpu`` build. FP16 models (float32 inputs and outputs)
 run like FP32 ones; note that the CPU provider computes most of an FP16 graph in float32 (see
-:mod:`fnet_deploy.export.fp16`). With ``emulate_fp16`` an FP16 model on the CPU provider runs as
+:mod:`fnet_deploy.backends.fp16`). With ``emulate_fp16`` an FP16 model on the CPU provider runs as
 its float16 emulation instead (every tensor rounded to float16, as GPU float16 kernels store them),
 which is what parity checks on a CPU should measure.
 """
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
+from fnet_deploy.backends.device import parse_device
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.optional import require
-from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 
 PRECISION_KEY = "fnet_deploy.precision"
 
@@ -36,12 +37,10 @@ def execution_providers(
     Raises:
         FnetError: unknown device, or its provider is not in ``available``.
     """
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
+    parsed = parse_device(device, ("cpu", "cuda", "tensorrt"), "onnxruntime")
+    kind, device_id = parsed.kind, parsed.index
+    if kind == "cpu":
         return ["CPUExecutionProvider"]
-    if kind not in ("cuda", "tensorrt") or (index and not index.isdigit()):
-        raise FnetError(f"onnxruntime: unknown device {device!r} (cpu, cuda[:N] or tensorrt[:N])")
-    device_id = int(index or 0)
     wanted = ["CUDAExecutionProvider"]
     providers: list[str | tuple[str, dict[str, Any]]] = [
         ("CUDAExecutionProvider", {"device_id": device_id}),
@@ -77,7 +76,7 @@ class OnnxRunner(Runner):
         expected_precision: if given, the model's recorded precision (``fp32`` / ``fp16``)
             must match it.
         emulate_fp16: on ``cpu``, run an FP16 model as its float16 emulation
-            (:func:`fnet_deploy.export.fp16.float16_emulation`); FP32 models and other devices
+            (:func:`fnet_deploy.backends.fp16.float16_emulation`); FP32 models and other devices
             are unaffected. :attr:`emulated` tells whether it applied (in the last activation).
     """
 
@@ -182,7 +181,7 @@ class OnnxRunner(Runner):
             if _recorded_precision(ort, path) == "fp16":
                 raise
             return str(path)
-        from fnet_deploy.export.fp16 import float16_emulation, float16_problems
+        from fnet_deploy.backends.fp16 import float16_emulation, float16_problems
 
         try:
             model = onnx.load(str(path))

@@ -28,12 +28,12 @@ from onnx import TensorProto
 
 from fnet_deploy import __version__
 from fnet_deploy.atomic import write_bytes_atomic
+from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME
+from fnet_deploy.backends.fp16 import Float16Boundary, float16_problems
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.export.fp16 import Float16Boundary, float16_problems
 from fnet_deploy.model.checkpoint import WeightsInfo
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
-from fnet_deploy.runtime.backends.base import INPUT_NAMES, OUTPUT_NAME
 
 OnnxPrecision = Literal["fp32", "fp16"]
 
@@ -208,7 +208,7 @@ def graph_problems(proto: onnx.ModelProto, spec: OnnxSpec) -> list[str]:
 
     Runs ``onnx.checker.check_model(full_check=True)`` and strict shape inference, and checks
     the opset, the input and output names, types and shapes, explicit padding, and the precision
-    of the graph (:func:`fnet_deploy.export.fp16.float16_problems` for fp16).
+    of the graph (:func:`fnet_deploy.backends.fp16.float16_problems` for fp16).
     """
     try:
         onnx.checker.check_model(proto, full_check=True)

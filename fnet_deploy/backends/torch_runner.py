@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from fnet_deploy.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.model.deploy import to_deploy
-from fnet_deploy.runtime.backends.base import OUTPUT_NAME, Runner
 
 Precision = Literal["fp32", "fp16"]
 Form = Literal["deploy", "training"]

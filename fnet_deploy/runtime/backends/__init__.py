@@ -1,1 +1,0 @@
-"""Inference backends behind one runner interface (see :mod:`.base`)."""

@@ -26,8 +26,8 @@ from fnet_deploy.cuda_math import tf32_convolutions
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model import load_fnet
-from fnet_deploy.model.checkpoint import packaged_weights
 from fnet_deploy.model.deploy import to_deploy
+from fnet_deploy.model.weights import packaged_weights
 from fnet_deploy.training.checkpoint import read_train_info
 from fnet_deploy.training.config import load_config
 from fnet_deploy.training.dataset import load_pair

@@ -18,7 +18,7 @@ import torch
 
 from fnet_deploy.assets import asset_path, sample_pair
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
-from fnet_deploy.model.checkpoint import packaged_weights
+from fnet_deploy.model.weights import packaged_weights
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

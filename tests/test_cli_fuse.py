@@ -151,9 +151,10 @@ def test_without_weights_the_packaged_default_fuses(
 def test_no_weights_in_a_build_without_defaults_is_a_clear_error(
     tmp_path: Path, crop_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fnet_deploy.model import checkpoint
 
-    monkeypatch.setattr(checkpoint, "packaged_weights", lambda: None)
+    from fnet_deploy.model import weights as weights_file
+
+    monkeypatch.setattr(weights_file, "packaged_weights", lambda: None)
     ir, vis = crop_pair
     code, output = run("--ir", ir, "--vis", vis, "--out", tmp_path / "f.png")
     assert code == 2

@@ -18,7 +18,7 @@ from fnet_deploy.explain import VIEWS, Explanation, explain_images, write_explan
 from fnet_deploy.explain.figures import features_figure, thresholds_figure
 from fnet_deploy.explain.trace_maps import BLOCKS, suppressed_share, threshold_histogram
 from fnet_deploy.model import FNet, ModelConfig
-from fnet_deploy.model.checkpoint import file_sha256
+from fnet_deploy.model.weights import file_sha256
 from tests.conftest import random_images, shared_path
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 

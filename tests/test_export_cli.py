@@ -14,7 +14,7 @@ from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.onnx_graph import read_metadata
 from fnet_deploy.cli import app
 from fnet_deploy.model import FNet, ModelConfig, save_fnet
-from fnet_deploy.model.checkpoint import file_sha256
+from fnet_deploy.model.weights import file_sha256
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
 

@@ -20,6 +20,7 @@ from fnet_deploy.cli import app
 from fnet_deploy.errors import FnetError
 from fnet_deploy.fuse import FuseOptions, ImageFuser
 from fnet_deploy.model import FNet, ModelConfig
+from fnet_deploy.model import weights as weights_file
 from fnet_deploy.runtime.calibration import estimate_from_images
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
@@ -354,9 +355,8 @@ def test_stream_that_fuses_no_frame_exits_non_zero(tmp_path: Path) -> None:
 def test_stream_without_weights_in_a_build_without_defaults_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fnet_deploy.model import checkpoint
 
-    monkeypatch.setattr(checkpoint, "packaged_weights", lambda: None)
+    monkeypatch.setattr(weights_file, "packaged_weights", lambda: None)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["stream", "--no-live"])
     assert result.exit_code == 2

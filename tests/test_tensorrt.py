@@ -29,7 +29,7 @@ from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.export.parity import ErrorStats, ImagePair, read_pair
 from fnet_deploy.export.tensorrt_build import calibration_batches, calibration_key
 from fnet_deploy.model import FNet
-from fnet_deploy.model.checkpoint import file_sha256
+from fnet_deploy.model.weights import file_sha256
 from tests.conftest import shared_path
 
 PROFILE = ShapeProfile((1, 1, 16, 16), (1, 1, 64, 64), (2, 1, 128, 128))

@@ -10,7 +10,7 @@ import torch
 
 from fnet_deploy.errors import CheckpointError
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
-from fnet_deploy.model.checkpoint import (
+from fnet_deploy.model.weights import (
     official_key_to_ours,
     official_to_ours,
     packaged_weights,

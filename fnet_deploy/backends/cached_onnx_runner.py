@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from fnet_deploy.backends.onnx_runner import OnnxRunner
 from fnet_deploy.errors import FnetError
-from fnet_deploy.model.checkpoint import WeightsInfo
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.model.weights import WeightsInfo
 from fnet_deploy.optional import require
 
 

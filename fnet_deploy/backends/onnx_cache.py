@@ -38,9 +38,9 @@ from fnet_deploy.backends.onnx_graph import (
     build_onnx,
     save_onnx,
 )
-from fnet_deploy.model.checkpoint import WeightsInfo
 from fnet_deploy.model.deploy import DeployOptions
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.model.weights import WeightsInfo
 from fnet_deploy.optional import require
 
 CACHE_ENV = "FNET_DEPLOY_CACHE"
@@ -104,7 +104,7 @@ def cached_onnx(
 
     Args:
         model: the FNet loaded from ``info.path`` (training form); not modified.
-        info: what :func:`fnet_deploy.model.checkpoint.load_fnet` read (its sha256 keys the
+        info: what :func:`fnet_deploy.model.weights.load_fnet` read (its sha256 keys the
             cache).
         spec: the export spec (default: :data:`CPU_SPEC`).
         notify: told, in one line, when an export starts.

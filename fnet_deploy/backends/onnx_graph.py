@@ -31,9 +31,9 @@ from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME
 from fnet_deploy.backends.fp16 import Float16Boundary, float16_problems
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.model.checkpoint import WeightsInfo
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.model.weights import WeightsInfo
 
 OnnxPrecision = Literal["fp32", "fp16"]
 

@@ -25,7 +25,7 @@ from fnet_deploy.atomic import check_writable
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.device import parse_device
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
-from fnet_deploy.model.checkpoint import WeightsInfo, load_fnet, resolve_weights
+from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.optional import require
 
 Backend = Literal["torch", "torch-training", "onnxruntime", "tensorrt"]

@@ -13,8 +13,8 @@ from torch import nn
 
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.errors import FnetError
-from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.model.deploy import to_deploy
+from fnet_deploy.model.weights import load_fnet
 
 Precision = Literal["fp32", "fp16"]
 Form = Literal["deploy", "training"]

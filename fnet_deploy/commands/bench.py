@@ -35,8 +35,8 @@ from fnet_deploy.commands.common import (
 )
 from fnet_deploy.errors import FnetError
 from fnet_deploy.memory import require_memory
-from fnet_deploy.model.checkpoint import load_fnet
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.model.weights import load_fnet
 from fnet_deploy.optional import require
 from fnet_deploy.plots import plot_latency
 

@@ -24,7 +24,7 @@ from fnet_deploy.export.parity import (
     compare_runners,
     iter_pairs,
 )
-from fnet_deploy.model.checkpoint import file_sha256, resolve_weights
+from fnet_deploy.model.weights import file_sha256, resolve_weights
 
 
 def _recorded(runner: Runner) -> tuple[str, str]:

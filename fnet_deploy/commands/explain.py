@@ -25,8 +25,8 @@ from fnet_deploy.data.images import image_size, read_ir, read_visible
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import IMAGE_BYTES_PER_PIXEL
 from fnet_deploy.memory import gib, require_memory
-from fnet_deploy.model.checkpoint import load_fnet, resolve_weights
 from fnet_deploy.model.config import ModelConfig
+from fnet_deploy.model.weights import load_fnet, resolve_weights
 from fnet_deploy.optional import require
 
 

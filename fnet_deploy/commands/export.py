@@ -24,9 +24,9 @@ from fnet_deploy.export.parity import (
     iter_pairs,
     read_pair,
 )
-from fnet_deploy.model.checkpoint import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
+from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.optional import require
 
 DEFAULT_PROFILE = ((1, 1, 64, 64), (1, 1, 512, 640), (1, 1, 1088, 1920))

@@ -27,7 +27,7 @@ from fnet_deploy.data.images import can_encode
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode
-from fnet_deploy.model.checkpoint import resolve_weights
+from fnet_deploy.model.weights import resolve_weights
 from fnet_deploy.views import Layout
 
 

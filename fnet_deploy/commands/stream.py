@@ -32,8 +32,8 @@ from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import require_memory
-from fnet_deploy.model.checkpoint import resolve_weights
 from fnet_deploy.model.config import ModelConfig
+from fnet_deploy.model.weights import resolve_weights
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
 from fnet_deploy.runtime.registration import Registrar, Registration

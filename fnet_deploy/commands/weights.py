@@ -12,7 +12,7 @@ from rich.table import Table
 from fnet_deploy.commands.common import reports_errors
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.errors import InputError
-from fnet_deploy.model.checkpoint import load_fnet, resolve_weights, save_fnet
+from fnet_deploy.model.weights import load_fnet, resolve_weights, save_fnet
 
 app = typer.Typer(help="Inspect and convert FNet weights files.", no_args_is_help=True)
 

@@ -48,7 +48,7 @@ from fnet_deploy.backends.engine_info import (
 )
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import ImagePair
-from fnet_deploy.model.checkpoint import file_sha256
+from fnet_deploy.model.weights import file_sha256
 from fnet_deploy.optional import require
 
 ONNX_PRECISION: dict[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "fp32"}

@@ -52,7 +52,7 @@ from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.cuda_math import tf32_allowed, tf32_convolutions
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet, IFNet
-from fnet_deploy.model.checkpoint import load_fnet, save_fnet
+from fnet_deploy.model.weights import load_fnet, save_fnet
 from fnet_deploy.optional import require
 from fnet_deploy.signals import stop_signals_handled
 from fnet_deploy.training import distributed

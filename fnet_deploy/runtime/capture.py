@@ -99,6 +99,11 @@ class Capture:
             self._cond.notify_all()
             return item
 
+    def queued_frames(self) -> int:
+        """Frames read and not handed out by :meth:`get` yet."""
+        with self._cond:
+            return sum(isinstance(item, Frame) for item in self._queue)
+
     def lower_bound(self) -> float | None:
         """For a live source: no frame still to come will be stamped earlier than this.
 

@@ -366,17 +366,20 @@ class StreamPipeline:
 
     def _update_counts(self, captures: list[Capture]) -> None:
         counts = self.stats.counts
-        by_role = {capture.role: capture.counts for capture in captures}
-        if "vis" in by_role:
-            counts.vis_read = by_role["vis"].read
-            counts.vis_dropped_live = by_role["vis"].dropped
-            counts.vis_corrupt = by_role["vis"].corrupt
-        if "ir" in by_role:
-            counts.ir_read = by_role["ir"].read
-            counts.ir_dropped_live = by_role["ir"].dropped
-            counts.ir_corrupt = by_role["ir"].corrupt
-        counts.reconnects = sum(c.reconnects for c in by_role.values())
+        by_role = {capture.role: capture for capture in captures}
         pairer = self._pairer
+        if "vis" in by_role:
+            vis = by_role["vis"]
+            counts.vis_read = vis.counts.read
+            counts.vis_dropped_live = vis.counts.dropped
+            counts.vis_corrupt = vis.counts.corrupt
+            counts.vis_pending = vis.queued_frames() + (pairer.pending if pairer else 0)
+        if "ir" in by_role:
+            ir = by_role["ir"]
+            counts.ir_read = ir.counts.read
+            counts.ir_dropped_live = ir.counts.dropped
+            counts.ir_corrupt = ir.counts.corrupt
+        counts.reconnects = sum(c.counts.reconnects for c in captures)
         if pairer is not None:
             counts.paired = pairer.paired
             counts.vis_unpaired = pairer.unpaired

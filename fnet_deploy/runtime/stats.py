@@ -87,6 +87,8 @@ class FrameCounts:
         vis_corrupt, ir_corrupt: frames skipped because they could not be decoded.
         paired: visible frames that found an IR partner.
         vis_unpaired: visible frames dropped for lack of an IR frame within the allowed skew.
+        vis_pending: visible frames read but not yet paired or dropped (in the capture queue or
+            waiting for an IR frame); at the end of a run, those a stop request left unfused.
         ir_unused: IR frames no visible frame was paired with.
         infer_errors: pairs lost to a backend error.
         written: fused frames written to the sink.
@@ -101,6 +103,7 @@ class FrameCounts:
     ir_corrupt: int = 0
     paired: int = 0
     vis_unpaired: int = 0
+    vis_pending: int = 0
     ir_unused: int = 0
     infer_errors: int = 0
     written: int = 0

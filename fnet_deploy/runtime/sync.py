@@ -80,6 +80,11 @@ class FramePairer:
         """Whether a visible frame waits for IR frames to be decided."""
         return bool(self._vis)
 
+    @property
+    def pending(self) -> int:
+        """Visible frames added and not decided yet."""
+        return len(self._vis)
+
     def add_vis(self, frame: Frame) -> None:
         """Queue a visible frame for pairing."""
         self._vis.append(frame)

@@ -40,8 +40,8 @@ from fnet_deploy.training.config import DataConfig, OptimConfig, StepPrecision
 from fnet_deploy.training.dataset import CropStream, StepBatches, scan_pairs
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
+from fnet_deploy.training.stage import InverseFusion
 from fnet_deploy.training.step import TrainStep, make_adam
-from fnet_deploy.training.trainer import InverseFusion
 
 VARIANTS: dict[str, tuple[bool, bool, StepPrecision]] = {
     "eager": (False, False, "fp32"),

@@ -30,8 +30,9 @@ from fnet_deploy.training.config import OptimConfig, load_config
 from fnet_deploy.training.dataset import load_pair
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss
+from fnet_deploy.training.stage import InverseFusion
 from fnet_deploy.training.step import WARMUP_STEPS, TrainStep, make_adam
-from fnet_deploy.training.trainer import InverseFusion, train
+from fnet_deploy.training.trainer import train
 from tests.conftest import FIXTURES
 from tests.test_train import Signaller, log_rows
 

@@ -35,12 +35,9 @@ from fnet_deploy.training.config import (
     with_overrides,
 )
 from fnet_deploy.training.losses import LossTerms
-from fnet_deploy.training.trainer import (
-    SilentReporter,
-    TrainingDiverged,
-    TrainingStopped,
-    train,
-)
+from fnet_deploy.training.reporter import SilentReporter
+from fnet_deploy.training.stopping import TrainingDiverged, TrainingStopped
+from fnet_deploy.training.trainer import train
 from tests.test_dataset import write_pair
 
 REPO = Path(__file__).resolve().parents[1]

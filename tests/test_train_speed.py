@@ -28,8 +28,10 @@ from fnet_deploy.training.config import (
 from fnet_deploy.training.dataset import CropStream, StepBatches, scan_pairs
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
+from fnet_deploy.training.stage import InverseFusion
 from fnet_deploy.training.step import WARMUP_STEPS, TrainStep, graph_blocker, make_adam
-from fnet_deploy.training.trainer import InverseFusion, TimeBoxReached, train
+from fnet_deploy.training.stopping import TimeBoxReached
+from fnet_deploy.training.trainer import train
 from tests.test_dataset import write_pair
 from tests.test_train import TINY, assert_same_tensors, log_rows, tiny
 

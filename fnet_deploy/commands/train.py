@@ -37,7 +37,8 @@ from fnet_deploy.training.config import (
     set_fields,
 )
 from fnet_deploy.training.distributed import launched_rank
-from fnet_deploy.training.trainer import STAGE_NAMES, RunLayout, TimeBoxReached, TrainingStopped
+from fnet_deploy.training.layout import STAGE_NAMES, RunLayout
+from fnet_deploy.training.stopping import TimeBoxReached, TrainingStopped
 from fnet_deploy.training.trainer import train as run_training
 
 TIME_BOX_EXIT = 75

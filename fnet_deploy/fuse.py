@@ -68,28 +68,39 @@ class ImageFuser:
     """Fuses pairs of images with one activated runner (any form of FNet, any backend).
 
     Args:
-        runner: a runner, e.g. from :func:`fnet_deploy.backends.select.fastest_runner`;
-            activated on the first fusion, once that pair's files have been read (so bad inputs
-            are refused before a model is loaded or exported); the caller deactivates it.
-        config: the model's configuration (receptive radius for tiles, memory estimate).
+        runner: a runner (:func:`fnet_deploy.backends.select.open_runner`): weights in any form,
+            an exported ONNX model or a TensorRT engine; activated on the first fusion, once
+            that pair's files have been read (so bad inputs are refused before a model is
+            loaded or exported); the caller deactivates it.
+        config: the model's configuration (receptive radius for tiles, memory estimate);
+            ``None``: what the runner reports once active (the published architecture before).
         device: where the runner computes (the available memory is checked on ``cpu`` only).
         options: how files become network inputs and back.
-        notify: told in one line when an image is fused in tiles because of memory.
+        notify: told in one line when an image is fused in tiles because of memory or of the
+            sizes the model takes.
+
+    Tiles work with every runner: a model with a range of sizes (a TensorRT profile) gets
+    tiles whose windows fit the range; a fixed-size model takes images of its size only.
     """
 
     def __init__(
         self,
         runner: Runner,
-        config: ModelConfig,
+        config: ModelConfig | None,
         device: torch.device,
         options: FuseOptions,
         notify: Callable[[str], None] | None = None,
     ) -> None:
         self.runner = runner
-        self.config = config
+        self._config = config
         self.device = device
         self.options = options
         self.notify = notify
+
+    @property
+    def config(self) -> ModelConfig:
+        """The given configuration, else the active runner's, else the published one."""
+        return self._config or self.runner.model_config or ModelConfig()
 
     def memory_needed(self, width: int, height: int, tile: int | None) -> float:
         """Estimated peak bytes of fusing a ``width`` x ``height`` pair (in tiles of ``tile``)."""
@@ -100,40 +111,92 @@ class ImageFuser:
         network = inference_bytes(self.config, window_h, window_w)
         return network + IMAGE_BYTES_PER_PIXEL * width * height
 
-    def tile_for(self, width: int, height: int, announce: bool = True) -> int | None:
-        """The tile edge to fuse a ``width`` x ``height`` pair with.
-
-        ``options.tile`` when given or when the whole pair fits in the available memory (or the
-        device is not the CPU, whose memory this does not know); otherwise the largest of
-        :data:`AUTO_TILES` that fits, announced through ``notify`` if ``announce``.
+    def largest_tile(self, width: int, height: int) -> int | None:
+        """The largest tile edge whose windows the model takes (``None``: any; 0: none).
 
         Raises:
-            FnetError: not even the smallest tile fits (or ``options.tile`` does not).
+            FnetError: the model cannot fuse a ``width`` x ``height`` pair at all (smaller than
+                its smallest size, or another size than a fixed-size model's).
+        """
+        limits = self.runner.size_range
+        if limits is None:
+            return None
+        if height < limits.min_hw[0] or width < limits.min_hw[1]:
+            raise FnetError(
+                f"{width}x{height} (W x H) is smaller than the model takes ({limits.describe()})"
+            )
+        if limits.fixed:
+            if not limits.fits(height, width):
+                raise FnetError(
+                    f"{width}x{height} (W x H) does not fit the model, which takes "
+                    f"{limits.describe()}: export it with dynamic sizes, or resize the images"
+                )
+            return 0
+        return max(0, min(limits.max_hw) - 2 * self.config.receptive_radius)
+
+    def tile_for(self, width: int, height: int, announce: bool = True) -> int | None:
+        """The tile edge to fuse a ``width`` x ``height`` pair with (``None``: whole).
+
+        ``options.tile`` when given; else whole when the pair fits the model's sizes and the
+        available memory (on the CPU; other devices' memory is not known here); else the
+        largest of :data:`AUTO_TILES` (and of the largest tile the model's sizes allow) that
+        fits both, announced through ``notify`` if
+        ``announce``.
+
+        Raises:
+            FnetError: the given tile, or every tile, does not fit.
         """
         tile = self.options.tile
+        largest = self.largest_tile(width, height)
         available = available_memory() if self.device.type == "cpu" else None
-        if available is None or self.memory_needed(width, height, tile) <= available:
-            return tile
+
+        def fits_memory(edge: int | None) -> bool:
+            return available is None or self.memory_needed(width, height, edge) <= available
+
         what = f"fusing {width}x{height}" + (f" in tiles of {tile}" if tile else "")
+        if tile and largest is not None and tile > largest:
+            limits = self.runner.size_range
+            assert limits is not None
+            advice = f"use --tile {largest} or less" if largest else "fuse without --tile"
+            raise FnetError(
+                f"--tile {tile}: windows of {tile + 2 * self.config.receptive_radius} px exceed "
+                f"what the model takes ({limits.describe()}); {advice}"
+            )
+        whole_fits_model = largest is None or largest == 0 or self._fits_whole(height, width)
+        if (tile or whole_fits_model) and fits_memory(tile):
+            return tile
+        candidates = sorted({*AUTO_TILES, largest} if largest else set(AUTO_TILES), reverse=True)
+        fitting = [t for t in candidates if (largest is None or t <= largest) and fits_memory(t)]
         needed = gib(self.memory_needed(width, height, tile))
-        fitting = [t for t in AUTO_TILES if self.memory_needed(width, height, t) <= available]
+        memory = "" if available is None else f", {gib(available)} is available"
         if tile or not fitting:
             advice = f"try --tile {fitting[0]}" if fitting else "crop or downscale the images"
-            raise FnetError(
-                f"{what} needs about {needed} of memory, {gib(available)} is available: {advice}"
-            )
+            raise FnetError(f"{what} needs about {needed} of memory{memory}: {advice}")
         if announce and self.notify is not None:
+            reason = (
+                f"needs about {needed} of memory{memory}"
+                if whole_fits_model
+                else f"is larger than the model takes ({self._range_text()})"
+            )
             self.notify(
-                f"{what} needs about {needed} of memory, {gib(available)} is available: "
-                f"fusing in tiles of {fitting[0]} (exact; --tile sets the size)"
+                f"{what} {reason}: fusing in tiles of {fitting[0]} (exact; --tile sets the size)"
             )
         return fitting[0]
+
+    def _fits_whole(self, height: int, width: int) -> bool:
+        limits = self.runner.size_range
+        return limits is None or limits.fits(height, width)
+
+    def _range_text(self) -> str:
+        limits = self.runner.size_range
+        return "any size" if limits is None else limits.describe()
 
     def fuse_luma(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
         """Fuse two H x W float32 [0, 1] images into an H x W float32 [0, 1] image.
 
         Tiled when ``options.tile`` is set or the whole image would not fit (:meth:`tile_for`).
         """
+        self.runner.activate()
         ir_t, vis_t = _as_batch(ir), _as_batch(vis)
         tile = self.tile_for(ir.shape[1], ir.shape[0])
         if tile:
@@ -182,6 +245,11 @@ class ImageFuser:
                     f"{luma.shape[1]}x{luma.shape[0]} (W x H); register the pair or pass "
                     "--resize ir-to-vis or vis-to-ir",
                 )
+        self.runner.activate()
+        try:
+            self.tile_for(ir.shape[1], ir.shape[0], announce=False)
+        except FnetError as err:
+            raise InputError(ir_path, str(err)) from None
         fused = compose_output(self.fuse_luma(ir, luma), chroma)
         if self.options.layout == "fused":
             return fused

@@ -9,16 +9,54 @@ from __future__ import annotations
 
 import abc
 import time
+from dataclasses import dataclass
 from types import TracebackType
 
 import numpy as np
+
+from fnet_deploy.model.config import ModelConfig
 
 INPUT_NAMES: tuple[str, str] = ("ir", "vis")
 OUTPUT_NAME = "fused"
 
 
+@dataclass(frozen=True)
+class SizeRange:
+    """The image sizes a model file takes: height and width each within ``min..max``.
+
+    Attributes:
+        min_hw: smallest (height, width).
+        max_hw: largest (height, width); equal to ``min_hw`` for a fixed-size model.
+    """
+
+    min_hw: tuple[int, int]
+    max_hw: tuple[int, int]
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the model takes one size only."""
+        return self.min_hw == self.max_hw
+
+    def fits(self, height: int, width: int) -> bool:
+        """Whether an H x W input is inside the range."""
+        (h0, w0), (h1, w1) = self.min_hw, self.max_hw
+        return h0 <= height <= h1 and w0 <= width <= w1
+
+    def describe(self) -> str:
+        """``640x480 (W x H) only`` or ``W x H from 64x64 to 1920x1080``."""
+        (h0, w0), (h1, w1) = self.min_hw, self.max_hw
+        if self.fixed:
+            return f"{w0}x{h0} (W x H) only"
+        return f"W x H from {w0}x{h0} to {w1}x{h1}"
+
+
 class Runner(abc.ABC):
-    """Base class: subclasses implement ``_activate``, ``_infer`` and ``_deactivate``."""
+    """Base class: subclasses implement ``_activate``, ``_infer`` and ``_deactivate``.
+
+    Once active, a runner also tells what it runs: :attr:`model_config` (the architecture, when
+    the model records it; tiling needs its receptive radius) and :attr:`size_range` (``None``:
+    any size; exported models with fixed shapes and TensorRT profiles take a range).
+    """
 
     name: str = "runner"
 
@@ -26,6 +64,8 @@ class Runner(abc.ABC):
         self.is_active = False
         self.last_inference_time = 0.0
         self.last_device_time: float | None = None
+        self.model_config: ModelConfig | None = None
+        self.size_range: SizeRange | None = None
 
     def activate(self) -> None:
         """Load the model and allocate what inference needs; idempotent."""

@@ -34,6 +34,15 @@ class Device:
         """Whether the model computes on a GPU."""
         return self.kind != "cpu"
 
+    def as_torch(self) -> torch.device:
+        """The PyTorch device of the processor it names (``tensorrt:N`` is ``cuda:N``); not
+        checked against this machine (:func:`torch_device` does that)."""
+        return torch.device("cuda", self.index) if self.is_gpu else torch.device("cpu")
+
+
+ANY_KIND: tuple[str, ...] = ("cpu", "cuda", "tensorrt")
+"""Every kind some backend runs on."""
+
 
 def parse_device(
     text: str, kinds: tuple[str, ...] = ("cpu", "cuda"), who: str = "PyTorch"

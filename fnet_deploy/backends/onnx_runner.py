@@ -16,17 +16,20 @@ which is what parity checks on a CPU should measure.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
+from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner, SizeRange
 from fnet_deploy.backends.device import parse_device
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.optional import require
 
 PRECISION_KEY = "fnet_deploy.precision"
+CONFIG_KEY = "fnet_deploy.model_config"
 
 
 def execution_providers(
@@ -167,6 +170,9 @@ class OnnxRunner(Runner):
             value.name: [dim if isinstance(dim, int) else None for dim in value.shape]
             for value in session.get_inputs()
         }
+        self.model_config = _recorded_config(self.metadata)
+        height, width = self._input_dims[INPUT_NAMES[0]][2:]
+        self.size_range = SizeRange((height, width), (height, width)) if height and width else None
         self._session = session
 
     def _emulated_source(self, path: Path, ort: Any) -> str | bytes:
@@ -224,3 +230,14 @@ def _recorded_precision(ort: Any, path: Path) -> str:
     except Exception:
         return "fp32"
     return str(session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY, "fp32"))
+
+
+def _recorded_config(metadata: dict[str, str]) -> ModelConfig | None:
+    """The architecture an exported model records (``None`` when absent or unreadable)."""
+    text = metadata.get(CONFIG_KEY)
+    if text is None:
+        return None
+    try:
+        return ModelConfig.from_dict(json.loads(text))
+    except (ValueError, TypeError):
+        return None

@@ -13,6 +13,7 @@ from torch import nn
 
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.errors import FnetError
+from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.deploy import to_deploy
 from fnet_deploy.model.weights import load_fnet
 
@@ -88,6 +89,8 @@ class TorchRunner(Runner):
         else:
             model = source()
         dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        config = getattr(model, "config", None)
+        self.model_config = config if isinstance(config, ModelConfig) else None
         self.model = model.to(self.device, dtype).eval()
         if self.memory_format is torch.channels_last:
             # Module.to accepts memory_format at run time; torch's type stubs omit it.

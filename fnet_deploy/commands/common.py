@@ -46,6 +46,29 @@ WeightsOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+ModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="An exported model instead of --weights: .onnx (FP32/FP16) or a TensorRT "
+        ".engine/.plan (fnet-deploy export)."
+    ),
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        help="torch (deploy form), torch-training (the reference), onnxruntime or tensorrt. "
+        "Default: by the model file's type; weights run as their fastest exact form on the "
+        "device (CPU: the deploy form exported once to a cached ONNX model for ONNX Runtime; "
+        "CUDA: the PyTorch deploy form)."
+    ),
+]
+RunDeviceOption = Annotated[
+    str, typer.Option(help="cpu, cuda[:N]; tensorrt[:N] for ONNX Runtime's TensorRT provider.")
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(help="torch: fp32 or fp16 (CUDA); exported models: the expected precision."),
+]
 IrNormOption = Annotated[
     ThermalNorm,
     typer.Option(help="16-bit IR to [0,1]: percentile clip, per-image minmax, or fixed /65535."),

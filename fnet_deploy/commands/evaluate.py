@@ -13,10 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fnet_deploy.backends.device import torch_device
-from fnet_deploy.backends.select import fastest_runner
+from fnet_deploy.backends.device import ANY_KIND, parse_device
+from fnet_deploy.backends.select import open_runner
 from fnet_deploy.baselines import BASELINES, Baseline
 from fnet_deploy.commands.common import (
+    BackendOption,
     Interrupted,
     check_output,
     console,
@@ -100,7 +101,15 @@ def evaluate_command(
     weights: Annotated[
         Path | None, typer.Option(help="Fuse on the fly with these FNet weights (method 'fnet').")
     ] = None,
-    name: Annotated[str, typer.Option(help="Method name for --weights.")] = "fnet",
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fuse on the fly with an exported model instead: .onnx or TensorRT "
+            ".engine/.plan (method 'fnet')."
+        ),
+    ] = None,
+    backend: BackendOption = None,
+    name: Annotated[str, typer.Option(help="Method name for --weights / --model.")] = "fnet",
     baseline: Annotated[
         list[str] | None,
         typer.Option(help=f"Classical baselines to fuse on the fly: {', '.join(BASELINES)}."),
@@ -115,7 +124,10 @@ def evaluate_command(
         Luminance,
         typer.Option(help="Colour images to grey for the metrics: bt601 (papers) or bt709."),
     ] = "bt601",
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N for --weights.")] = "cpu",
+    device: Annotated[
+        str,
+        typer.Option(help="cpu, cuda[:N] (tensorrt[:N]: ONNX Runtime's TensorRT provider)."),
+    ] = "cpu",
     plot: Annotated[
         bool, typer.Option(help="Also draw per-metric bar charts (results.png; needs matplotlib).")
     ] = False,
@@ -126,18 +138,21 @@ def evaluate_command(
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise FnetError(f"--baseline {unknown[0]}: unknown; choose from {', '.join(BASELINES)}")
-    generated = ([name] if weights is not None else []) + baselines
+    fusing = weights is not None or model is not None
+    generated = ([name] if fusing else []) + baselines
     clash = next((m for m in generated if m in methods or generated.count(m) > 1), None)
     if clash is not None:
         raise FnetError(
             f"method name {clash!r} given twice (--fused, --baseline, --name); rename one with "
             "NAME=DIR or --name"
         )
-    if not methods and weights is None and not baselines:
-        raise FnetError("nothing to evaluate: give --fused DIR, --weights W or --baseline NAME")
+    if not methods and not fusing and not baselines:
+        raise FnetError(
+            "nothing to evaluate: give --fused DIR, --weights W, --model M or --baseline NAME"
+        )
     if plot:
         require("matplotlib")
-    check_output(out, "--out", folder=True, inputs=(ir, vis, weights))
+    check_output(out, "--out", folder=True, inputs=(ir, vis, weights, model))
     listing = pair_folders(ir, vis)
     if not listing.pairs:
         raise InputError(ir, f"no image shares a file name with one in {vis}")
@@ -146,12 +161,12 @@ def evaluate_command(
         typer.echo(f"warning: unpaired source files skipped: {unpaired}", err=True)
 
     speed: dict[str, float] = {}
-    if weights is not None:
-        compute_device = torch_device(device)
-        runner, info = fastest_runner(weights, device, notify=notice)
+    if fusing:
+        runner = open_runner(model, backend, device, None, weights, notify=notice)
+        compute_device = parse_device(device, ANY_KIND).as_torch()
         methods[name] = out / "fused" / name
         with runner:  # activated (exported, if need be) before the timed fusions
-            fuser = ImageFuser(runner, info.config, compute_device, FuseOptions(luminance="gray"))
+            fuser = ImageFuser(runner, None, compute_device, FuseOptions(luminance="gray"))
             speed[name] = _fuse_all(
                 name, listing.pairs, methods[name], lambda p: fuser.fuse_files(p.ir, p.vis)
             )

@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.backends.device import torch_device
-from fnet_deploy.backends.select import fastest_runner
+from fnet_deploy.backends.device import ANY_KIND, parse_device
+from fnet_deploy.backends.select import open_runner
 from fnet_deploy.commands.common import (
-    DeviceOption,
+    BackendOption,
     IrNormOption,
     IrPercentilesOption,
+    ModelOption,
+    PrecisionOption,
+    RunDeviceOption,
     WeightsOption,
     check_output,
     console,
@@ -45,7 +48,10 @@ def fuse(
         typer.Option(help="Output image (single pair) or folder (folders); PNG by default."),
     ] = None,
     weights: WeightsOption = None,
-    device: DeviceOption = "cpu",
+    model: ModelOption = None,
+    backend: BackendOption = None,
+    device: RunDeviceOption = "cpu",
+    precision: PrecisionOption = None,
     luminance: Annotated[
         Luminance,
         typer.Option(
@@ -73,7 +79,9 @@ def fuse(
 ) -> None:
     """Fuse infrared + visible images with FNet.
 
-    Without --ir/--vis, fuses the sample pair shipped with the package.
+    Without --ir/--vis, fuses the sample pair shipped with the package. Runs any form of the
+    model: weights (default: the package's own, as their fastest exact form), an exported ONNX
+    model or a TensorRT engine (--model); large images are fused in exact tiles.
     """
     if (ir is None) != (vis is None):
         raise FnetError("give both --ir and --vis, or neither (to fuse the shipped sample pair)")
@@ -100,13 +108,14 @@ def fuse(
     if not folders and not can_encode(out):
         raise InputError(out, f"cannot write an image as '{out.suffix}' (use .png, .jpg, .tif)")
     check_output(out, "--out", folder=folders, inputs=(ir, vis))
-    compute_device = torch_device(device)
-    runner, info = fastest_runner(resolve_weights(weights), device, notify=notice)
-    fuser = ImageFuser(runner, info.config, compute_device, options, notify=notice)
+    runner = open_runner(model, backend, device, precision, weights, notify=notice)
+    compute_device = parse_device(device, ANY_KIND).as_torch()
+    fuser = ImageFuser(runner, None, compute_device, options, notify=notice)
+    used = (model or resolve_weights(weights)).name
     try:
         if not folders:
             fuser.fuse_to_file(ir, vis, out)
-            console.print(f"fused {ir.name} + {vis.name} -> {out}  (weights: {info.path.name})")
+            console.print(f"fused {ir.name} + {vis.name} -> {out}  (model: {used}, {runner.name})")
             return
         _fuse_folders(fuser, ir, vis, out)
     finally:

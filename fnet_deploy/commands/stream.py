@@ -20,6 +20,10 @@ from fnet_deploy.assets import asset_path
 from fnet_deploy.backends.select import open_runner
 from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.commands.common import (
+    BackendOption,
+    ModelOption,
+    PrecisionOption,
+    RunDeviceOption,
     check_output,
     console,
     notice,
@@ -82,26 +86,10 @@ def stream(
             help="FNet weights for the torch backend (.safetensors or the published .pth)."
         ),
     ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(help="Exported model instead of weights: .onnx, TensorRT .engine/.plan."),
-    ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            help="torch (deploy form), torch-training (the reference), onnxruntime or tensorrt. "
-            "Default: by the model file's type; weights run as their fastest exact form on the "
-            "device (CPU: the deploy form exported once to a cached ONNX model for ONNX Runtime; "
-            "CUDA: the PyTorch deploy form)."
-        ),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(help="cpu, cuda[:N]; tensorrt[:N] for ONNX Runtime's TensorRT EP.")
-    ] = "cpu",
-    precision: Annotated[
-        str | None,
-        typer.Option(help="torch: fp32 or fp16 (CUDA); exported models: the expected precision."),
-    ] = None,
+    model: ModelOption = None,
+    backend: BackendOption = None,
+    device: RunDeviceOption = "cpu",
+    precision: PrecisionOption = None,
     fps: Annotated[
         float,
         typer.Option(

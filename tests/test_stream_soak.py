@@ -266,7 +266,7 @@ def test_frames_in_flight_at_a_stop_request_are_counted(tmp_path: Path, tiny_wei
 
 
 def test_stream_survives_a_live_camera_outage(tmp_path: Path, tiny_weights: Path) -> None:
-    """Short: a few dozen frames on each side of one outage of the IR camera (~12 s)."""
+    """Short: a few dozen frames on each side of one outage of the IR camera (~10 s)."""
     run = run_stream(
         tmp_path, tiny_weights, phase_s=1.5, outage_s=1.0, outages=1, extra=("--backend", "torch")
     )

@@ -237,11 +237,12 @@ def check_run(run: SoakRun, outages: int, min_written: int) -> dict[str, int]:
     return frames
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_frames_in_flight_at_a_stop_request_are_counted(tmp_path: Path, tiny_weights: Path) -> None:
     """In process, on recordings: the reader runs ahead of the model (its queue holds two frames),
     so a stop request leaves read frames unfused; the counts still add up."""
-    vis = write_video(tmp_path / "vis.avi", 10, 60, (160, 120))
-    ir = write_video(tmp_path / "ir.avi", 10, 60, (160, 120))
+    vis = write_video(tmp_path / "vis.avi", 10, 400, (160, 120))
+    ir = write_video(tmp_path / "ir.avi", 10, 400, (160, 120))
     stop = StopFlag()
 
     def progress(stats: RunStats) -> None:

@@ -17,7 +17,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -150,14 +150,14 @@ class RtspServer:
 
     def stop(self) -> None:
         """Drop every client and stop listening (a camera that loses power)."""
-        self._stop.set()
+        with self._lock:  # no connection is taken on after this
+            self._stop.set()
+            connections = list(self._connections)
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
-        with self._lock:
-            connections = list(self._connections)
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
@@ -167,8 +167,8 @@ class RtspServer:
         if self._threads:
             raise RuntimeError(f"RTSP server threads did not end: {self._threads}")
 
-    def _spawn(self, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
         self._threads.append(thread)
         thread.start()
 
@@ -180,6 +180,9 @@ class RtspServer:
                 return
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
+                if self._stop.is_set():
+                    connection.close()
+                    return
                 self._connections.add(connection)
             self._spawn(self._serve, connection)
 

@@ -191,12 +191,12 @@ fi
 if wanted bench; then
     # shellcheck disable=SC2054  # the commas belong to fnet-deploy's list options
     if [ "$DRY" = 1 ]; then
-        bench_args=(--device cpu --backend torch,torch-deploy,torch-deploy-graph
-            --precision fp32 --resolution 48x64 --batch 1 --warmup 1 --iterations 2 --no-peaks)
+        bench_args=(--device cpu --backend torch-training,torch,torch-graph
+            --precision fp32 --size 64x48 --batch 1 --warmup 1 --iterations 2 --no-peaks)
     else
         bench_args=(--device cuda
-            --backend torch,torch-deploy,torch-deploy-graph,torch-deploy-nhwc-graph,torch-col2im-graph
-            --precision fp32,fp16 --resolution 480x640,512x640 --batch 1,4
+            --backend torch-training,torch,torch-graph,torch-nhwc-graph,torch-col2im-graph
+            --precision fp32,fp16 --size 640x480,640x512 --batch 1,4
             --warmup 3 --iterations 25 --max-seconds 0.5)
     fi
     run_part bench 75 --int $PY -m fnet_deploy bench "${bench_args[@]}" --json "$WORK/bench.json"
@@ -214,7 +214,7 @@ fi
 
 if wanted compile && [ "$DRY" != 1 ]; then
     run_part compile 50 --int $PY -m fnet_deploy bench --device cuda --backend torch-compile \
-        --precision fp16 --resolution 480x640 --batch 1 --warmup 2 --iterations 25 \
+        --precision fp16 --size 640x480 --batch 1 --warmup 2 --iterations 25 \
         --max-seconds 0.5 --no-peaks --json "$WORK/compile.json"
 fi
 

@@ -121,7 +121,7 @@ def _cases(work: Path) -> list[Case]:
     tiny = ("--weights", str(f["weights"]))
     fuse = ("fuse", *tiny)
     stream = ("stream", "--no-live", "--vis", str(f["vi"].parent), "--ir", str(f["ir"].parent))
-    bench = ("bench", "--no-peaks", "--resolution", "16x16", "--iterations", "1")
+    bench = ("bench", "--no-peaks", "--size", "16x16", "--iterations", "1")
     train = ("train", "--data", str(work / "pairs"), "--stage", "1", "--iterations", "1")
     train += ("--set", "model.filters=4", "--crop", "16", "--batch-size", "2")
     evaluate = ("eval", "--ir", str(NATO / "ir"), "--vis", str(NATO / "vi"))
@@ -301,18 +301,20 @@ def _cases(work: Path) -> list[Case]:
     add("export-out-is-file", ("export", *tiny, "--out", str(f["blocker"])), "blocker")
     add_out("export-opset", ("export", *tiny, "--opset", "7"), out / "e", "--opset")
     add_out("export-int8", ("export", *tiny, "--int8"), out / "e", "--int8")
+    implicit = ("export", *tiny, "--implicit-int8")
+    add_out("export-implicit-int8", implicit, out / "e", "--implicit-int8", "--engine")
     add_out("export-nan-weights", ("export", "--weights", str(f["nan"])), out / "e", "nan")
 
     # bench
     add("bench-json-under-file", (*bench, "--json", str(under / "b.json")), "blocker", target=under)
     add("bench-json-suffix", (*bench, "--json", str(out / "b.txt")), "--json", target=out)
     add(
-        "bench-resolution-huge",
-        ("bench", "--no-peaks", "--resolution", "20000x20000"),
-        "--resolution",
+        "bench-size-huge",
+        ("bench", "--no-peaks", "--size", "20000x20000"),
+        "--size",
         "memory",
     )
-    add("bench-resolution-text", ("bench", "--no-peaks", "--resolution", "big"), "--resolution")
+    add("bench-size-text", ("bench", "--no-peaks", "--size", "big"), "--size")
     add("bench-batch", (*bench, "--batch", "0"), "--batch")
     add("bench-max-seconds", (*bench, "--max-seconds", "inf"), "--max-seconds")
     add("bench-backend", (*bench, "--backend", "cudnn9"), "--backend")

@@ -57,13 +57,17 @@ def test_time_runner_counts_calls() -> None:
 def test_cell_beside_floors_and_skips(tmp_path: Path) -> None:
     peaks = Peaks("cpu", "float32", 1e11, 1e10, 1e11, 5e10)
     model = FNet(TINY)
-    result = run_cell(Cell("torch", "fp32", 16, 24, 2), model, "cpu", peaks, 0, 2, 10.0, tmp_path)
+    result = run_cell(
+        Cell("torch-training", "fp32", 16, 24, 2), model, "cpu", peaks, 0, 2, 10.0, tmp_path
+    )
     cost = forward_cost(TINY, 16, 24, 2)
     assert result.compute_floor_ms == pytest.approx(1e3 * cost.flops / 1e11)
     assert result.memory_floor_ms == pytest.approx(1e3 * cost.activation_bytes / 1e10)
     assert result.median_ms is not None and result.fps == pytest.approx(2e3 / result.median_ms)
     assert result.fraction_of_floor is not None and 0 < result.fraction_of_floor < 1
-    skipped = run_cell(Cell("torch", "fp16", 16, 24, 1), model, "cpu", peaks, 0, 2, 10.0, tmp_path)
+    skipped = run_cell(
+        Cell("torch-training", "fp16", 16, 24, 1), model, "cpu", peaks, 0, 2, 10.0, tmp_path
+    )
     assert skipped.skipped is not None and "CUDA" in skipped.skipped
     assert skipped.median_ms is None
 
@@ -74,8 +78,8 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
         app,
         [
             "bench",
-            "--resolution",
-            "24x32",
+            "--size",
+            "32x24",
             "--batch",
             "1,2",
             "--iterations",
@@ -92,7 +96,10 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     assert document["peaks"]["flops_per_s"] > 0 and document["peaks"]["bytes_per_s"] > 0
     rows = document["results"]
-    assert [(r["batch"], r["height"], r["width"]) for r in rows] == [(1, 24, 32), (2, 24, 32)]
+    cells = [(r["backend"], r["batch"], r["height"], r["width"]) for r in rows]
+    assert cells == [  # the default: the training form (the baseline) and the deploy form
+        (backend, batch, 24, 32) for backend in ("torch-training", "torch") for batch in (1, 2)
+    ]
     assert all(r["median_ms"] > 0 and r["compute_floor_ms"] > 0 for r in rows)
     assert "p50 ms" in result.output
     assert (tmp_path / "latency.png").stat().st_size > 1000
@@ -101,7 +108,8 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--resolution", "480by640"], "--resolution expects HxW"),
+        (["--size", "640by480"], "--size expects WIDTHxHEIGHT like 640x480"),
+        (["--size", "640x0"], "--size 640x0: width and height must be at least 1"),
         (["--batch", "x"], "--batch expects sizes like 1,2,4"),
         (["--batch", "0"], "--batch expects positive sizes"),
         (["--precision", "fp8"], "--precision: expected a comma-separated list of fp32, fp16"),
@@ -123,7 +131,7 @@ def test_bench_where_no_cell_can_run_fails_saying_why(tmp_path: Path) -> None:
         "cpu",
         "--precision",
         "fp16",
-        "--resolution",
+        "--size",
         "16x16",
     ]
     result = CliRunner().invoke(app, [*args, "--iterations", "1", "--json", str(out)])
@@ -137,7 +145,7 @@ def test_deploy_and_onnxruntime_cells_with_speedups(tmp_path: Path) -> None:
     model = FNet(TINY)
     results = [
         run_cell(Cell(backend, "fp32", 20, 28, 1), model, "cpu", None, 1, 2, 10.0, tmp_path)
-        for backend in ("torch", "torch-deploy", "onnxruntime", "onnxruntime-col2im")
+        for backend in ("torch-training", "torch", "onnxruntime", "onnxruntime-col2im")
     ]
     assert [r.skipped for r in results] == [None] * 4
     assert (tmp_path / "fnet_fp32.onnx").exists()

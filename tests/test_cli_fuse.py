@@ -43,7 +43,7 @@ def test_gray_convention_writes_grey(
     ir, vis = crop_pair
     out = tmp_path / "fused.png"
     code, output = run(
-        "--ir", ir, "--vis", vis, "--out", out, "--weights", tiny_weights, "--luminance", "gray"
+        "--ir", ir, "--vis", vis, "--out", out, "--weights", tiny_weights, "--color", "gray"
     )
     assert code == 0, output
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (64, 80)

@@ -38,7 +38,7 @@ def test_fuse_matches_the_authors_outputs(
             str(out),
             "--weights",
             str(official_weights),
-            "--luminance",
+            "--color",
             "gray",
         ],
     )

@@ -150,8 +150,8 @@ def test_fuse_command_grid_in_grey_convention(
     ir_path, vis_path = crop_pair
     plain, grid = tmp_path / "fused.png", tmp_path / "grid.png"
     common = ("--ir", ir_path, "--vis", vis_path, "--weights", tiny_weights)
-    fuse_cli(*common, "--luminance", "gray", "--out", plain)
-    fuse_cli(*common, "--luminance", "gray", "--out", grid, "--layout", "grid")
+    fuse_cli(*common, "--color", "gray", "--out", plain)
+    fuse_cli(*common, "--color", "gray", "--out", grid, "--layout", "grid")
     fused = cv2.imread(str(plain), cv2.IMREAD_GRAYSCALE)
     view = cv2.imread(str(grid), cv2.IMREAD_COLOR)
     boxes = pane_boxes(*fused.shape, "grid")

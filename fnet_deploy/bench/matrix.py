@@ -170,25 +170,26 @@ def _onnx_precision(precision: str) -> Literal["fp32", "fp16"]:
 
 
 BACKENDS: dict[str, RunnerFactory] = {
-    "torch": _torch,
-    "torch-deploy": _torch_deploy,
-    "torch-deploy-nhwc": _torch_deploy_variant(channels_last=True, cuda_graph=False),
-    "torch-deploy-graph": _torch_deploy_variant(channels_last=False, cuda_graph=True),
-    "torch-deploy-nhwc-graph": _torch_deploy_variant(channels_last=True, cuda_graph=True),
+    "torch-training": _torch,
+    "torch": _torch_deploy,
+    "torch-nhwc": _torch_deploy_variant(channels_last=True, cuda_graph=False),
+    "torch-graph": _torch_deploy_variant(channels_last=False, cuda_graph=True),
+    "torch-nhwc-graph": _torch_deploy_variant(channels_last=True, cuda_graph=True),
     "torch-col2im-graph": _torch_deploy_variant(channels_last=False, cuda_graph=True, col2im=True),
     "torch-compile": _torch_compile,
     "onnxruntime": _onnxruntime,
     "onnxruntime-col2im": _onnxruntime_col2im,
     "tensorrt": _tensorrt,
 }
-"""Benchmark targets: ``torch`` is the eager training form (the baseline of every ratio);
-``torch-deploy`` the eager deploy form; ``torch-deploy-nhwc`` the same in channels_last layout;
-``torch-deploy-graph`` and ``torch-deploy-nhwc-graph`` those replayed from a CUDA graph (CUDA
-only); ``torch-col2im-graph`` the deploy form with its few-output convolutions as 1x1 taps plus
-``fold``, from a CUDA graph; ``torch-compile`` the deploy form through torch.compile
-(channels_last on CUDA); ``onnxruntime`` the exported deploy form; ``onnxruntime-col2im`` the
-same with few-output convolutions as 1x1 + Col2Im (fastest on ORT's CPU provider, not for
-TensorRT); ``tensorrt`` an engine built for each cell's exact shape."""
+"""Benchmark targets, named as ``--backend`` names them everywhere: ``torch-training`` is the
+eager training form (the baseline of every ratio); ``torch`` the eager deploy form;
+``torch-nhwc`` the same in channels_last layout; ``torch-graph`` and ``torch-nhwc-graph`` those
+replayed from a CUDA graph (CUDA only); ``torch-col2im-graph`` the deploy form with its
+few-output convolutions as 1x1 taps plus ``fold``, from a CUDA graph; ``torch-compile`` the
+deploy form through torch.compile (channels_last on CUDA); ``onnxruntime`` the exported deploy
+form; ``onnxruntime-col2im`` the same with few-output convolutions as 1x1 + Col2Im (fastest
+on ORT's CPU provider, not for TensorRT); ``tensorrt`` an engine built for each cell's exact
+shape."""
 
 _EXPORTED = ("onnx", "onnxscript")
 REQUIRES: dict[str, tuple[str, ...]] = {
@@ -261,11 +262,12 @@ def run_cell(
 
 
 def add_speedups(results: list[CellResult]) -> None:
-    """Set each result's speed-up over eager ``torch`` fp32 at the same shape and batch."""
+    """Set each result's speed-up over eager ``torch-training`` fp32 at the same shape and
+    batch."""
     baseline = {
         (r.cell.height, r.cell.width, r.cell.batch): r.median_ms
         for r in results
-        if r.cell.backend == "torch" and r.cell.precision == "fp32" and r.median_ms
+        if r.cell.backend == "torch-training" and r.cell.precision == "fp32" and r.median_ms
     }
     for r in results:
         base = baseline.get((r.cell.height, r.cell.width, r.cell.batch))

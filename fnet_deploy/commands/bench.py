@@ -1,4 +1,4 @@
-"""``fnet-deploy bench``: latency and throughput per backend, precision, resolution and batch."""
+"""``fnet-deploy bench``: latency and throughput per backend, precision, size (W x H) and batch."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from fnet_deploy.commands.common import (
     INTERRUPTED_EXIT,
     check_output,
     console,
+    parse_size,
     progress_bar,
     reports_errors,
 )
@@ -67,18 +68,8 @@ def _choices(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
-    shapes = []
-    for part in _split(text):
-        try:
-            height, width = (int(v) for v in part.lower().split("x"))
-        except ValueError:
-            raise FnetError(
-                f"--resolution expects HxW[,HxW...] like 480x640, got {part!r}"
-            ) from None
-        if height < 1 or width < 1:
-            raise FnetError(f"--resolution {part}: sizes must be positive")
-        shapes.append((height, width))
-    return shapes
+    """``--size`` (comma-separated WIDTHxHEIGHT) -> (height, width) per cell."""
+    return [parse_size(part, "--size")[::-1] for part in _split(text)]
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -99,7 +90,7 @@ def _describe_peaks(peaks: Peaks) -> str:
 def _table(results: list[CellResult]) -> Table:
     table = Table(title="FNet latency beside the floors (FLOPs / peak compute, bytes / bandwidth)")
     headers = ["backend", "prec", "HxW", "N", "p50 ms", "p95 ms", "p99 ms", "dev ms", "fps"]
-    headers += ["vs torch"]
+    headers += ["vs training form"]
     headers += ["GFLOP"]
     headers += ["compute floor ms", "memory floor ms", "of floor"]
     for column in headers:
@@ -125,10 +116,16 @@ def _table(results: list[CellResult]) -> Table:
 @reports_errors
 def bench(
     backend: Annotated[
-        str, typer.Option(help=f"Comma-separated backends: {', '.join(BACKENDS)}.")
-    ] = "torch",
+        str,
+        typer.Option(
+            help=f"Comma-separated backends: {', '.join(BACKENDS)} (torch: the deploy form, "
+            "torch-training: the training form, the baseline of the speed-up column)."
+        ),
+    ] = "torch-training,torch",
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16.")] = "fp32",
-    resolution: Annotated[str, typer.Option(help="Comma-separated HxW sizes.")] = "480x640",
+    size: Annotated[
+        str, typer.Option(help="Comma-separated WIDTHxHEIGHT sizes, e.g. 640x480,1280x720.")
+    ] = "640x480",
     batch: Annotated[
         str, typer.Option(help="Comma-separated batch sizes (camera pairs per call).")
     ] = "1",
@@ -175,7 +172,7 @@ def bench(
         cells(
             backends,
             _choices(precision, "--precision", ("fp32", "fp16")),
-            _shapes(resolution),
+            _shapes(size),
             _batches(batch),
         )
     )
@@ -188,8 +185,8 @@ def bench(
         for cell in matrix:
             require_memory(
                 inference_bytes(model.config, cell.height, cell.width, cell.batch),
-                f"--resolution {cell.height}x{cell.width} --batch {cell.batch}",
-                "give a smaller --resolution or --batch",
+                f"--size {cell.width}x{cell.height} --batch {cell.batch}",
+                "give a smaller --size or --batch",
             )
     measured = None
     if peaks:

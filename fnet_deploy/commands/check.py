@@ -12,8 +12,13 @@ from rich.table import Table
 
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.select import open_runner
-from fnet_deploy.commands.common import progress_bar, reports_errors
-from fnet_deploy.data.color import Luminance
+from fnet_deploy.commands.common import (
+    BackendOption,
+    ColorOption,
+    luminance_of,
+    progress_bar,
+    reports_errors,
+)
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import (
     DEFAULT_TOLERANCE,
@@ -89,13 +94,7 @@ def check(
         Path | None,
         typer.Option(help="Reference weights (default: the packaged weights)."),
     ] = None,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            help="torch (deploy form), torch-training, onnxruntime or tensorrt (default: by "
-            "file type; weights run as their fastest exact form on the device)."
-        ),
-    ] = None,
+    backend: BackendOption = None,
     device: Annotated[
         str,
         typer.Option(
@@ -105,9 +104,7 @@ def check(
     reference_device: Annotated[
         str, typer.Option(help="Device of the PyTorch reference (training form, float32).")
     ] = "cpu",
-    luminance: Annotated[
-        Luminance, typer.Option(help="Visible luminance: 'ycbcr' (BT.601 Y) or 'gray' (OpenCV).")
-    ] = "ycbcr",
+    color: ColorOption = "keep",
     stat: Annotated[
         str, typer.Option(help="Error statistic compared with --tolerance: max, mean or p99.9.")
     ] = "p99.9",
@@ -143,6 +140,7 @@ def check(
     ]
     reference = open_runner(None, "torch-training", reference_device, "fp32", weights_path)
     out = Console()
+    luminance = luminance_of(color)
     pairs = list(iter_pairs(ir, vis, luminance))
     with ExitStack() as stack:
         for runner in (*candidates, reference):
@@ -168,7 +166,7 @@ def check(
         label = _how(candidate, precision)
         limit = DEFAULT_TOLERANCE.get(precision, DEFAULT_TOLERANCE["fp32"])
         limit = tolerance if tolerance is not None else limit
-        title = f"{model.name} ({label}) vs PyTorch fp32, luminance {luminance}"
+        title = f"{model.name} ({label}) vs PyTorch fp32, --color {color}"
         if not _print_report(out, title, report, chosen, limit):
             failed.append(model.name)
     if failed:

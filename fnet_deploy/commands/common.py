@@ -9,7 +9,7 @@ import math
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from fnet_deploy.atomic import check_writable
+from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.signals import stop_signals_handled
@@ -69,6 +70,43 @@ PrecisionOption = Annotated[
     str | None,
     typer.Option(help="torch: fp32 or fp16 (CUDA); exported models: the expected precision."),
 ]
+ColorMode = Literal["keep", "gray"]
+ColorOption = Annotated[
+    ColorMode,
+    typer.Option(
+        help="Colour visible input: 'keep' fuses its BT.601 studio-range Y and puts the colour "
+        "back; 'gray' fuses OpenCV's full-range grey (the authors' evaluation) and writes grey."
+    ),
+]
+"""``--color``: how colour visible input feeds the network, the same in every command."""
+
+
+def parse_size(text: str, option: str, minimum: int = 1) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (the order cameras, OpenCV and ffmpeg use, everywhere on the command
+    line) -> ``(width, height)``.
+
+    Raises:
+        FnetError: not two integers joined by ``x``, or a side below ``minimum``.
+    """
+    try:
+        width, height = (int(part) for part in text.strip().lower().split("x"))
+    except ValueError:
+        raise FnetError(f"{option} expects WIDTHxHEIGHT like 640x480, got {text!r}") from None
+    if width < minimum or height < minimum:
+        raise FnetError(f"{option} {text}: width and height must be at least {minimum}")
+    return width, height
+
+
+def luminance_of(color: ColorMode) -> Luminance:
+    """The data layer's luminance convention for a ``--color`` choice."""
+    return "ycbcr" if color == "keep" else "gray"
+
+
+def color_of(luminance: str) -> ColorMode:
+    """The ``--color`` choice of a luminance convention (as weights files record it)."""
+    return "keep" if luminance == "ycbcr" else "gray"
+
+
 IrNormOption = Annotated[
     ThermalNorm,
     typer.Option(help="16-bit IR to [0,1]: percentile clip, per-image minmax, or fixed /65535."),

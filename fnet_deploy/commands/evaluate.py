@@ -77,7 +77,9 @@ def _fuse_all(
 
 
 def _summary(evaluation: Evaluation, speed: dict[str, float]) -> Table:
-    table = Table(title=f"means ({evaluation.convention} convention, {evaluation.luminance})")
+    table = Table(
+        title=f"means ({evaluation.convention} convention, grey by {evaluation.luminance})"
+    )
     table.add_column("method")
     for name in evaluation.metrics:
         table.add_column(
@@ -120,9 +122,12 @@ def evaluate_command(
     convention: Annotated[
         Convention, typer.Option(help="'paper' reproduces published tables; 'standard' textbook.")
     ] = "paper",
-    luminance: Annotated[
+    metric_gray: Annotated[
         Luminance,
-        typer.Option(help="Colour images to grey for the metrics: bt601 (papers) or bt709."),
+        typer.Option(
+            help="How colour images become grey for the metrics: BT.601 weights (the papers') "
+            "or BT.709."
+        ),
     ] = "bt601",
     device: Annotated[
         str,
@@ -196,13 +201,13 @@ def evaluate_command(
             evaluation = evaluate(
                 pairings,
                 convention,
-                luminance,
+                metric_gray,
                 progress=lambda n: progress.advance(task, n),
                 done=done,
             )
     except Interrupted as signalled:
         stopped = signalled
-        evaluation = summarize(done, pairings, convention, luminance)
+        evaluation = summarize(done, pairings, convention, metric_gray)
     out.mkdir(parents=True, exist_ok=True)
     document = to_json(evaluation)
     for method, ms in speed.items():

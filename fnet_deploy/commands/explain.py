@@ -11,16 +11,17 @@ from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.device import torch_device
 from fnet_deploy.bench.cost import inference_bytes, trace_bytes
 from fnet_deploy.commands.common import (
+    ColorOption,
     DeviceOption,
     IrNormOption,
     IrPercentilesOption,
     WeightsOption,
     check_output,
     console,
+    luminance_of,
     parse_percentiles,
     reports_errors,
 )
-from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import image_size, read_ir, read_visible
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import IMAGE_BYTES_PER_PIXEL
@@ -39,10 +40,7 @@ def explain(
     ] = Path("explain"),
     weights: WeightsOption = None,
     device: DeviceOption = "cpu",
-    luminance: Annotated[
-        Luminance,
-        typer.Option(help="Visible luminance: BT.601 studio Y ('ycbcr') or OpenCV grey ('gray')."),
-    ] = "ycbcr",
+    color: ColorOption = "keep",
     ir_norm: IrNormOption = "percentile",
     ir_percentiles: IrPercentilesOption = "1,99",
     top: Annotated[
@@ -77,6 +75,7 @@ def explain(
                 "explain a crop of the pair (the trace keeps every iteration; it cannot be tiled)",
             )
     ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles))
+    luminance = luminance_of(color)
     vis_image = read_visible(vis, luminance).luma
     if ir_image.shape != vis_image.shape:
         raise InputError(

@@ -13,8 +13,13 @@ import typer
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.engine_info import EnginePrecision, ShapeProfile, format_shape
-from fnet_deploy.commands.common import check_output, console, reports_errors
-from fnet_deploy.data.color import Luminance
+from fnet_deploy.commands.common import (
+    ColorOption,
+    check_output,
+    console,
+    luminance_of,
+    reports_errors,
+)
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import (
     DEFAULT_TOLERANCE,
@@ -74,9 +79,7 @@ def export(
         Path | None, typer.Option(help="IR image of the parity pair (default: shipped sample).")
     ] = None,
     vis: Annotated[Path | None, typer.Option(help="Visible image of the parity pair.")] = None,
-    luminance: Annotated[
-        Luminance, typer.Option(help="Visible luminance of the parity pair: ycbcr or gray.")
-    ] = "ycbcr",
+    color: ColorOption = "keep",
     engine: Annotated[
         bool, typer.Option(help="Also build TensorRT engines (needs the tensorrt extra and a GPU).")
     ] = False,
@@ -148,6 +151,7 @@ def export(
             f"{onnx.defs.onnx_opset_version()}"
         )
     ir_path, vis_path = (ir, vis) if ir is not None and vis is not None else sample_pair()
+    luminance = luminance_of(color)
     pair = read_pair(ir_path, vis_path, luminance)
     if height is not None and width is not None:
         pair = pair.resized(height, width)

@@ -12,6 +12,7 @@ from fnet_deploy.backends.device import ANY_KIND, parse_device
 from fnet_deploy.backends.select import open_runner
 from fnet_deploy.commands.common import (
     BackendOption,
+    ColorOption,
     IrNormOption,
     IrPercentilesOption,
     ModelOption,
@@ -20,12 +21,12 @@ from fnet_deploy.commands.common import (
     WeightsOption,
     check_output,
     console,
+    luminance_of,
     notice,
     parse_percentiles,
     progress_bar,
     reports_errors,
 )
-from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import can_encode
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
@@ -52,13 +53,7 @@ def fuse(
     backend: BackendOption = None,
     device: RunDeviceOption = "cpu",
     precision: PrecisionOption = None,
-    luminance: Annotated[
-        Luminance,
-        typer.Option(
-            help="Colour visible input: 'ycbcr' fuses BT.601 studio Y and keeps the colour; "
-            "'gray' uses OpenCV's grayscale (the authors' evaluation) and writes grey."
-        ),
-    ] = "ycbcr",
+    color: ColorOption = "keep",
     ir_norm: IrNormOption = "percentile",
     ir_percentiles: IrPercentilesOption = "1,99",
     resize: Annotated[
@@ -88,7 +83,7 @@ def fuse(
     if ir is None or vis is None:
         ir, vis = sample_pair()
     options = FuseOptions(
-        luminance=luminance,
+        luminance=luminance_of(color),
         ir_norm=ir_norm,
         ir_percentiles=parse_percentiles(ir_percentiles),
         resize=resize,

@@ -21,18 +21,20 @@ from fnet_deploy.backends.select import open_runner
 from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.commands.common import (
     BackendOption,
+    ColorOption,
     ModelOption,
     PrecisionOption,
     RunDeviceOption,
     check_output,
     console,
+    luminance_of,
     notice,
     parse_pair,
     parse_percentiles,
+    parse_size,
     reports_errors,
     signal_exit_code,
 )
-from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import require_memory
@@ -126,10 +128,7 @@ def stream(
         str | None,
         typer.Option(help="Model input size WxH (default: the registered crop's size)."),
     ] = None,
-    luminance: Annotated[
-        Luminance,
-        typer.Option(help="Colour visible input: 'ycbcr' keeps the colour, 'gray' writes grey."),
-    ] = "ycbcr",
+    color: ColorOption = "keep",
     layout: Annotated[
         Layout,
         typer.Option(help="fused, or a labelled side-by-side / grid of visible, IR and fused."),
@@ -224,7 +223,7 @@ def stream(
     options = StreamOptions(
         max_skew=None if max_skew_ms is None else max_skew_ms / 1000.0,
         ir_offset=ir_offset_ms / 1000.0,
-        luminance=luminance,
+        luminance=luminance_of(color),
         layout=layout,
         max_consecutive_errors=max_errors,
         reconnect_timeout=reconnect_timeout,
@@ -261,15 +260,7 @@ def stream(
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise FnetError(f"--size expects WIDTHxHEIGHT like 640x512, got {text!r}") from None
-    if width < 8 or height < 8:
-        raise FnetError(f"--size {text}: width and height must be at least 8")
-    return width, height
+    return None if text is None else parse_size(text, "--size", minimum=8)
 
 
 @contextlib.contextmanager

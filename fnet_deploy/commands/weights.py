@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fnet_deploy.commands.common import reports_errors
-from fnet_deploy.data.color import Luminance
+from fnet_deploy.commands.common import ColorMode, color_of, luminance_of, reports_errors
 from fnet_deploy.errors import InputError
 from fnet_deploy.model.weights import load_fnet, resolve_weights, save_fnet
 
@@ -31,7 +30,7 @@ def info(
     table.add_row("sha256", meta.sha256)
     table.add_row("config", str(meta.config.to_dict()))
     table.add_row("parameters", f"{sum(p.numel() for p in model.parameters()):,}")
-    table.add_row("luminance", meta.luminance)
+    table.add_row("color", f"{color_of(meta.luminance)} ({meta.luminance})")
     table.add_row("provenance", meta.provenance or "-")
     for name in ("unique_ir", "unique_vis", "common"):
         block = getattr(model, name)
@@ -47,10 +46,13 @@ def info(
 def convert(
     source: Annotated[Path, typer.Argument(help="Weights to convert (e.g. FNet_official.pth).")],
     dest: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
-    luminance: Annotated[
-        Luminance,
-        typer.Option(help="Luminance convention the weights were trained with: ycbcr or gray."),
-    ] = "ycbcr",
+    color: Annotated[
+        ColorMode,
+        typer.Option(
+            help="How the weights were trained to take colour visible input: 'keep' (BT.601 "
+            "studio-range Y) or 'gray' (OpenCV full-range grey)."
+        ),
+    ] = "keep",
 ) -> None:
     """Convert weights (e.g. the published .pth) to the fnet-deploy safetensors format."""
     if dest.suffix != ".safetensors":
@@ -59,7 +61,7 @@ def convert(
     save_fnet(
         dest,
         model,
-        luminance=luminance,
+        luminance=luminance_of(color),
         provenance=f"converted from {meta.path.name} (sha256 {meta.sha256}): {meta.provenance}",
     )
     typer.echo(f"wrote {dest}")

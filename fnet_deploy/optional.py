@@ -23,7 +23,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "matplotlib": ("matplotlib", ("plot",)),
     "tensorboard": ("tensorboard", ("train",)),
     "tensorrt": ("tensorrt", ("tensorrt",)),
-    "cuda": ("cuda-python", ("tensorrt",)),
+    "polygraphy": ("polygraphy", ("tensorrt",)),
 }
 """Top-level import name -> (pip package, extras that install it; the first is the usual one).
 Mirrors ``[project.optional-dependencies]`` in pyproject.toml (a test keeps them in step)."""

@@ -112,7 +112,7 @@ def _cases(work: Path) -> list[Case]:
         case("export-onnxscript", "onnxscript", ("export",), "export"),
         case("export-onnxruntime", "onnxruntime", ("export",), "onnx"),
         case("export-tensorrt", "tensorrt", ("export", "--engine"), "tensorrt"),
-        case("export-cuda", "cuda", ("export", "--engine"), "tensorrt"),
+        case("export-polygraphy", "polygraphy", ("export", "--engine"), "tensorrt"),
         Case("check-onnxruntime", ("onnxruntime",), ("check", str(fp32), *pair), "onnx"),
         Case("check-fp16-onnx", ("onnx",), ("check", str(fp16), *pair), "export"),
         Case("check-tensorrt", ("tensorrt",), ("check", str(work / "x.engine"), *pair), "tensorrt"),

@@ -10,6 +10,7 @@ commands, which all import it and never each other's runners:
 - :mod:`.onnx_graph`: the ONNX graph of the deploy form (what ``export`` writes and the cache
   holds), :mod:`.onnx_cache` and :mod:`.cached_onnx_runner`: that graph exported once per
   weights file; :mod:`.fp16`: the float16 boundary and its CPU emulation;
-- :mod:`.engine_info`: a TensorRT engine's sidecar; :mod:`.cuda_buffers`: CUDA memory for it;
+- :mod:`.engine_info`: a TensorRT engine's sidecar; :mod:`.tensor_buffers`: device memory for
+  it, held by torch tensors;
 - :mod:`.select`: the runner for a model file or weights, by backend, file type and device.
 """

@@ -2,8 +2,11 @@
 
 A serialized TensorRT engine only runs with the TensorRT version and on the GPU model it was
 built for. The sidecar (``fnet.engine`` -> ``fnet.engine.json``) records both, with the
-precision, the profile and the SHA-256 of the ONNX model, so that a mismatch is reported as
-one clear line with the command that rebuilds the engine. Nothing here imports TensorRT.
+precision, the profile, the SHA-256 of the ONNX model, the architecture the ONNX model records
+and how the engine was built (``notes``: strongly typed or implicit INT8, TF32 off, a replaced
+timing cache, the equivalent ``polygraphy`` / ``trtexec`` commands), so that a mismatch is
+reported as one clear line with the command that rebuilds the engine. Nothing here imports
+TensorRT.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fnet_deploy.atomic import write_bytes_atomic
+from fnet_deploy.backends.base import SizeRange
 from fnet_deploy.errors import FnetError, InputError
 
 EnginePrecision = Literal["fp32", "fp16", "int8"]
@@ -24,7 +28,9 @@ Shape = tuple[int, int, int, int]
 
 
 def parse_shape(text: str, option: str) -> Shape:
-    """``"1x1x480x640"`` or ``"480x640"`` (N = 1) -> ``(N, 1, H, W)``.
+    """A tensor shape ``"1x1x480x640"`` (N x C x H x W, as TensorRT and trtexec write it) or an
+    image size ``"640x480"`` (WIDTHxHEIGHT, the command line's order for sizes; N = 1) ->
+    ``(N, 1, H, W)``.
 
     Raises:
         FnetError: not 2 or 4 positive integers separated by ``x``, or a channel count other
@@ -35,9 +41,12 @@ def parse_shape(text: str, option: str) -> Shape:
     except ValueError:
         parts = []
     if len(parts) == 2:
-        parts = [1, 1, *parts]
+        width, height = parts
+        parts = [1, 1, height, width]
     if len(parts) != 4 or min(parts) < 1:
-        raise FnetError(f"{option} expects NxCxHxW or HxW like 1x1x480x640, got {text!r}")
+        raise FnetError(
+            f"{option} expects NxCxHxW like 1x1x480x640 or WIDTHxHEIGHT like 640x480, got {text!r}"
+        )
     if parts[1] != 1:
         raise FnetError(f"{option}: FNet inputs have 1 channel, got {parts[1]} in {text!r}")
     return parts[0], parts[1], parts[2], parts[3]
@@ -93,6 +102,10 @@ class ShapeProfile:
         """JSON form."""
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
+    def size_range(self) -> SizeRange:
+        """The image sizes (H x W) the profile takes."""
+        return SizeRange((self.min[2], self.min[3]), (self.max[2], self.max[3]))
+
 
 @dataclass
 class EngineInfo:
@@ -109,8 +122,15 @@ class EngineInfo:
     package_version: str
     weights_file: str = ""
     weights_sha256: str = ""
+    model_config: dict[str, Any] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     format: str = SIDECAR_FORMAT
+
+    @property
+    def implicit_int8(self) -> bool:
+        """Whether TensorRT calibrated the engine itself (the deprecated TensorRT 10 path)
+        rather than reading the scales of an explicitly quantized (Q/DQ) ONNX model."""
+        return bool(self.notes.get("implicit_int8", False))
 
     def shape_profile(self) -> ShapeProfile:
         """The recorded optimization profile."""
@@ -182,8 +202,14 @@ def compatibility_problems(
 
 
 def rebuild_command(engine_path: Path, info: EngineInfo) -> str:
-    """The ``fnet-deploy export`` command that rebuilds this engine on the current machine."""
-    flags = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib-ir IR_DIR --calib-vis VIS_DIR"}
+    """The ``fnet-deploy export`` command that rebuilds this engine on the current machine.
+
+    INT8 engines are rebuilt from the Q/DQ model (``--int8``), or, for one TensorRT calibrated
+    itself, with the deprecated ``--implicit-int8`` (TensorRT 10 only).
+    """
+    int8 = "--implicit-int8" if info.implicit_int8 else "--int8"
+    calibration = "--calib-ir IR_DIR --calib-vis VIS_DIR"
+    flags = {"fp32": "", "fp16": " --fp16", "int8": f" {int8} {calibration}"}
     profile = info.profile
     return (
         f"fnet-deploy export --weights {info.weights_file or 'WEIGHTS'} "

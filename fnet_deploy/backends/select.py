@@ -43,7 +43,7 @@ _REQUIRES: dict[Backend, tuple[str, ...]] = {
     "torch": (),
     "torch-training": (),
     "onnxruntime": ("onnxruntime",),
-    "tensorrt": ("tensorrt", "cuda"),
+    "tensorrt": ("tensorrt",),
 }
 """The optional packages (import names, :data:`fnet_deploy.optional.EXTRAS`) of each backend."""
 

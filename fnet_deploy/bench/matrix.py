@@ -153,7 +153,13 @@ def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path
             device=cuda,
         )
         onnx_path = _onnx_model(model, precision, work)
-        build_engine(onnx_path, engine, options, onnx_precision=onnx_precision)
+        build_engine(
+            onnx_path,
+            engine,
+            options,
+            onnx_precision=onnx_precision,
+            model_config=model.config.to_dict(),
+        )
     return TensorRTRunner(engine, cuda)
 
 
@@ -195,7 +201,7 @@ _EXPORTED = ("onnx", "onnxscript")
 REQUIRES: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime", *_EXPORTED),
     "onnxruntime-col2im": ("onnxruntime", *_EXPORTED),
-    "tensorrt": ("tensorrt", "cuda", *_EXPORTED),
+    "tensorrt": ("tensorrt", "polygraphy", *_EXPORTED),
 }
 """The optional packages (:data:`fnet_deploy.optional.EXTRAS`) each backend needs; the torch
 backends need none."""

@@ -18,6 +18,7 @@ from fnet_deploy.commands.common import (
     check_output,
     console,
     luminance_of,
+    notice,
     reports_errors,
 )
 from fnet_deploy.errors import FnetError
@@ -84,7 +85,19 @@ def export(
         bool, typer.Option(help="Also build TensorRT engines (needs the tensorrt extra and a GPU).")
     ] = False,
     int8: Annotated[
-        bool, typer.Option(help="With --engine: also an INT8 engine calibrated on real pairs.")
+        bool,
+        typer.Option(
+            help="With --engine: also an INT8 engine, built (strongly typed) from the explicitly "
+            "quantized fnet_int8.onnx."
+        ),
+    ] = False,
+    implicit_int8: Annotated[
+        bool,
+        typer.Option(
+            help="Deprecated, TensorRT 10 only (TensorRT 11 removed it): with --engine, an INT8 "
+            "engine from fnet.onnx calibrated by TensorRT itself on --calib-ir/--calib-vis. "
+            "Prefer --int8 (explicit Q/DQ, TensorRT 10 and 11)."
+        ),
     ] = False,
     calib_ir: Annotated[Path | None, typer.Option(help="Folder of IR calibration images.")] = None,
     calib_vis: Annotated[
@@ -93,7 +106,10 @@ def export(
     calib_limit: Annotated[
         int, typer.Option(min=1, help="At most this many calibration pairs.")
     ] = 64,
-    min_shape: Annotated[str | None, typer.Option(help="Profile minimum, NxCxHxW or HxW.")] = None,
+    min_shape: Annotated[
+        str | None,
+        typer.Option(help="Engine profile minimum: NxCxHxW (1x1x64x64) or WIDTHxHEIGHT (N = 1)."),
+    ] = None,
     opt_shape: Annotated[str | None, typer.Option(help="Profile optimum (tuned for).")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Profile maximum.")] = None,
     workspace: Annotated[int, typer.Option(min=64, help="TensorRT workspace limit, MiB.")] = 2048,
@@ -114,6 +130,14 @@ def export(
         raise FnetError("--int8 builds a TensorRT engine: add --engine")
     if int8 and (calib_ir is None or calib_vis is None):
         raise FnetError("--int8 needs real calibration pairs: --calib-ir DIR --calib-vis DIR")
+    if implicit_int8 and not engine:
+        raise FnetError("--implicit-int8 builds a TensorRT engine: add --engine")
+    if implicit_int8 and int8:
+        raise FnetError("--int8 and --implicit-int8 both build fnet_int8.engine: choose one")
+    if implicit_int8 and (calib_ir is None or calib_vis is None):
+        raise FnetError(
+            "--implicit-int8 needs real calibration pairs: --calib-ir DIR --calib-vis DIR"
+        )
     if engine and col2im:
         raise FnetError(
             "--col2im graphs use Col2Im, which TensorRT does not support: build engines "
@@ -122,9 +146,17 @@ def export(
     check_output(out, "--out", folder=True, inputs=(ir, vis, weights))
     if timing_cache is not None:
         check_output(timing_cache, "--timing-cache", inputs=(ir, vis, weights))
-    needed = ["onnxruntime", "onnx", "onnxscript"] + (["tensorrt", "cuda"] if engine else [])
+    needed = ["onnxruntime", "onnx", "onnxscript"] + (["tensorrt", "polygraphy"] if engine else [])
     for module in needed:
         require(module)
+    if implicit_int8:
+        from fnet_deploy.export.tensorrt_build import build_mode
+
+        build_mode("int8", "fp32", str(require("tensorrt").__version__))
+        notice(
+            "note: --implicit-int8 is deprecated (TensorRT 10 only; TensorRT 11 removed implicit "
+            "INT8 calibration): prefer --int8, the explicitly quantized (Q/DQ) model"
+        )
     from fnet_deploy.backends.onnx_graph import (
         MIN_TORCH,
         OnnxSpec,
@@ -173,8 +205,9 @@ def export(
     if engine and profile is not None:
         precisions: list[EnginePrecision] = ["fp32", "fp16"] if fp16 else ["fp32"]
         calibration: list[ImagePair] = []
-        if int8 and calib_ir is not None and calib_vis is not None:
+        if int8 or implicit_int8:
             precisions.append("int8")
+        if implicit_int8 and calib_ir is not None and calib_vis is not None:
             calibration = list(
                 itertools.islice(iter_pairs(calib_ir, calib_vis, luminance), calib_limit)
             )
@@ -185,6 +218,7 @@ def export(
             timing_cache or out / "timing.cache",
             device,
             calibration,
+            implicit_int8,
         )
         failures += _engines(model, info, onnx_paths, pair, plan)
     if failures:
@@ -249,7 +283,8 @@ def _onnx_parity(model: FNet, onnx_paths: dict[str, Path], pair: ImagePair, batc
 
 @dataclass(frozen=True)
 class EnginePlan:
-    """Which engines to build and how."""
+    """Which engines to build and how (``implicit_int8``: the INT8 engine from fnet.onnx with
+    TensorRT 10's own calibration on ``calibration``, not from the Q/DQ fnet_int8.onnx)."""
 
     precisions: list[EnginePrecision]
     profile: ShapeProfile
@@ -257,6 +292,7 @@ class EnginePlan:
     timing_cache: Path
     device: str
     calibration: list[ImagePair]
+    implicit_int8: bool = False
 
 
 def _engines(
@@ -265,7 +301,11 @@ def _engines(
     """Build the planned engines, then check each against PyTorch on the parity pair."""
     from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
     from fnet_deploy.backends.torch_runner import TorchRunner
-    from fnet_deploy.export.tensorrt_build import ONNX_PRECISION, EngineBuildOptions, build_engine
+    from fnet_deploy.export.tensorrt_build import (
+        EngineBuildOptions,
+        build_engine,
+        onnx_precision_for,
+    )
 
     profile, device = plan.profile, plan.device
     _, _, opt_h, opt_w = profile.opt
@@ -274,7 +314,14 @@ def _engines(
     reference_device = device if torch.cuda.is_available() else "cpu"
     with TorchRunner(model, reference_device) as reference:
         for precision in plan.precisions:
-            onnx_path = onnx_paths[ONNX_PRECISION[precision]]
+            implicit = precision == "int8" and plan.implicit_int8
+            onnx_precision = onnx_precision_for(precision, implicit)
+            if onnx_precision not in onnx_paths:
+                raise FnetError(
+                    f"a {precision} engine is built from the {onnx_precision} ONNX model, which "
+                    "this export did not write"
+                )
+            onnx_path = onnx_paths[onnx_precision]
             engine_path = onnx_path.parent / ENGINE_FILES[precision]
             options = EngineBuildOptions(
                 precision=precision,
@@ -290,14 +337,21 @@ def _engines(
                 onnx_path,
                 engine_path,
                 options,
-                onnx_precision=ONNX_PRECISION[precision],
+                onnx_precision=onnx_precision,
                 weights_file=info.path.name,
                 weights_sha256=info.sha256,
+                model_config=info.config.to_dict(),
             )
             console.print(
                 f"wrote {engine_path} (TensorRT {built.tensorrt_version}, {built.gpu_name}, "
                 f"profile {format_shape(profile.min)}..{format_shape(profile.max)}, opt "
                 f"{format_shape(profile.opt)})"
+            )
+            commands = built.notes["equivalent_commands"]
+            notice(f"  the same build with Polygraphy: {commands['polygraphy_convert'][0]}")
+            notice(f"  with trtexec: {commands['trtexec'][0]}")
+            notice(
+                f"  compared with ONNX Runtime by the polygraphy_run lines of {engine_path}.json"
             )
             stats = _check(reference, TensorRTRunner(engine_path, device), check_pair, 1)
             failures += not _report(f"{engine_path.name} vs PyTorch", stats, precision)

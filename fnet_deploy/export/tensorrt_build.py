@@ -1,58 +1,62 @@
-"""Building serialized TensorRT engines from the exported ONNX models (TensorRT 10 Python API).
+"""Building serialized TensorRT engines from the exported ONNX models, through Polygraphy.
 
-- ``fp32``: ``fnet.onnx``, strongly typed network;
+Polygraphy (NVIDIA's maintained Python toolkit for TensorRT) parses the model
+(``NetworkFromOnnxPath``), configures the build (``CreateConfig``: the optimization profile,
+the workspace limit, TF32 off, INT8 calibration) and builds (``EngineBytesFromNetwork``).
+fnet-deploy adds what those loaders do not do: the JSON sidecar (GPU, TensorRT version,
+profile, architecture, the equivalent ``polygraphy`` / ``trtexec`` commands), the replacement of
+a timing cache TensorRT rejects, an INT8 calibration cache keyed on model and data, atomic
+writes, and one-line errors.
+
+Engine precisions and the ONNX model each is built from (TensorRT 10 and 11 unless noted):
+
+- ``fp32``: ``fnet.onnx``, strongly typed;
 - ``fp16``: ``fnet_fp16.onnx`` (float16 inside, float32 at the boundary), strongly typed, so
   TensorRT keeps exactly the graph's types;
-- ``int8``: ``fnet.onnx``, weakly typed with the INT8 flag and an entropy calibrator fed with
-  real image pairs at the profile's opt shape (implicit quantization; deprecated by TensorRT
-  10.1 in favour of explicit Q/DQ, still supported; layers without INT8 kernels run in FP32).
+- ``int8``: ``fnet_int8.onnx`` (explicit Q/DQ nodes, ``fnet-deploy export --int8``), strongly
+  typed: TensorRT reads the scales from the graph;
+- ``int8`` with implicit calibration (deprecated, TensorRT 10 only; TensorRT 11 removed it):
+  ``fnet.onnx``, weakly typed with the INT8 flag and Polygraphy's calibrator over TensorRT's
+  entropy calibrator, fed with real image pairs at the profile's opt shape.
 
 TF32 is always off: the gamma = 100 gate of the threshold amplifies the rounding of TF32's
-10-bit mantissa. Every build uses one optimization profile for both inputs, a timing cache
-(loaded and saved; one TensorRT rejects, from another GPU or version, is replaced) and a
-workspace limit, and writes the engine and then its JSON sidecar atomically. The INT8
-calibration cache is reused only for the same ONNX model and calibration data. TensorRT 10 is
-required (TensorRT 11 removed implicit INT8). TensorRT and cuda-python are imported only when a
-build runs.
+10-bit mantissa. TensorRT and Polygraphy are imported only when a build runs; device memory for
+calibration is held by torch CUDA tensors.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from fnet_deploy import __version__
 from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.backends.base import INPUT_NAMES
-from fnet_deploy.backends.cuda_buffers import (
-    DeviceBuffer,
-    create_stream,
-    destroy_stream,
-    select_device,
-    synchronize,
-)
 from fnet_deploy.backends.device import cuda_index
 from fnet_deploy.backends.engine_info import (
     EngineInfo,
     EnginePrecision,
     Shape,
     ShapeProfile,
-    format_shape,
     write_sidecar,
 )
+from fnet_deploy.backends.tensor_buffers import TensorBuffers
+from fnet_deploy.backends.tensorrt_runner import select_gpu
 from fnet_deploy.errors import FnetError
-from fnet_deploy.export.parity import ImagePair
+from fnet_deploy.export.parity import DEFAULT_TOLERANCE, ImagePair
+from fnet_deploy.export.tensorrt_commands import EngineRecipe, equivalent_commands
 from fnet_deploy.model.weights import file_sha256
 from fnet_deploy.optional import require
 
-ONNX_PRECISION: dict[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "fp32"}
-"""The ONNX model each engine precision is built from."""
+SUPPORTED_TENSORRT = (10, 11)
+"""TensorRT major versions the builder and runner are written for."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,8 @@ class EngineBuildOptions:
         workspace_mib: limit of TensorRT's scratch memory pool, MiB.
         timing_cache: file to load tactic timings from and save them to (``None``: none).
         device: ``cuda`` or ``cuda:N``.
-        calibration: real pairs for INT8 calibration (required for ``int8``).
-        calibration_cache: file to reuse / store INT8 scales (``None``: none).
+        calibration: real pairs for implicit INT8 calibration (that path only).
+        calibration_cache: file to reuse / store implicit INT8 scales (``None``: none).
     """
 
     precision: EnginePrecision
@@ -76,6 +80,60 @@ class EngineBuildOptions:
     device: str = "cuda:0"
     calibration: Sequence[ImagePair] = ()
     calibration_cache: Path | None = None
+
+
+@dataclass(frozen=True)
+class BuildMode:
+    """How TensorRT builds an engine of one precision from one ONNX model.
+
+    Attributes:
+        strongly_typed: the network keeps the ONNX graph's types (everything but implicit INT8).
+        implicit_int8: TensorRT calibrates INT8 scales itself (TensorRT 10 only, deprecated).
+    """
+
+    strongly_typed: bool
+    implicit_int8: bool
+
+
+def tensorrt_major(version: str) -> int:
+    """``"10.13.3.9"`` -> 10 (0 when unreadable)."""
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def onnx_precision_for(precision: EnginePrecision, implicit_int8: bool = False) -> str:
+    """The precision of the ONNX model an engine is built from (``fp32`` for implicit INT8)."""
+    return "fp32" if implicit_int8 else precision
+
+
+def build_mode(precision: EnginePrecision, onnx_precision: str, tensorrt_version: str) -> BuildMode:
+    """Check that a ``precision`` engine can be built from a model recorded as ``onnx_precision``
+    with this TensorRT, and say how.
+
+    Raises:
+        FnetError: an unsupported TensorRT, a model of the wrong precision, or implicit INT8
+            (an INT8 engine from the float32 model) on TensorRT 11 or newer.
+    """
+    major = tensorrt_major(tensorrt_version)
+    if major < SUPPORTED_TENSORRT[0]:
+        raise FnetError(
+            f"TensorRT {tensorrt_version} is too old: fnet-deploy builds and runs engines with "
+            "TensorRT 10 or 11 (pip install 'fnet-deploy[tensorrt]')"
+        )
+    if precision == "int8" and onnx_precision == "fp32":
+        if major >= 11:
+            raise FnetError(
+                f"TensorRT {tensorrt_version} has no implicit INT8 calibration (TensorRT 11 "
+                "removed it): build the INT8 engine from the Q/DQ model with --int8 instead "
+                "of --implicit-int8"
+            )
+        return BuildMode(strongly_typed=False, implicit_int8=True)
+    if onnx_precision != precision:
+        raise FnetError(
+            f"a {precision} engine is built from the {precision} ONNX model, not a "
+            f"{onnx_precision} one"
+        )
+    return BuildMode(strongly_typed=True, implicit_int8=False)
 
 
 def calibration_batches(pairs: Sequence[ImagePair], shape: Shape) -> list[dict[str, np.ndarray]]:
@@ -120,59 +178,95 @@ def calibration_key(onnx_path: Path, batches: list[dict[str, np.ndarray]]) -> st
     return digest.hexdigest()
 
 
-def _entropy_calibrator(
-    trt: Any, batches: list[dict[str, np.ndarray]], cache: Path | None, key: str
-) -> Any:
-    """An INT8 entropy calibrator over ``batches``.
+def calibration_key_path(cache: Path) -> Path:
+    """``int8_calibration.cache`` -> ``int8_calibration.cache.key``."""
+    return cache.with_name(cache.name + ".key")
 
-    The cache is reused only when ``<cache>.key`` holds ``key`` (same ONNX model, same
-    calibration pairs, same shape); otherwise TensorRT calibrates again and both are rewritten.
+
+def discard_stale_calibration_cache(cache: Path, key: str) -> bool:
+    """Delete a calibration cache (and its key file) not made for ``key``.
+
+    TensorRT skips calibration whenever the cache file exists, whatever model or data it came
+    from; only a cache whose ``.key`` file holds ``key`` may be read.
+
+    Returns:
+        True when a cache was deleted.
     """
-    key_path = cache.with_name(cache.name + ".key") if cache is not None else None
+    key_path = calibration_key_path(cache)
+    valid = key_path.is_file() and key_path.read_text().strip() == key
+    if not cache.exists() or valid:
+        return False
+    cache.unlink()
+    key_path.unlink(missing_ok=True)
+    return True
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        """Feeds real pairs to TensorRT's INT8 entropy calibration, one batch at a time."""
 
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.remaining = iter(batches)
-            self.buffers = {name: DeviceBuffer() for name in INPUT_NAMES}
-            self.stream = create_stream()
+class CalibrationFeeds:
+    """Calibration batches as Polygraphy's calibrator reads them: an iterable it can rewind,
+    each item ``{"ir", "vis"}`` uploaded into the same device buffers (float32 tensors).
 
-        def get_batch_size(self) -> int:
-            return 1
+    Args:
+        batches: host feeds from :func:`calibration_batches`.
+        buffers: where to upload them (``cuda:N`` for TensorRT).
+    """
 
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            feed = next(self.remaining, None)
-            if feed is None:
-                return None
-            pointers = [self.buffers[name].upload(feed[name], self.stream) for name in names]
-            synchronize(self.stream)
-            return pointers
+    def __init__(self, batches: list[dict[str, np.ndarray]], buffers: TensorBuffers) -> None:
+        self.batches = batches
+        self.buffers = buffers
 
-        def read_calibration_cache(self) -> bytes | None:
-            if cache is None or key_path is None or not cache.is_file():
-                return None
-            if not key_path.is_file() or key_path.read_text().strip() != key:
-                return None
-            return cache.read_bytes()
+    def __len__(self) -> int:
+        return len(self.batches)
 
-        def write_calibration_cache(self, data: Any) -> None:
-            if cache is not None and key_path is not None:
-                write_bytes_atomic(cache, bytes(data))
-                write_bytes_atomic(key_path, key.encode())
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for feed in self.batches:
+            yield {name: self.buffers.upload(name, feed[name]) for name in INPUT_NAMES}
 
-        def release(self) -> None:
-            for buffer in self.buffers.values():
-                buffer.free()
-            destroy_stream(self.stream)
 
-    return EntropyCalibrator()
+class TimingCacheFile:
+    """The timing cache of one build, kept in a file across builds.
+
+    :meth:`attach` loads the file into the builder config (the signature of Polygraphy's
+    ``PostprocessConfig`` callbacks); a cache TensorRT rejects (from another GPU or TensorRT
+    version) is left out and the build starts from an empty one. :meth:`save` then writes the
+    build's cache over the file, so a rejected cache is replaced rather than merged.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.stale = False
+        self._config: Any = None
+
+    def attach(self, builder: Any, network: Any, config: Any) -> None:
+        """Set the stored cache on ``config`` (a TensorRT ``IBuilderConfig``) if TensorRT takes
+        it; otherwise mark it stale and set an empty one."""
+        self._config = config
+        stored = self.path.read_bytes() if self.path is not None and self.path.is_file() else b""
+        if not stored:
+            return
+        loaded = config.create_timing_cache(stored)
+        if loaded is not None and config.set_timing_cache(loaded, ignore_mismatch=False):
+            return
+        self.stale = True
+        if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+            raise FnetError("TensorRT could not set up an empty timing cache")
+
+    def save(self) -> None:
+        """Write the config's timing cache to the file (atomically), if there is one."""
+        if self.path is None or self._config is None:
+            return
+        cache = self._config.get_timing_cache()
+        if cache is not None:
+            write_bytes_atomic(self.path, bytes(cache.serialize()))
 
 
 def _declared_input_dims(network: Any) -> list[int | str]:
     shape = network.get_input(0).shape
     return [int(d) if int(d) >= 0 else "dynamic" for d in shape]
+
+
+def _has_qdq(trt: Any, network: Any) -> bool:
+    kinds = (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
+    return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
 def build_engine(
@@ -183,88 +277,100 @@ def build_engine(
     onnx_precision: str,
     weights_file: str = "",
     weights_sha256: str = "",
+    model_config: dict[str, Any] | None = None,
 ) -> EngineInfo:
     """Build a serialized TensorRT engine from an exported ONNX model, with its sidecar.
 
     Args:
-        onnx_path: ``fnet.onnx`` (fp32, int8 engines) or ``fnet_fp16.onnx`` (fp16 engines).
+        onnx_path: ``fnet.onnx`` (fp32, implicit int8), ``fnet_fp16.onnx`` (fp16) or
+            ``fnet_int8.onnx`` (Q/DQ int8).
         engine_path: where to write the engine (the sidecar goes to ``<engine>.json``).
         options: precision, profile, workspace, timing cache, device, calibration data.
         onnx_precision: the precision recorded in the ONNX model's metadata.
         weights_file: name of the weights the ONNX model came from (for the sidecar).
         weights_sha256: their SHA-256 (for the sidecar).
+        model_config: the architecture (``ModelConfig.to_dict()``, for the sidecar).
 
     Returns:
         What the sidecar records.
 
     Raises:
-        MissingDependencyError: TensorRT or cuda-python is not installed.
-        FnetError: no GPU, a model / profile mismatch, or TensorRT failed to parse or build.
+        MissingDependencyError: TensorRT or Polygraphy is not installed.
+        FnetError: no GPU, a model / profile mismatch, implicit INT8 on TensorRT 11, or
+            TensorRT failed to parse or build.
     """
     trt = require("tensorrt")
+    loaders = require("polygraphy.backend.trt")
+    polygraphy_error = require("polygraphy.exception").PolygraphyException
+    log = require("polygraphy.logger").G_LOGGER
+    version = str(trt.__version__)
     precision = options.precision
-    if ONNX_PRECISION[precision] != onnx_precision:
-        raise FnetError(
-            f"a {precision} engine is built from the {ONNX_PRECISION[precision]} ONNX model, "
-            f"{onnx_path.name} is {onnx_precision}"
-        )
-    if precision == "int8" and not options.calibration:
-        raise FnetError("an INT8 engine needs calibration pairs (--calib-ir/--calib-vis)")
-    gpu_name, capability = select_device(cuda_index(options.device))
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if precision != "int8":
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise FnetError(f"{onnx_path}: TensorRT cannot parse the model ({errors})")
-    conflicts = options.profile.conflicts(_declared_input_dims(network))
-    if conflicts:
-        raise FnetError(f"{onnx_path.name}: {'; '.join(conflicts)}")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    profile = builder.create_optimization_profile()
-    for name in INPUT_NAMES:
-        profile.set_shape(name, options.profile.min, options.profile.opt, options.profile.max)
-    if config.add_optimization_profile(profile) < 0:
-        shapes = " / ".join(
-            format_shape(shape)
-            for shape in (options.profile.min, options.profile.opt, options.profile.max)
-        )
-        raise FnetError(f"TensorRT rejected the profile min / opt / max {shapes}")
-    config.clear_flag(trt.BuilderFlag.TF32)
+    mode = build_mode(precision, onnx_precision, version)
+    if mode.implicit_int8 and not options.calibration:
+        raise FnetError("implicit INT8 needs calibration pairs (--calib-ir/--calib-vis)")
+    gpu = select_gpu(cuda_index(options.device))
+    timing = TimingCacheFile(options.timing_cache)
     calibrator = None
-    if precision == "int8":
-        if _major(trt.__version__) >= 11:
-            raise FnetError(
-                f"TensorRT {trt.__version__} has no implicit INT8 calibration (removed in "
-                "TensorRT 11); install tensorrt<11 for --int8"
+    key = ""
+    with log.verbosity(log.WARNING):
+        try:
+            builder, network, parser = loaders.NetworkFromOnnxPath(
+                str(onnx_path), strongly_typed=mode.strongly_typed
+            )()
+            conflicts = options.profile.conflicts(_declared_input_dims(network))
+            if conflicts:
+                raise FnetError(f"{onnx_path.name}: {'; '.join(conflicts)}")
+            if onnx_precision == "int8" and not _has_qdq(trt, network):
+                raise FnetError(
+                    f"{onnx_path.name} is recorded as int8 but has no Q/DQ nodes: re-export it "
+                    "with fnet-deploy export --int8"
+                )
+            profile = loaders.Profile()
+            for name in INPUT_NAMES:
+                profile.add(
+                    name, min=options.profile.min, opt=options.profile.opt, max=options.profile.max
+                )
+            if mode.implicit_int8:
+                batches = calibration_batches(options.calibration, options.profile.opt)
+                key = calibration_key(onnx_path, batches)
+                cache = options.calibration_cache
+                if cache is not None:
+                    discard_stale_calibration_cache(cache, key)
+                feeds = CalibrationFeeds(batches, TensorBuffers(gpu.device))
+                calibrator = loaders.Calibrator(feeds, cache=None if cache is None else str(cache))
+            config = loaders.CreateConfig(
+                tf32=False,
+                int8=mode.implicit_int8,
+                calibrator=calibrator,
+                profiles=[profile],
+                memory_pool_limits={trt.MemoryPoolType.WORKSPACE: options.workspace_mib << 20},
             )
-        config.set_flag(trt.BuilderFlag.INT8)
-        batches = calibration_batches(options.calibration, options.profile.opt)
-        key = calibration_key(onnx_path, batches)
-        calibrator = _entropy_calibrator(trt, batches, options.calibration_cache, key)
-        config.int8_calibrator = calibrator
-        if not config.set_calibration_profile(profile):
-            raise FnetError("TensorRT rejected the calibration profile")
-    stale_cache = _use_timing_cache(config, options.timing_cache)
-
-    try:
-        serialized = builder.build_serialized_network(network, config)
-    finally:
-        if calibrator is not None:
-            calibrator.release()
-    if serialized is None:
-        raise FnetError(f"TensorRT failed to build a {precision} engine from {onnx_path.name}")
+            serialized = loaders.EngineBytesFromNetwork(
+                (builder, network, parser), config=loaders.PostprocessConfig(config, timing.attach)
+            )()
+        except polygraphy_error as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else "see above"
+            raise FnetError(
+                f"{onnx_path.name}: TensorRT could not build the {precision} engine ({reason})"
+            ) from None
+        finally:
+            if calibrator is not None:
+                calibrator.free()
+    recipe = EngineRecipe(
+        onnx=onnx_path,
+        engine=engine_path,
+        precision=precision,
+        profile=options.profile,
+        workspace_mib=options.workspace_mib,
+        timing_cache=options.timing_cache,
+        implicit_int8=mode.implicit_int8,
+        calibration_cache=options.calibration_cache if mode.implicit_int8 else None,
+        tensorrt_major=tensorrt_major(version),
+    )
     info = EngineInfo(
-        tensorrt_version=str(trt.__version__),
-        gpu_name=gpu_name,
-        compute_capability=capability,
+        tensorrt_version=version,
+        gpu_name=gpu.name,
+        compute_capability=gpu.capability,
         precision=precision,
         profile=options.profile.to_dict(),
         onnx_file=onnx_path.name,
@@ -273,38 +379,19 @@ def build_engine(
         package_version=__version__,
         weights_file=weights_file,
         weights_sha256=weights_sha256,
+        model_config=model_config,
         notes={
-            "strongly_typed": precision != "int8",
+            "strongly_typed": mode.strongly_typed,
+            "implicit_int8": mode.implicit_int8,
             "tf32": False,
-            "stale_timing_cache_replaced": stale_cache,
+            "stale_timing_cache_replaced": timing.stale,
+            "equivalent_commands": equivalent_commands(recipe, DEFAULT_TOLERANCE[precision]),
         },
     )
     write_bytes_atomic(engine_path, bytes(serialized))
     write_sidecar(engine_path, info)
-    if options.timing_cache is not None:
-        cache = config.get_timing_cache()
-        if cache is not None:
-            write_bytes_atomic(options.timing_cache, bytes(cache.serialize()))
+    timing.save()
+    cache = options.calibration_cache
+    if mode.implicit_int8 and cache is not None and cache.is_file():
+        write_bytes_atomic(calibration_key_path(cache), key.encode())
     return info
-
-
-def _major(version: str) -> int:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
-
-
-def _use_timing_cache(config: Any, path: Path | None) -> bool:
-    """Load the timing cache at ``path`` into ``config`` (an empty one if none or unusable).
-
-    Returns:
-        True when a cache file existed but TensorRT rejected it (another GPU or TensorRT
-        version); the build then starts from an empty cache, which replaces the file.
-    """
-    stored = path.read_bytes() if path is not None and path.is_file() else b""
-    if stored:
-        loaded = config.create_timing_cache(stored)
-        if loaded is not None and config.set_timing_cache(loaded, ignore_mismatch=False):
-            return False
-    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
-        raise FnetError("TensorRT could not set up an empty timing cache")
-    return bool(stored)

@@ -4,6 +4,7 @@ form without ONNX Runtime; the cache's reuse and rebuilds; exactness against the
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -143,11 +144,11 @@ def test_the_cache_is_reused_and_rebuilt_when_weights_change_or_it_is_corrupt(
     first = activated(weights, said.append)
     assert exports == [first.model_path]
     assert len(said) == 1 and "exporting w.safetensors" in said[0]
-    cached, stamp = first.model_path, first.model_path.stat().st_mtime_ns
+    cached, inode = first.model_path, first.model_path.stat().st_ino  # atomic writes: new inode
 
     again = activated(weights, said.append)
     assert again.model_path == cached
-    assert len(exports) == 1 and len(said) == 1 and cached.stat().st_mtime_ns == stamp
+    assert len(exports) == 1 and len(said) == 1 and cached.stat().st_ino == inode
 
     seeded_weights(weights, 2)  # new weights under the same name: a new key, a new export
     changed = activated(weights)
@@ -197,6 +198,27 @@ def both_default_forms(weights: Path, monkeypatch: pytest.MonkeyPatch) -> dict[s
         torch_runner, _ = fastest_runner(weights)
     assert isinstance(ort_runner, OnnxRunner) and isinstance(torch_runner, TorchRunner)
     return {"onnx deploy form (col2im)": ort_runner, "torch deploy form": torch_runner}
+
+
+def test_the_cache_keeps_the_recently_used_and_drops_the_rest(tmp_path: Path) -> None:
+    day = 86400.0
+    now = 1_000 * day
+    entries = []
+    for age in range(12):  # fnet-00.onnx used just now ... fnet-11.onnx 11 days ago
+        entry = tmp_path / f"fnet-{age:02d}.onnx"
+        entry.write_bytes(b"model")
+        os.utime(entry, (now - age * day, now - age * day))
+        entries.append(entry)
+    old = tmp_path / "fnet-old.onnx"
+    old.write_bytes(b"model")
+    os.utime(old, (now - 40 * day, now - 40 * day))
+    other = tmp_path / "notes.txt"
+    other.write_text("not a cached model")
+    keep = entries[10]  # the one just exported is kept whatever its time
+    removed = onnx_cache.prune(keep, now=now)
+    assert sorted(removed) == sorted([*entries[8:10], entries[11], old])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([*(e.name for e in entries[:8]), keep.name, "notes.txt"])
 
 
 @pytest.mark.parametrize("config", [TINY, ModelConfig(filters=6, kernel_size=5, iterations=3)])

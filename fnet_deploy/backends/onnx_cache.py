@@ -12,7 +12,9 @@ under a name derived from everything that shapes the graph (:func:`cache_key`): 
 sha256, the export spec (precision, opset, deploy options, dynamic shapes), and the versions of
 fnet-deploy, torch, onnx and onnxscript. A file is used only if it loads, passes
 ``onnx.checker`` and records that same key; otherwise it is exported again. Files are written
-atomically, so a crash or a concurrent run never leaves a half-written model behind.
+atomically, so a crash or a concurrent run never leaves a half-written model behind. Each use
+refreshes a file's modification time; each new export prunes the folder to the
+:data:`MAX_ENTRIES` most recently used models, none unused for :data:`MAX_AGE_DAYS` days.
 
 Imports ``onnx`` at the top (through :mod:`fnet_deploy.backends.onnx_graph`): import it after
 ``require("onnx")``.
@@ -20,10 +22,12 @@ Imports ``onnx`` at the top (through :mod:`fnet_deploy.backends.onnx_graph`): im
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +54,10 @@ CPU_SPEC = OnnxSpec(options=DeployOptions(col2im=True, exp_gate=True))
 with the gate's sigmoid from ``Exp`` so that it is as accurate as PyTorch's float32."""
 KEY_FIELD = "cache_key"
 """The metadata entry (after :data:`METADATA_PREFIX`) that records a cached file's key."""
+MAX_ENTRIES = 8
+"""Cached models kept: after each new export, the least recently used beyond this are removed."""
+MAX_AGE_DAYS = 30.0
+"""Cached models unused for longer than this are removed after each new export."""
 
 
 def cache_dir() -> Path:
@@ -116,6 +124,8 @@ def cached_onnx(
     key = cache_key(info.sha256, spec)
     path = cached_path(info.sha256, spec)
     if is_current(path, key):
+        with contextlib.suppress(OSError):
+            os.utime(path)  # its time of last use, for pruning
         return path
     check_writable(path)
     if notify is not None:
@@ -126,4 +136,30 @@ def cached_onnx(
     metadata = build_metadata(info, spec)
     metadata[METADATA_PREFIX + KEY_FIELD] = key
     save_onnx(build_onnx(model, spec, metadata), path)
+    prune(keep=path)
     return path
+
+
+def prune(keep: Path, now: float | None = None) -> list[Path]:
+    """Remove cached models beyond the :data:`MAX_ENTRIES` most recently used and those unused
+    for :data:`MAX_AGE_DAYS` (never ``keep``); returns what was removed.
+
+    Entries of other weights, options or software versions are never used again once those
+    change, so without this the cache would only grow. A file another process removes first,
+    or one that cannot be removed, is left to the next prune.
+    """
+    now = time.time() if now is None else now
+    entries: list[tuple[float, Path]] = []
+    for entry in keep.parent.glob("fnet-*.onnx"):
+        with contextlib.suppress(OSError):
+            entries.append((entry.stat().st_mtime, entry))
+    entries.sort(reverse=True)
+    removed: list[Path] = []
+    for rank, (used, entry) in enumerate(entries):
+        too_many = rank >= MAX_ENTRIES
+        too_old = now - used > MAX_AGE_DAYS * 86400
+        if entry != keep and (too_many or too_old):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed

@@ -16,6 +16,7 @@ from fnet_deploy.commands.common import (
     BackendOption,
     ColorOption,
     luminance_of,
+    phase,
     progress_bar,
     reports_errors,
 )
@@ -143,8 +144,9 @@ def check(
     luminance = luminance_of(color)
     pairs = list(iter_pairs(ir, vis, luminance))
     with ExitStack() as stack:
-        for runner in (*candidates, reference):
-            stack.enter_context(runner)
+        with phase("loading the models"):
+            for runner in (*candidates, reference):
+                stack.enter_context(runner)
         recorded = [_recorded(candidate) for candidate in candidates]
         for model, (_, sha) in zip(models, recorded, strict=True):
             if sha and sha != file_sha256(weights_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,10 @@ from fnet_deploy.commands.common import (
     console,
     luminance_of,
     notice,
+    phase,
     reports_errors,
 )
+from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import (
     DEFAULT_TOLERANCE,
@@ -190,9 +193,12 @@ def export(
     model, info = load_fnet(resolve_weights(weights))
     convs = to_deploy(model, options).convolution_count()
     onnx_paths: dict[str, Path] = {}
+    outputs = Outputs("export")
     for spec in specs:
-        path = out / ("fnet.onnx" if spec.precision == "fp32" else "fnet_fp16.onnx")
-        save_onnx(build_onnx(model, spec, build_metadata(info, spec)), path)
+        name = "fnet.onnx" if spec.precision == "fp32" else "fnet_fp16.onnx"
+        with phase(f"exporting {name}"):
+            proto = build_onnx(model, spec, build_metadata(info, spec))
+        path = outputs.write(out / name, functools.partial(save_onnx, proto), name)
         onnx_paths[spec.precision] = path
         shape = " x ".join(str(d) for d in spec.input_dims())
         console.print(
@@ -200,7 +206,8 @@ def export(
             f"{convs} convolutions, weights {info.path.name})"
         )
 
-    failures = _onnx_parity(model, onnx_paths, pair, batch or 1)
+    with phase("checking the parity with PyTorch"):
+        failures = _onnx_parity(model, onnx_paths, pair, batch or 1)
 
     if engine and profile is not None:
         precisions: list[EnginePrecision] = ["fp32", "fp16"] if fp16 else ["fp32"]
@@ -220,7 +227,9 @@ def export(
             calibration,
             implicit_int8,
         )
-        failures += _engines(model, info, onnx_paths, pair, plan)
+        with phase("building TensorRT engines"):
+            failures += _engines(model, info, onnx_paths, pair, plan)
+    outputs.finish()
     if failures:
         raise typer.Exit(1)
 

@@ -12,7 +12,9 @@ Stages of one output frame (milliseconds):
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,6 +112,70 @@ class FrameCounts:
     reconnects: int = 0
 
 
+class OutageLog:
+    """Every loss of a live source and how long it lasted until it was reopened.
+
+    Capture threads call :meth:`lost` and :meth:`back` (host ``time.monotonic()`` seconds); the
+    pipeline and the browser view read :meth:`summary` from other threads. Totals cover the whole
+    run; the list keeps the last :attr:`KEEP` outages (a run that retries forever stays bounded).
+    """
+
+    KEEP = 100
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, float] = {}
+        self._recent: collections.deque[tuple[str, float, float]] = collections.deque(
+            maxlen=self.KEEP
+        )
+        self.count = 0
+        self._closed_seconds = 0.0
+        self._closed_longest = 0.0
+
+    def lost(self, role: str, at: float) -> None:
+        """Source ``role`` (``vis`` or ``ir``) stopped delivering frames at ``at``."""
+        with self._lock:
+            if role not in self._open:
+                self._open[role] = at
+                self.count += 1
+
+    def back(self, role: str, at: float) -> float:
+        """Source ``role`` was reopened at ``at``; returns the outage's length in seconds."""
+        with self._lock:
+            start = self._open.pop(role, at)
+            seconds = max(0.0, at - start)
+            self._recent.append((role, start, seconds))
+            self._closed_seconds += seconds
+            self._closed_longest = max(self._closed_longest, seconds)
+            return seconds
+
+    def summary(self, started: float, now: float) -> dict[str, Any]:
+        """``count``, ``total_s``, ``longest_s`` and the recent outages (``source``,
+        ``lost_at_s`` since ``started``, ``seconds``, ``ongoing``), ongoing ones counted up to
+        ``now``."""
+        with self._lock:
+            ongoing = [(role, start, max(0.0, now - start)) for role, start in self._open.items()]
+            finished = list(self._recent)
+            total = self._closed_seconds + sum(seconds for _, _, seconds in ongoing)
+            longest = max([self._closed_longest] + [seconds for _, _, seconds in ongoing])
+            count = self.count
+        entries = [(*entry, False) for entry in finished] + [(*entry, True) for entry in ongoing]
+        return {
+            "count": count,
+            "total_s": round(total, 3),
+            "longest_s": round(longest, 3),
+            "recent": [
+                {
+                    "source": role,
+                    "lost_at_s": round(start - started, 3),
+                    "seconds": round(seconds, 3),
+                    "ongoing": is_ongoing,
+                }
+                for role, start, seconds, is_ongoing in entries[-self.KEEP :]
+            ],
+        }
+
+
 @dataclass
 class RunStats:
     """Everything measured during one stream run."""
@@ -121,6 +187,7 @@ class RunStats:
     )
     skew: LatencySeries = field(default_factory=LatencySeries)
     events: list[dict[str, Any]] = field(default_factory=list)
+    outages: OutageLog = field(default_factory=OutageLog)
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     finished: float | None = None
@@ -153,6 +220,7 @@ class RunStats:
             "frames": asdict(self.counts),
             "latency_ms": {stage: series.summary() for stage, series in self.latency.items()},
             "pair_skew_ms": self.skew.summary(),
+            "outages": self.outages.summary(self.started, self.finished or time.monotonic()),
             "events": self.events,
         }
 

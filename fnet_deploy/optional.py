@@ -24,6 +24,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tensorboard": ("tensorboard", ("train",)),
     "tensorrt": ("tensorrt", ("tensorrt",)),
     "polygraphy": ("polygraphy", ("tensorrt",)),
+    "gi": ("pygobject", ("rtsp-server",)),
 }
 """Top-level import name -> (pip package, extras that install it; the first is the usual one).
 Mirrors ``[project.optional-dependencies]`` in pyproject.toml (a test keeps them in step)."""

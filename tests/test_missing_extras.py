@@ -129,6 +129,12 @@ def _cases(work: Path) -> list[Case]:
         case("eval-plot", "matplotlib", ("eval", *folders, "--plot"), "plot"),
         case("explain", "matplotlib", ("explain", *pair), "plot"),
         case("stream-onnxruntime", "onnxruntime", ("stream", "--model", str(fp32)), "onnx", ".mp4"),
+        Case(
+            "stream-rtsp-server",
+            ("gi",),
+            ("stream", "--weights", str(weights), "--out", "rtsp://@127.0.0.1:0/fused"),
+            "rtsp-server",
+        ),
         Case("check-fp32-onnx", ("onnx",), ("check", str(fp32), *pair)),
         Case(
             "train-without-tensorboard-and-matplotlib",

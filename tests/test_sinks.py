@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.runtime.capabilities import has_gstreamer
 from fnet_deploy.runtime.sinks import (
     DisplaySink,
     FrameDirSink,
@@ -18,7 +19,6 @@ from fnet_deploy.runtime.sinks import (
     display_problem,
     open_sink,
 )
-from fnet_deploy.runtime.sources import has_gstreamer
 from fnet_deploy.runtime.uri import parse_uri
 from tests.videos import count_frames
 

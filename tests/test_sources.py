@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.runtime.capabilities import has_gstreamer
 from fnet_deploy.runtime.capture import Capture, End
 from fnet_deploy.runtime.sources import (
     CorruptFrame,
@@ -20,7 +21,6 @@ from fnet_deploy.runtime.sources import (
     RtspSource,
     SourceLost,
     V4L2Source,
-    has_gstreamer,
     open_source,
 )
 from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source

@@ -3,19 +3,23 @@
 Finite sources (files, folders) lose nothing: the thread waits while the queue is full. Live
 sources keep only the newest frame: when the consumer falls behind, the older frame is dropped
 (and counted) so latency does not grow. A live source that stops is reopened with exponential
-backoff until ``reconnect_timeout`` seconds have passed without a frame.
+backoff (capped at :data:`BACKOFF_MAX` seconds) until ``reconnect_timeout`` seconds have passed
+without a frame, or forever when it is ``math.inf``; each outage is recorded in an
+:class:`~fnet_deploy.runtime.stats.OutageLog`.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
 
 from fnet_deploy.errors import FnetError
 from fnet_deploy.runtime.sources import LIVE_TIMEOUT_MS, CorruptFrame, Frame, Source, SourceLost
+from fnet_deploy.runtime.stats import OutageLog
 
 log = logging.getLogger("fnet_deploy.runtime")
 
@@ -23,6 +27,8 @@ FILE_QUEUE_SIZE = 2
 LIVE_QUEUE_SIZE = 1
 BACKOFF_START = 0.5
 BACKOFF_MAX = 8.0
+RETRY_REPORT_SECONDS = 60.0
+"""While a source stays lost, failed attempts after the third are reported at most this often."""
 
 
 @dataclass
@@ -51,13 +57,21 @@ class Capture:
         source: an opened source.
         role: ``vis`` or ``ir``, for messages.
         reconnect_timeout: seconds a live source may stay lost before the run gives it up
-            (0: no reconnection).
+            (0: no reconnection; ``math.inf``: retry forever).
+        outages: where each loss and its length are recorded (a log of its own if not given).
     """
 
-    def __init__(self, source: Source, role: str, reconnect_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        source: Source,
+        role: str,
+        reconnect_timeout: float = 30.0,
+        outages: OutageLog | None = None,
+    ) -> None:
         self.source = source
         self.role = role
         self.reconnect_timeout = reconnect_timeout
+        self.outages = outages if outages is not None else OutageLog()
         self.counts = CaptureCounts()
         self.reconnecting = False
         self._size = LIVE_QUEUE_SIZE if source.live else FILE_QUEUE_SIZE
@@ -133,6 +147,9 @@ class Capture:
     def _run(self) -> None:
         try:
             reason = self._loop()
+        except FnetError as err:  # a source that cannot go on (a camera giving the wrong format)
+            reason = str(err)
+            log.error("%s source %s stopped: %s", self.role, self.source.name, reason)
         except Exception as err:  # a bug or an unexpected library error: end with its message
             reason = f"{type(err).__name__}: {err}"
             log.error("%s source %s stopped: %s", self.role, self.source.name, reason)
@@ -158,12 +175,24 @@ class Capture:
         return None
 
     def _reconnect(self, problem: str) -> bool:
-        """Reopen a lost live source with exponential backoff; ``False`` when it gives up."""
+        """Reopen a lost live source with capped exponential backoff; ``False`` when it gives up
+        (never while ``reconnect_timeout`` is infinite, unless asked to stop)."""
         self.reconnecting = True
-        deadline = time.monotonic() + self.reconnect_timeout
+        lost_at = time.monotonic()
+        self.outages.lost(self.role, lost_at)
+        forever = math.isinf(self.reconnect_timeout)
+        deadline = lost_at + self.reconnect_timeout
         delay = BACKOFF_START
         attempt = 0
-        log.warning("%s source %s lost (%s); reconnecting", self.role, self.source.name, problem)
+        reported = lost_at
+        how_long = "forever" if forever else f"for up to {self.reconnect_timeout:g} s"
+        log.warning(
+            "%s source %s lost (%s); reconnecting %s",
+            self.role,
+            self.source.name,
+            problem,
+            how_long,
+        )
         self.source.close()
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
@@ -175,13 +204,27 @@ class Capture:
             try:
                 self.source.open()
             except FnetError as err:
-                log.warning("%s source: reconnect attempt %d failed (%s)", self.role, attempt, err)
+                now = time.monotonic()
+                if attempt <= 3 or now - reported >= RETRY_REPORT_SECONDS:
+                    reported = now
+                    log.warning(
+                        "%s source: reconnect attempt %d failed after %.0f s lost (%s)",
+                        self.role,
+                        attempt,
+                        now - lost_at,
+                        err,
+                    )
                 delay = min(delay * 2.0, BACKOFF_MAX)
                 continue
             self.counts.reconnects += 1
             self.reconnecting = False
+            seconds = self.outages.back(self.role, time.monotonic())
             log.warning(
-                "%s source %s reconnected (attempt %d)", self.role, self.source.name, attempt
+                "%s source %s reconnected after %.1f s (attempt %d)",
+                self.role,
+                self.source.name,
+                seconds,
+                attempt,
             )
             return True
         self.reconnecting = False

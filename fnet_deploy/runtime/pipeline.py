@@ -5,7 +5,8 @@ Faults and what the run does:
 
 - a corrupt frame: skipped and counted (by its capture thread);
 - a live source that stops: reopened with backoff while the run goes on (visible frames without
-  IR partner meanwhile are dropped and counted); given up after ``reconnect_timeout``;
+  IR partner meanwhile are dropped and counted; each outage and its length go into the stats);
+  given up after ``reconnect_timeout`` (never when it is ``math.inf``);
 - a finite source that ends early (truncated file): the run ends normally, saying so;
 - a backend error on one pair: logged and counted; ``max_consecutive_errors`` in a row stop the
   run with a clear error;
@@ -57,7 +58,8 @@ class StreamOptions:
         ir_offset: seconds added to IR timestamps (constant offset between the cameras).
         luminance: ``ycbcr`` or ``gray`` (see :class:`VisibleConverter`).
         max_consecutive_errors: backend errors in a row that stop the run.
-        reconnect_timeout: seconds a lost live source may take to come back.
+        reconnect_timeout: seconds a lost live source may take to come back (``math.inf``:
+            retry forever).
         live_fps: frame rate assumed for live sources that do not report one.
         layout: ``fused`` writes the fused frame; ``side-by-side`` and ``grid`` write the
             labelled composite of :func:`fnet_deploy.views.compose_view` (visible, IR, fused).
@@ -167,7 +169,9 @@ class StreamPipeline:
         try:
             for role, source in (("vis", self.vis), ("ir", self.ir)):
                 source.open()
-                captures.append(Capture(source, role, self.options.reconnect_timeout))
+                captures.append(
+                    Capture(source, role, self.options.reconnect_timeout, stats.outages)
+                )
                 # from here on the capture owns the source (and closes it when its thread ends)
             vis_cap, ir_cap = captures
             pairer = self._start(vis_cap, ir_cap)
@@ -273,9 +277,11 @@ class StreamPipeline:
             for decision in pairer.pop():
                 self._handle(decision)
             now = time.monotonic()
-            if progress is not None and now - last_progress >= PROGRESS_SECONDS:
+            if now - last_progress >= PROGRESS_SECONDS:
                 self._update_counts([vis_cap, ir_cap])
-                progress(stats)
+                self.sink.observe(stats)
+                if progress is not None:
+                    progress(stats)
                 last_progress = now
 
     def _report_end(self, role: str, source: Source, end: End) -> None:

@@ -1,8 +1,12 @@
-"""Video sinks: video files, folders of frames, a window, GStreamer and RTSP outputs.
+"""Video sinks: video files, folders of frames, a window, GStreamer and RTSP outputs, a browser
+view.
 
 Sinks take uint8 frames (H x W grey or H x W x 3 BGR) of one fixed size, open on the first frame,
 and must be closed: closing a file sink finalises the container (an MP4 without its index does not
-play) and moves it into place, so a file either plays or is not there.
+play) and moves it into place, so a file either plays or is not there. Served sinks (the RTSP
+server of :mod:`~fnet_deploy.runtime.rtsp_server`, the browser view of
+:mod:`~fnet_deploy.runtime.web_view`) listen from the moment they are made, so that an address in
+use is refused before any work.
 """
 
 from __future__ import annotations
@@ -21,18 +25,15 @@ import numpy as np
 from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.images import write_image
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.runtime.sources import require_gstreamer
+from fnet_deploy.runtime.capabilities import gstreamer_element, require_gstreamer
+from fnet_deploy.runtime.gst_pipelines import DEFAULT_BITRATE_KBITS, choose_encoder, push_pipeline
+from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import URI, VIDEO_SUFFIXES
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
 """Codecs OpenCV's FFmpeg backend writes (and reads back) in the PyPI wheels; H.264 is not one."""
 
 log = logging.getLogger("fnet_deploy.runtime")
-
-RTSP_PIPELINE = (
-    "appsrc ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast "
-    "! rtspclientsink location={url}"
-)
 
 
 class Sink(abc.ABC):
@@ -64,6 +65,11 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Finish the output; idempotent."""
+
+    def observe(self, stats: RunStats) -> None:
+        """Called by the pipeline a few times a second with the run's statistics (counts up to
+        date); sinks that show them (the browser view) take them here, others ignore them."""
+        del stats
 
     def __enter__(self) -> Sink:
         return self
@@ -241,19 +247,22 @@ class DisplaySink(Sink):
 class GstSink(_WriterSink):
     """A GStreamer pipeline starting with ``appsrc`` (``gst://``), or an RTSP publisher.
 
-    ``rtsp://host:port/path`` publishes H.264 to an RTSP server (for example mediamtx) through
-    :data:`RTSP_PIPELINE`, which needs the GStreamer plugins ``x264enc`` and ``rtspclientsink``.
+    ``rtsp://host:port/path`` publishes H.264 to an external RTSP server (for example mediamtx)
+    through :func:`~fnet_deploy.runtime.gst_pipelines.push_pipeline`, with the ``encoder`` asked
+    for (default: the best one GStreamer has) at ``?bitrate=`` kbit/s; it needs
+    ``rtspclientsink`` (Debian/Ubuntu: gstreamer1.0-rtsp).
     """
 
-    def __init__(self, uri: URI, fps: float | None = None) -> None:
+    def __init__(self, uri: URI, fps: float | None = None, encoder: str | None = None) -> None:
         super().__init__(uri, fps)
         require_gstreamer(uri.text)
-        if uri.scheme == "rtsp":
-            self.pipeline = RTSP_PIPELINE.format(url=uri.location)
-        else:
-            self.pipeline = uri.location
+        self.encoder = choose_encoder(encoder, gstreamer_element) if uri.scheme == "rtsp" else None
+        self.pipeline = uri.location
 
     def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        if self.encoder is not None:
+            bitrate = self.uri.integer("bitrate", DEFAULT_BITRATE_KBITS)
+            self.pipeline = push_pipeline(self.uri.location, self.encoder, bitrate, self.frame_rate)
         writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.frame_rate, size, True)
         if not writer.isOpened():
             raise FnetError(
@@ -287,14 +296,34 @@ def display_problem() -> str | None:
     return None
 
 
-def open_sink(uri: URI, fps: float | None = None) -> Sink:
-    """The sink for ``uri`` (checked now, opened on its first frame); see :class:`Sink`."""
+def open_sink(uri: URI, fps: float | None = None, encoder: str | None = None) -> Sink:
+    """The sink for ``uri`` (checked now, opened on its first frame; served ones listen now).
+
+    Args:
+        uri: a parsed sink URI.
+        fps: output frame rate (``None``: set by the pipeline from the visible source).
+        encoder: H.264 encoder of ``rtsp://`` outputs (``--encoder``; ``None``: the best one
+            present); refused for other outputs.
+
+    Raises:
+        FnetError: a sink that cannot be made here (one line).
+    """
+    if encoder not in (None, "auto") and uri.scheme != "rtsp":
+        raise FnetError(f"--encoder {encoder}: only rtsp:// outputs are encoded here, not {uri}")
     if uri.scheme == "file":
         return VideoFileSink(uri, fps)
     if uri.scheme == "dir":
         return FrameDirSink(uri, fps)
     if uri.scheme == "display":
         return DisplaySink(uri, fps)
+    if uri.scheme == "http":
+        from fnet_deploy.runtime.web_view import WebViewSink
+
+        return WebViewSink(uri, fps)
+    if uri.scheme == "rtsp" and uri.serves:
+        from fnet_deploy.runtime.rtsp_server import RtspServerSink
+
+        return RtspServerSink(uri, fps, encoder)
     if uri.scheme in ("gst", "rtsp"):
-        return GstSink(uri, fps)
+        return GstSink(uri, fps, encoder)
     raise FnetError(f"{uri}: '{uri.scheme}://' is not an output")

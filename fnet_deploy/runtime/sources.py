@@ -1,4 +1,5 @@
-"""Video sources: files, folders of frames, V4L2 cameras, RTSP and GStreamer streams.
+"""Video sources: files, folders of frames, V4L2 and Jetson CSI cameras, RTSP and GStreamer
+streams.
 
 Every source yields :class:`Frame` objects carrying the decoded image, a timestamp and an index.
 Files and folders are stamped with their stream position (so they pair exactly, at any playback
@@ -8,7 +9,12 @@ speed); live sources with the host's monotonic clock at grab time.
 from __future__ import annotations
 
 import abc
+import contextlib
+import logging
+import os
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +23,11 @@ import numpy as np
 
 from fnet_deploy.data.images import IMAGE_SUFFIXES, quiet_native_stderr
 from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.runtime.capabilities import require_gstreamer
+from fnet_deploy.runtime.gst_pipelines import CSI_DEFAULTS, csi_pipeline
 from fnet_deploy.runtime.uri import URI
+
+log = logging.getLogger("fnet_deploy.runtime")
 
 DEFAULT_DIR_FPS = 10.0
 """Frame rate of a folder of frames without ``fps`` or ``timestamps`` (the TNO sequences do not
@@ -249,7 +259,11 @@ class CaptureSource(Source):
         if not capture.isOpened():
             capture.release()
             raise FnetError(f"{self.name}: cannot open (device missing, busy or unreachable)")
-        self._configure(capture)
+        try:
+            self._configure(capture)
+        except BaseException:
+            capture.release()
+            raise
         fps = capture.get(cv2.CAP_PROP_FPS)
         self._fps = fps if 0 < fps < 1000 else None
         self._capture = capture
@@ -274,22 +288,166 @@ class CaptureSource(Source):
             self._capture = None
 
 
+RAW_FORMATS = {"Y16": np.uint16, "Y12": np.uint16, "Y10": np.uint16, "GREY": np.uint8}
+"""V4L2 pixel formats read raw (OpenCV's RGB conversion off): single-channel frames of this type
+(Y10 and Y12 in 16-bit words), so a radiometric core's counts reach the thermal gain whole."""
+
+
+def fourcc_code(name: str) -> int:
+    """A FOURCC name as V4L2 and OpenCV number it (``Y16`` is ``'Y16 '``)."""
+    return int(cv2.VideoWriter.fourcc(*name.ljust(4)[:4]))
+
+
+def fourcc_name(code: float) -> str:
+    """The name of a FOURCC number (as ``CAP_PROP_FOURCC`` reports it)."""
+    value = int(code)
+    return "".join(chr((value >> (8 * i)) & 0xFF) for i in range(4)).strip("\0 ")
+
+
+def v4l2_settings(uri: URI) -> list[tuple[int, float]]:
+    """The ``(property, value)`` pairs :class:`V4L2Source` sets right after opening, in order.
+
+    The pixel format first (it resets the device), then the size (OpenCV applies width and
+    height together), the frame rate, RGB conversion off for :data:`RAW_FORMATS`, and one buffer
+    (the newest frame, not a stale one).
+    """
+    settings: list[tuple[int, float]] = []
+    pixel_format = uri.options.get("format", "").upper()
+    if pixel_format:
+        settings.append((cv2.CAP_PROP_FOURCC, fourcc_code(pixel_format)))
+    if "width" in uri.options:
+        settings.append((cv2.CAP_PROP_FRAME_WIDTH, uri.integer("width", 0)))
+    if "height" in uri.options:
+        settings.append((cv2.CAP_PROP_FRAME_HEIGHT, uri.integer("height", 0)))
+    if "fps" in uri.options:
+        settings.append((cv2.CAP_PROP_FPS, uri.number("fps", 0.0)))
+    if pixel_format in RAW_FORMATS:
+        settings.append((cv2.CAP_PROP_CONVERT_RGB, 0))
+    settings.append((cv2.CAP_PROP_BUFFERSIZE, 1))
+    return settings
+
+
 class V4L2Source(CaptureSource):
-    """A V4L2 camera (``v4l2:///dev/video0``); keeps one buffer to avoid stale frames."""
+    """A V4L2 camera (``v4l2:///dev/video0?width=640&height=512&fps=30&format=Y16``).
+
+    Options ask the camera for a mode (see :func:`v4l2_settings`); a pixel format the camera does
+    not take is an error (V4L2 would silently pick another), a size or rate it adjusts is
+    reported. Frames of :data:`RAW_FORMATS` arrive as H x W arrays of their own type (uint16 for
+    Y16): the 16-bit counts of a thermal core go on to the thermal gain unchanged.
+    """
 
     backend = cv2.CAP_V4L2
 
+    def __init__(self, uri: URI) -> None:
+        super().__init__(uri)
+        if ("width" in uri.options) != ("height" in uri.options):
+            raise FnetError(f"{uri}: give both width and height (V4L2 sets them together)")
+        self.pixel_format = uri.options.get("format", "").upper()
+        self.raw_type = RAW_FORMATS.get(self.pixel_format)
+
     def _configure(self, capture: cv2.VideoCapture) -> None:
-        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        for prop, value in v4l2_settings(self.uri):
+            capture.set(prop, value)
+        if self.pixel_format:
+            got = fourcc_name(capture.get(cv2.CAP_PROP_FOURCC))
+            if got != self.pixel_format:
+                raise FnetError(
+                    f"{self.name}: the camera did not take format={self.pixel_format} (it gives "
+                    f"{got or 'an unknown format'}; list its formats with v4l2-ctl -d "
+                    f"{self.uri.location} --list-formats-ext)"
+                )
+        wanted = [self.uri.options.get(key) for key in ("width", "height")]
+        size = [
+            int(capture.get(prop)) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT)
+        ]
+        if any(w is not None and int(w) != got for w, got in zip(wanted, size, strict=True)):
+            log.warning("%s: the camera gives %dx%d frames", self.name, *size)
+
+    def read(self) -> Frame | None:
+        frame = super().read()
+        if frame is not None and self.raw_type is not None:
+            image = frame.image
+            if image.ndim != 2 or image.dtype != self.raw_type:
+                raise FnetError(
+                    f"{self.name}: format={self.pixel_format} frames came as {image.dtype} "
+                    f"{'x'.join(map(str, image.shape))}, not single-channel "
+                    f"{np.dtype(self.raw_type).name} (this OpenCV build's V4L2 backend does not "
+                    "read it raw)"
+                )
+        return frame
+
+
+class CsiSource(CaptureSource):
+    """A Jetson MIPI CSI camera (``csi://0?width=1920&height=1080&fps=30&flip=2``) through
+    ``nvarguscamerasrc`` (:func:`~fnet_deploy.runtime.gst_pipelines.csi_pipeline`); needs
+    OpenCV with GStreamer, as JetPack's."""
+
+    backend = cv2.CAP_GSTREAMER
+
+    def __init__(self, uri: URI) -> None:
+        super().__init__(uri)
+        require_gstreamer(uri.text)
+        self.pipeline = csi_pipeline(
+            int(uri.location),
+            uri.integer("width", int(CSI_DEFAULTS["width"])),
+            uri.integer("height", int(CSI_DEFAULTS["height"])),
+            uri.number("fps", CSI_DEFAULTS["fps"]),
+            uri.integer("flip", int(CSI_DEFAULTS["flip"])),
+        )
+
+    def _target(self) -> str:
+        return self.pipeline
+
+
+_FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_ffmpeg_options_lock = threading.Lock()
+
+
+def ffmpeg_capture_options(uri: URI) -> str:
+    """FFmpeg's RTSP options for ``uri`` in OpenCV's ``key;value|key;value`` syntax.
+
+    ``transport`` becomes ``rtsp_transport``; without it TCP is preferred with a fall-back to
+    UDP, as OpenCV does by default. ``latency`` (ms) becomes ``max_delay`` (us), the time FFmpeg
+    may hold packets to put them back in order.
+    """
+    pairs = []
+    if "transport" in uri.options:
+        pairs.append(("rtsp_transport", uri.options["transport"]))
+    else:
+        pairs.append(("rtsp_flags", "prefer_tcp"))
+    if "latency" in uri.options:
+        pairs.append(("max_delay", str(uri.integer("latency", 0) * 1000)))
+    return "|".join(f"{key};{value}" for key, value in pairs)
+
+
+@contextlib.contextmanager
+def _ffmpeg_options(options: str) -> Iterator[None]:
+    """OpenCV reads FFmpeg's options from the environment when a capture opens: set them for
+    this opening only (one opening at a time), on top of any the user set."""
+    with _ffmpeg_options_lock:
+        before = os.environ.get(_FFMPEG_OPTIONS_ENV)
+        os.environ[_FFMPEG_OPTIONS_ENV] = f"{before}|{options}" if before else options
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ[_FFMPEG_OPTIONS_ENV]
+            else:
+                os.environ[_FFMPEG_OPTIONS_ENV] = before
 
 
 class RtspSource(CaptureSource):
-    """An RTSP stream (``rtsp://...``) through OpenCV's FFmpeg backend."""
+    """An RTSP stream (``rtsp://...?transport=tcp&latency=200``) through OpenCV's FFmpeg
+    backend (see :func:`ffmpeg_capture_options`)."""
 
     backend = cv2.CAP_FFMPEG
 
     def _target(self) -> str:
-        return self.uri.text
+        return self.uri.location
+
+    def open(self) -> None:
+        with _ffmpeg_options(ffmpeg_capture_options(self.uri)):
+            super().open()
 
 
 class GstSource(CaptureSource):
@@ -302,30 +460,21 @@ class GstSource(CaptureSource):
         super().open()
 
 
-def has_gstreamer() -> bool:
-    """Whether this OpenCV build can run GStreamer pipelines."""
-    return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
-
-
-def require_gstreamer(what: str) -> None:
-    """Raise a clear error when ``what`` needs GStreamer and OpenCV has none."""
-    if not has_gstreamer():
-        raise FnetError(
-            f"{what}: needs OpenCV built with GStreamer; the OpenCV {cv2.__version__} imported "
-            f"from {Path(cv2.__file__).parent} has none (PyPI's opencv-python wheels never do: "
-            "on a Jetson use JetPack's OpenCV, see README 'Jetson'; elsewhere build OpenCV with "
-            "-DWITH_GSTREAMER=ON)"
-        )
-
-
 def open_source(uri: URI, fps: float = DEFAULT_DIR_FPS) -> Source:
-    """The source for ``uri`` (not opened yet); ``fps`` is the default rate of frame folders."""
+    """The source for ``uri`` (not opened yet); ``fps`` is the default rate of frame folders.
+
+    Raises:
+        FnetError: a source this OpenCV build cannot read (``csi://``, ``gst://`` without
+            GStreamer).
+    """
     if uri.scheme == "file":
         return FileSource(uri)
     if uri.scheme == "dir":
         return DirSource(uri, fps)
     if uri.scheme == "v4l2":
         return V4L2Source(uri)
+    if uri.scheme == "csi":
+        return CsiSource(uri)
     if uri.scheme == "rtsp":
         return RtspSource(uri)
     if uri.scheme == "gst":

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from fnet_deploy.model import FNet, save_fnet
+from fnet_deploy.runtime.capabilities import has_gstreamer
 from tests.conftest import NATO, TINY
 from tests.test_missing_extras import Outcome, run_cases
 
@@ -218,7 +219,10 @@ def _cases(work: Path) -> list[Case]:
         ("--fps", "inf"),
         ("--max-skew-ms", "-1"),
         ("--gain-smoothing", "1.5"),
-        ("--reconnect-timeout", "inf"),
+        ("--reconnect-timeout", "-1"),
+        ("--reconnect-timeout", "nan"),
+        ("--reconnect-timeout", "1e9"),
+        ("--reconnect-timeout", "soon"),
         ("--max-errors", "0"),
     ):
         add_out(f"stream{option}={value}", (*stream, option, value), video, option)
@@ -272,6 +276,37 @@ def _cases(work: Path) -> list[Case]:
     cameras = ("stream", *tiny, "--backend", "torch", "--vis", "v4l2:///dev/video-none")
     cameras += ("--ir", "v4l2:///dev/video-none2")
     add_out("stream-missing-camera", cameras, video, "v4l2:///dev/video-none", "cannot open")
+    # stream: URI options of cameras and served outputs, --encoder (edge I/O)
+    to_ir = ("--ir", str(f["ir"].parent))
+    for name, vis, names in (
+        ("v4l2-unknown-option", "v4l2:///dev/video0?widht=640", ("widht", "fps, height")),
+        ("v4l2-width-value", "v4l2:///dev/video0?width=0&height=8", ("width='0'",)),
+        ("v4l2-width-alone", "v4l2:///dev/video0?width=640", ("width and height",)),
+        ("v4l2-format", "v4l2:///dev/video0?format=Y16-BE", ("format='Y16-BE'",)),
+        ("csi-flip", "csi://0?flip=9", ("flip='9'",)),
+        ("csi-sensor", "csi://left", ("csi://left", "sensor number")),
+        ("rtsp-transport", "rtsp://127.0.0.1:9/x?transport=quic", ("transport='quic'",)),
+        ("rtsp-typo", "rtsp://127.0.0.1:9/x?latncy=100", ("'latncy'", "'latency'")),
+    ):
+        add_out(f"stream-{name}", ("stream", "--vis", vis, *to_ir), video, *names)
+    if not has_gstreamer():
+        add_out(
+            "stream-csi-needs-gstreamer",
+            ("stream", "--vis", "csi://0", "--ir", "csi://1"),
+            video,
+            "csi://0",
+            "needs OpenCV built with GStreamer, as on JetPack",
+        )
+    for name, sink, names in (
+        ("http-port", "http://127.0.0.1:99999", ("'99999'",)),
+        ("http-path", "http://:8080/view", ("'/view'",)),
+        ("http-quality", "http://:0?quality=0", ("quality='0'",)),
+        ("rtsp-out-path", "rtsp://@:8554", ("rtsp://@:8554", "path")),
+        ("rtsp-out-bitrate", "rtsp://@:0/fused?bitrate=fast", ("bitrate='fast'",)),
+    ):
+        add(f"stream-{name}", (*stream, "--out", sink), *names)
+    add_out("stream-encoder-unknown", (*stream, "--encoder", "h266"), video, "--encoder", "h266")
+    add_out("stream-encoder-not-rtsp", (*stream, "--encoder", "x264"), video, "--encoder", "rtsp")
 
     # explain
     add_out(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,8 +71,10 @@ def stream(
     vis: Annotated[
         str | None,
         typer.Option(
-            help="Visible source: file://clip.mp4, dir://frames/, v4l2:///dev/video0, "
-            "rtsp://..., gst://<pipeline>, or a bare path. Default: the shipped sequence."
+            help="Visible source: file://clip.mp4, dir://frames/, "
+            "v4l2:///dev/video0?width=640&height=512&fps=30&format=Y16, csi://0, "
+            "rtsp://...?transport=tcp&latency=200, gst://<pipeline>, or a bare path. "
+            "Default: the shipped sequence."
         ),
     ] = None,
     ir: Annotated[str | None, typer.Option(help="Infrared source (same forms as --vis).")] = None,
@@ -156,12 +159,14 @@ def stream(
     max_errors: Annotated[
         int, typer.Option(min=1, help="Consecutive backend errors that stop the run.")
     ] = 10,
-    reconnect_timeout: Annotated[
-        float,
+    reconnect: Annotated[
+        str,
         typer.Option(
-            min=0.0, max=MAX_RECONNECT_S, help="Seconds a lost live source may take to come back."
+            "--reconnect-timeout",
+            help="Seconds a lost live source may take to come back; 0 or inf: retry forever "
+            "(backoff capped at 8 s), every outage counted in the stats.",
         ),
-    ] = 30.0,
+    ] = "30",
     out_fps: Annotated[
         float | None,
         typer.Option(
@@ -174,6 +179,13 @@ def stream(
             "--live/--no-live", help="Show the live statistics table (default: on a terminal)."
         ),
     ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="H.264 encoder of rtsp:// outputs: nvv4l2h264 (Jetson), nvh264, vaapih264, "
+            "v4l2h264, x264, openh264 (default: the best one GStreamer has)."
+        ),
+    ] = None,
 ) -> None:
     """Fuse a visible and an infrared stream into one video, live.
 
@@ -183,6 +195,7 @@ def stream(
     Ctrl-C or SIGTERM stops after the current frame and finalises the output (exit code 130 or
     143, as for any interrupted command); a run that fused no frame exits with 1.
     """
+    reconnect_timeout = parse_reconnect_timeout(reconnect)
     if (vis is None) != (ir is None):
         raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
     if vis is None or ir is None:
@@ -211,7 +224,7 @@ def stream(
         )
     vis_source = open_source(vis_uri, fps)
     ir_source = open_source(ir_uri, fps)
-    sink = open_sink(out_uri, out_fps)
+    sink = open_sink(out_uri, out_fps, encoder)
     model_size = _parse_size(size)
     if model_size is not None and device == "cpu":
         require_memory(
@@ -257,6 +270,24 @@ def stream(
     if run_stats.counts.written == 0:
         typer.echo("error: no frame was fused (the counts above say why)", err=True)
         raise typer.Exit(1)
+
+
+def parse_reconnect_timeout(text: str) -> float:
+    """``--reconnect-timeout``: seconds up to a day, or ``0``/``inf``/``forever`` for
+    ``math.inf`` (retry forever)."""
+    word = text.strip().lower()
+    if word in ("inf", "infinity", "forever"):
+        return math.inf
+    try:
+        seconds = float(word)
+    except ValueError:
+        seconds = math.nan
+    if not 0.0 <= seconds <= MAX_RECONNECT_S:
+        raise FnetError(
+            f"--reconnect-timeout: expected seconds from 0 to {MAX_RECONNECT_S:g}, or inf "
+            f"(0 and inf: retry forever), got {text!r}"
+        )
+    return math.inf if seconds == 0 else seconds
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -26,7 +26,12 @@ from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.images import write_image
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.runtime.capabilities import gstreamer_element, require_gstreamer
-from fnet_deploy.runtime.gst_pipelines import DEFAULT_BITRATE_KBITS, choose_encoder, push_pipeline
+from fnet_deploy.runtime.gst_pipelines import (
+    DEFAULT_BITRATE_KBITS,
+    ENCODER_NAMES,
+    choose_encoder,
+    push_pipeline,
+)
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import URI, VIDEO_SUFFIXES
 
@@ -308,6 +313,10 @@ def open_sink(uri: URI, fps: float | None = None, encoder: str | None = None) ->
     Raises:
         FnetError: a sink that cannot be made here (one line).
     """
+    if encoder not in (None, "auto", *ENCODER_NAMES):
+        raise FnetError(
+            f"--encoder: unknown encoder {encoder!r} (choose from auto, {', '.join(ENCODER_NAMES)})"
+        )
     if encoder not in (None, "auto") and uri.scheme != "rtsp":
         raise FnetError(f"--encoder {encoder}: only rtsp:// outputs are encoded here, not {uri}")
     if uri.scheme == "file":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from fnet_deploy.errors import FnetError
 
@@ -43,12 +44,15 @@ def csi_pipeline(sensor: int, width: int, height: int, fps: float, flip: int = 0
 
 
 def fraction(fps: float) -> str:
-    """A frame rate as GStreamer's ``N/D`` (29.97 -> ``30000/1001``, 30 -> ``30/1``)."""
-    for denominator in (1, 1001, 1000):
-        numerator = fps * denominator
-        if abs(numerator - round(numerator)) < 1e-6 * denominator:
-            return f"{round(numerator)}/{denominator}"
-    return f"{round(fps * 1000)}/1000"
+    """A frame rate as GStreamer's ``N/D``: 30 -> ``30/1``, 12.5 -> ``25/2``, and the NTSC
+    rates written to two decimals as what they stand for (29.97 -> ``30000/1001``)."""
+    if fps == round(fps):
+        return f"{round(fps)}/1"
+    ntsc = fps * 1.001
+    if abs(ntsc - round(ntsc)) < 0.005:
+        return f"{round(ntsc) * 1000}/1001"
+    exact = Fraction(fps).limit_denominator(1000)
+    return f"{exact.numerator}/{exact.denominator}"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,13 @@ OpenCV build cannot do."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -11,7 +17,13 @@ import numpy as np
 import pytest
 
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.runtime.capabilities import has_gstreamer
+from fnet_deploy.runtime.capabilities import gi_modules, gstreamer_element, has_gstreamer
+from fnet_deploy.runtime.gst_pipelines import (
+    ENCODERS,
+    choose_encoder,
+    push_pipeline,
+    served_launch,
+)
 from fnet_deploy.runtime.sinks import (
     DisplaySink,
     FrameDirSink,
@@ -19,6 +31,7 @@ from fnet_deploy.runtime.sinks import (
     display_problem,
     open_sink,
 )
+from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import parse_uri
 from tests.videos import count_frames
 
@@ -140,3 +153,192 @@ def test_gstreamer_outputs_without_gstreamer_have_a_clear_error() -> None:
     for text in ("gst://appsrc ! autovideosink", "rtsp://localhost:8554/fused"):
         with pytest.raises(FnetError, match="needs OpenCV built with GStreamer"):
             open_sink(parse_uri(text, "sink"), fps=10)
+
+
+# --- edge I/O: encoders, the RTSP server, the browser view --------------------------------------
+
+
+def test_encoder_choice_prefers_hardware_and_names_what_is_missing() -> None:
+    def having(*elements: str) -> Callable[[str], bool | None]:
+        return lambda element: element in elements
+
+    assert choose_encoder(None, having("x264enc", "nvv4l2h264enc")).name == "nvv4l2h264"
+    assert choose_encoder("auto", having("openh264enc", "x264enc")).name == "x264"
+    assert choose_encoder("openh264", having("openh264enc", "x264enc")).name == "openh264"
+    assert choose_encoder(None, lambda element: None).name == "x264"  # cannot ask: the usual one
+    with pytest.raises(
+        FnetError,
+        match=r"--encoder nvv4l2h264: GStreamer has no nvv4l2h264enc .*"
+        r"present: x264$",
+    ):
+        choose_encoder("nvv4l2h264", having("x264enc"))
+    with pytest.raises(FnetError, match=r"no H\.264 encoder in GStreamer here"):
+        choose_encoder(None, having())
+    with pytest.raises(FnetError, match=r"unknown encoder 'h265' \(choose from auto, nvv4l2h264"):
+        choose_encoder("h265", having("x264enc"))
+    encoders = {encoder.name: encoder for encoder in ENCODERS}
+    assert "bitrate=2500 key-int-max=25" in encoders["x264"].describe(2500, 25.0)
+    jetson = encoders["nvv4l2h264"].describe(2500, 30.0)
+    assert "nvv4l2h264enc bitrate=2500000 iframeinterval=30 idrinterval=30" in jetson
+    assert "nvvidconv ! video/x-raw(memory:NVMM), format=(string)NV12" in jetson
+    pushed = push_pipeline("rtsp://media:8554/fused", encoders["x264"], 4000, 10.0)
+    assert pushed.startswith("appsrc ! videoconvert ! ")
+    assert pushed.endswith(
+        "key-int-max=10 ! rtspclientsink location=rtsp://media:8554/fused latency=0"
+    )
+
+
+def _gstreamer_problem(*libraries: str) -> str | None:
+    try:
+        gi_modules(*libraries)
+    except FnetError as err:
+        return str(err)
+    return None
+
+
+def test_our_pipelines_parse_in_gstreamer() -> None:
+    """Every pipeline text whose elements this machine's GStreamer has is accepted by its
+    parser (properties and caps included); the rest are checked on the machines that have them."""
+    problem = _gstreamer_problem("Gst")
+    if problem:
+        pytest.skip(f"GStreamer through PyGObject is not here: {problem}")
+    (gst,) = gi_modules("Gst")
+    parsed = []
+    for encoder in ENCODERS:
+        if not gstreamer_element(encoder.element):
+            continue
+        launch = served_launch(322, 240, 29.97, encoder, 3000).strip("() ")
+        gst.parse_launch(launch)
+        parsed.append(encoder.name)
+    if gstreamer_element("rtspclientsink"):
+        gst.parse_launch(
+            push_pipeline(
+                "rtsp://127.0.0.1:1/x", choose_encoder(None, gstreamer_element), 1000, 25.0
+            )
+        )
+    assert parsed, "no H.264 encoder to check"
+
+
+def _pattern(index: int, size: tuple[int, int] = (161, 120)) -> np.ndarray:
+    """Frame ``index``: grey, left half at a level that steps with the index, right half 200."""
+    image = np.full((size[1], size[0]), 200, np.uint8)
+    image[:, : size[0] // 2] = 20 + (index * 16) % 160
+    return image
+
+
+def test_rtsp_server_serves_any_number_of_clients() -> None:
+    problem = _gstreamer_problem("Gst", "GstRtspServer", "GLib")
+    if problem:
+        pytest.skip(f"the RTSP server output needs it: {problem}")
+    sink = open_sink(parse_uri("rtsp://@127.0.0.1:0/cams/fused", "sink"), fps=25)
+    assert sink.url.startswith("rtsp://127.0.0.1:") and sink.url.endswith("/cams/fused")
+    written: list[int] = []
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            sink.write(_pattern(len(written)))
+            written.append(len(written))
+            time.sleep(0.04)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        clients = [cv2.VideoCapture(sink.url, cv2.CAP_FFMPEG) for _ in range(2)]
+        frames = [[client.read()[1] for _ in range(15)] for client in clients]
+        for client in clients:
+            client.release()
+    finally:
+        stop.set()
+        feeder.join()
+        sink.close()
+    assert sink.clients >= 2
+    for received in frames:
+        assert all(frame is not None and frame.shape == (120, 160, 3) for frame in received)
+        # The picture: right half white-ish, left half one of the written levels (H.264 is lossy).
+        right = [float(frame[:, 100:].mean()) for frame in received]
+        left = [float(frame[:, :60].mean()) for frame in received]
+        assert all(abs(level - 200) < 8 for level in right), right
+        levels = [20 + (i * 16) % 160 for i in range(10)]
+        assert all(min(abs(v - level) for level in levels) < 8 for v in left), left
+        assert len({round(v / 16) for v in left}) > 2  # the stream moves: not one frozen frame
+    refused = cv2.VideoCapture(sink.url, cv2.CAP_FFMPEG)
+    assert not refused.isOpened()  # closed: the port is released
+    refused.release()
+
+
+def test_rtsp_server_missing_is_one_line() -> None:
+    problem = _gstreamer_problem("Gst", "GstRtspServer", "GLib")
+    if problem is None:
+        pytest.skip("GStreamer's RTSP server is installed here")
+    with pytest.raises(FnetError) as caught:
+        open_sink(parse_uri("rtsp://@127.0.0.1:0/fused", "sink"), fps=25)
+    assert "\n" not in str(caught.value)
+    assert "fnet-deploy[rtsp-server]" in str(caught.value) or "apt install" in str(caught.value)
+
+
+def _mjpeg_parts(url: str, count: int) -> list[np.ndarray]:
+    """The first ``count`` JPEG frames of a multipart MJPEG stream, decoded."""
+    parts = []
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        while len(parts) < count:
+            line = response.readline()
+            if line.lower().startswith(b"content-length:"):
+                size = int(line.split(b":")[1])
+                response.readline()  # the blank line before the body
+                data = np.frombuffer(response.read(size), np.uint8)
+                parts.append(cv2.imdecode(data, cv2.IMREAD_COLOR))
+    return parts
+
+
+def test_browser_view_serves_page_frames_and_live_stats() -> None:
+    sink = open_sink(parse_uri("http://:0?quality=95", "sink"), fps=10)
+    try:
+        assert sink.url.startswith("http://127.0.0.1:")  # this machine only by default
+        page = urllib.request.urlopen(sink.url, timeout=10).read().decode()
+        assert 'src="stream.mjpg"' in page and 'fetch("stats.json"' in page
+        with pytest.raises(urllib.error.HTTPError, match="503"):
+            urllib.request.urlopen(sink.url + "frame.jpg", timeout=10)
+        stats = RunStats()
+        stats.counts.written, stats.counts.ir_dropped_live = 7, 3
+        stats.latency["infer"].add(0.0421)
+        urllib.request.urlopen(sink.url + "stats.json", timeout=10).read()  # asks for them
+        sink.observe(stats)
+        live = json.loads(urllib.request.urlopen(sink.url + "stats.json", timeout=10).read())
+        assert live["frames"]["written"] == 7 and live["frames"]["ir_dropped_live"] == 3
+        assert live["latency_ms"]["infer"]["p50"] == pytest.approx(42.1)
+        received: list[list[np.ndarray]] = [[], []]
+
+        def watch(slot: int) -> None:
+            received[slot] = _mjpeg_parts(sink.url + "stream.mjpg", 3)
+
+        watchers = [threading.Thread(target=watch, args=(slot,)) for slot in range(2)]
+        for watcher in watchers:
+            watcher.start()
+        deadline = time.monotonic() + 10
+        index = 0
+        while any(w.is_alive() for w in watchers) and time.monotonic() < deadline:
+            sink.write(cv2.cvtColor(_pattern(index), cv2.COLOR_GRAY2BGR))
+            index += 1
+            time.sleep(0.02)
+        for watcher in watchers:
+            watcher.join(timeout=1)
+        for parts in received:
+            assert len(parts) == 3
+            for part in parts:
+                assert part.shape == (120, 161, 3)
+                level = round(float(part[:, :60].mean()))
+                assert any(abs(level - (20 + (i * 16) % 160)) <= 2 for i in range(index))
+                assert abs(float(part[:, 100:].mean()) - 200) <= 2
+        still = cv2.imdecode(
+            np.frombuffer(urllib.request.urlopen(sink.url + "frame.jpg").read(), np.uint8), 1
+        )
+        assert still.shape == (120, 161, 3)
+        with pytest.raises(FnetError, match=r"cannot serve on 127\.0\.0\.1 port \d+ \(address"):
+            port = sink.url.rsplit(":", 1)[1].strip("/")
+            open_sink(parse_uri(f"http://127.0.0.1:{port}", "sink"))
+    finally:
+        sink.close()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(sink.url, timeout=2)

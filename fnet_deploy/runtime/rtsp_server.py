@@ -66,7 +66,7 @@ class RtspServerSink(Sink):
         self._server.set_address(where.host)
         self._server.set_service(str(where.port))
         try:
-            self._watch = self._server.create_source(None)
+            self._watch: Any = self._server.create_source(None)
         except glib.Error as err:
             raise FnetError(f"{uri}: cannot serve RTSP ({err.message})") from None
         self._server.connect("client-connected", self._client_connected)
@@ -158,5 +158,6 @@ class RtspServerSink(Sink):
             self._server.get_mount_points().remove_factory(self.path)
         self._server.client_filter(lambda _server, _client: self._rtsp.RTSPFilterResult.REMOVE)
         self._watch.destroy()
+        self._watch = None  # the last reference to the listening socket: the port is released
         self._loop.quit()
         self._thread.join(timeout=5)

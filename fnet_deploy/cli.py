@@ -14,7 +14,7 @@ from fnet_deploy.commands import weights
 from fnet_deploy.commands.bench import bench
 from fnet_deploy.commands.calibrate import calibrate
 from fnet_deploy.commands.check import check
-from fnet_deploy.commands.evaluate import evaluate_command
+from fnet_deploy.commands.evaluate import eval_command
 from fnet_deploy.commands.explain import explain
 from fnet_deploy.commands.export import export
 from fnet_deploy.commands.fuse import fuse
@@ -98,7 +98,7 @@ app.command()(calibrate)
 app.command()(train)
 app.command()(explain)
 app.command()(bench)
-app.command("eval")(evaluate_command)
+app.command("eval")(eval_command)
 app.command()(export)
 app.command()(check)
 app.add_typer(weights.app, name="weights")

@@ -6,7 +6,10 @@ from pathlib import Path
 
 
 class FnetError(Exception):
-    """A user-facing error: the CLI prints ``str(err)`` on one line and exits with code 2."""
+    """A user-facing error: the CLI prints ``str(err)`` on one line and exits with
+    :attr:`exit_code`."""
+
+    exit_code = 2
 
 
 class InputError(FnetError):
@@ -30,3 +33,11 @@ class MissingDependencyError(FnetError):
         self.extras = (extra, *alternatives)
         installs = " or ".join(f"'fnet-deploy[{name}]'" for name in self.extras)
         super().__init__(f"this needs the optional package '{package}': pip install {installs}")
+
+
+class OutputKept(FnetError):
+    """The work was done, but an output could not be written where asked (a place checked before
+    the work, then removed, made read-only or filled): the results were written elsewhere, which
+    the message names. Exit code 1: the run failed, not its input."""
+
+    exit_code = 1

@@ -23,7 +23,6 @@ from fnet_deploy.data.images import (
     read_ir,
     read_visible,
     to_uint8,
-    write_image,
 )
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
@@ -254,10 +253,6 @@ class ImageFuser:
         if self.options.layout == "fused":
             return fused
         return compose_view(fused, compose_output(luma, chroma), to_uint8(ir), self.options.layout)
-
-    def fuse_to_file(self, ir_path: Path, vis_path: Path, out_path: Path) -> None:
-        """Fuse two files and write the result atomically to ``out_path``."""
-        write_image(out_path, self.fuse_files(ir_path, vis_path))
 
 
 def _as_batch(image: np.ndarray) -> torch.Tensor:

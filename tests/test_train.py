@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from fnet_deploy.cli import app
+from fnet_deploy.commands.common import PROGRESS_ENV
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.model import load_fnet
 from fnet_deploy.training import trainer as trainer_module
@@ -440,7 +442,10 @@ def test_stage_two_starts_from_stage_one_or_a_weights_file(data_dir: Path, tmp_p
 # --- command line -------------------------------------------------------------------------------
 
 
-def test_cli_trains_resumes_and_reports_bad_data(data_dir: Path, tmp_path: Path) -> None:
+def test_cli_trains_resumes_and_reports_bad_data(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PROGRESS_ENV, "0.02")  # plain progress lines (the runner is no terminal)
     runner = CliRunner()
     out = tmp_path / "cli"
     tiny_sets = [arg for item in TINY[:4] for arg in ("--set", item)]
@@ -449,6 +454,8 @@ def test_cli_trains_resumes_and_reports_bad_data(data_dir: Path, tmp_path: Path)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "stage I weights" in result.output
+    lines = result.stderr.splitlines()
+    assert any(re.match(r"train: stage I: [0-2]/2", line) for line in lines), result.stderr
     assert load_train_state(out / "state" / "stage1.safetensors").step == 2
     resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--iterations", "3"])
     assert resumed.exit_code == 0, resumed.output

@@ -31,9 +31,11 @@ from fnet_deploy.commands.common import (
     check_output,
     console,
     parse_size,
+    phase,
     progress_bar,
     reports_errors,
 )
+from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.errors import FnetError
 from fnet_deploy.memory import require_memory
 from fnet_deploy.model.fnet import FNet
@@ -190,7 +192,7 @@ def bench(
             )
     measured = None
     if peaks:
-        with console.status("measuring compute and memory-bandwidth peaks"):
+        with phase("measuring compute and memory-bandwidth peaks", spinner=True):
             dtype = (
                 torch.float16
                 if "fp16" in _split(precision) and compute_device.type == "cuda"
@@ -225,6 +227,7 @@ def bench(
         except KeyboardInterrupt:
             interrupted = True
     add_speedups(results)
+    outputs = Outputs("bench")
     out = Console()
     out.width = max(out.width, 160)
     out.print(_table(results))
@@ -241,8 +244,9 @@ def bench(
             for r in results
             if r.samples
         }
-        plot_latency(latencies, plot)
-        console.print(f"wrote {plot}")
+        written = outputs.write(plot, lambda path: plot_latency(latencies, path), "the plot")
+        if written == plot:
+            console.print(f"wrote {plot}")
     if json_out is not None:
         document = {
             "machine": machine_info(str(compute_device)),
@@ -250,8 +254,11 @@ def bench(
             "peaks": asdict(measured) if measured else None,
             "results": [r.to_dict() for r in results],
         }
-        write_text_atomic(json_out, json.dumps(document, indent=2))
-        console.print(f"wrote {json_out}")
+        text = json.dumps(document, indent=2)
+        written = outputs.write(json_out, lambda path: write_text_atomic(path, text), "the results")
+        if written == json_out:
+            console.print(f"wrote {json_out}")
+    outputs.finish()
     if interrupted:
         console.print(f"interrupted: {len(results)} of {len(matrix)} cells finished (shown above)")
         raise typer.Exit(INTERRUPTED_EXIT)

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import typer
 
-from fnet_deploy.commands.common import check_output, console, reports_errors
+from fnet_deploy.commands.common import check_output, console, phase, reports_errors
+from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.data.images import IMAGE_SUFFIXES
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.runtime.calibration import (
@@ -75,8 +76,9 @@ def calibrate(
     better than a translation or keeps less than half its common area.
     """
     check_output(out, "--out", suffixes=(".json",), inputs=(points, Path(ir), Path(vis)))
-    ir_image = to_single_channel(_first_frame(ir, frame))
-    vis_image = to_single_channel(_first_frame(vis, frame))
+    with phase(f"reading frame {frame} of each source"):
+        ir_image = to_single_channel(_first_frame(ir, frame))
+        vis_image = to_single_channel(_first_frame(vis, frame))
     limits = Plausibility(
         max_rms_error=max_error, max_anisotropy=max_anisotropy, max_rotation=max_rotation
     )
@@ -99,15 +101,18 @@ def calibrate(
             ir_points, vis_points, transform, ir_size, vis_size, limits
         )
     else:
-        registration = estimate_from_images(ir_image, vis_image, transform, method, limits)
-    registration.save(out)
+        with phase(f"estimating the map from the frames ({method})"):
+            registration = estimate_from_images(ir_image, vis_image, transform, method, limits)
+    outputs = Outputs("calibrate")
+    written = outputs.write(out, registration.save, "the calibration")
     x, y, w, h = registration.valid_crop
     fit = ", ".join(f"{key} {value}" for key, value in registration.fit.items())
     console.print(
-        f"wrote {out}: {transform} IR {ir_size[0]}x{ir_size[1]} -> visible "
+        f"wrote {written}: {transform} IR {ir_size[0]}x{ir_size[1]} -> visible "
         f"{vis_size[0]}x{vis_size[1]}, valid crop {w}x{h} at ({x}, {y}); fit: {fit}"
     )
     console.print(np.array2string(registration.matrix, precision=4, suppress_small=True))
+    outputs.finish()
 
 
 def _first_frame(text: str, index: int) -> np.ndarray:

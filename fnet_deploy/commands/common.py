@@ -1,15 +1,20 @@
 """Helpers shared by the command modules: error reporting, option and output checks, progress
-bars."""
+(rich bars on a terminal, plain lines every few seconds without one)."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +22,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -32,6 +38,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 console = Console(stderr=True)
+_command = contextvars.ContextVar("command", default="")
+"""The running command's name (its function's, less ``_command``), for progress lines."""
+console.soft_wrap = not console.is_terminal  # a log file gets whole lines, not 80-column pieces
 
 
 def notice(text: str) -> None:
@@ -198,9 +207,11 @@ def check_output(
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn :class:`FnetError` into ``error: <message>`` on stderr and exit code 2.
+    """Turn :class:`FnetError` into ``error: <message>`` on stderr and its exit code (2; 1 for
+    :class:`~fnet_deploy.errors.OutputKept`).
 
-    Before the command runs, every float option is checked to be finite (:func:`check_finite`).
+    Before the command runs, every float option is checked to be finite (:func:`check_finite`),
+    and so is ``$FNET_DEPLOY_PROGRESS_SECONDS`` (:func:`progress_seconds`).
     An :class:`OSError` that reaches the command (an output folder under a regular file, a
     read-only place, a full disk) is reported the same way, as ``error: <path>: <problem>``.
     Ctrl-C exits with :data:`INTERRUPTED_EXIT`.
@@ -208,12 +219,14 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        running = _command.set(command.__name__.removesuffix("_command"))
         try:
             check_finite(kwargs)
+            progress_seconds()
             return command(*args, **kwargs)
         except FnetError as err:
             typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(err.exit_code) from None
         except OSError as err:
             where = f"{err.filename}: " if err.filename else ""
             problem = (err.strerror or str(err) or type(err).__name__).lower()
@@ -222,6 +235,8 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(INTERRUPTED_EXIT) from None
+        finally:
+            _command.reset(running)
 
     return wrapper
 
@@ -245,8 +260,224 @@ def parse_percentiles(text: str, option: str = "--ir-percentiles") -> tuple[floa
     return low, high
 
 
-def progress_bar() -> Progress:
-    """A rich progress bar on stderr with count, elapsed and remaining time."""
+PROGRESS_ENV = "FNET_DEPLOY_PROGRESS_SECONDS"
+"""Environment variable: seconds between plain progress lines (default 5)."""
+DEFAULT_PROGRESS_SECONDS = 5.0
+ANNOUNCE_SECONDS = 1.0
+"""A phase is announced once it has lasted this long (or the interval, if that is shorter): work
+that ends sooner, or input refused at once, prints nothing."""
+
+
+def progress_seconds() -> float:
+    """Seconds between plain progress lines: ``$FNET_DEPLOY_PROGRESS_SECONDS``, default 5.
+
+    Raises:
+        FnetError: the variable is set to something other than a positive number.
+    """
+    text = os.environ.get(PROGRESS_ENV, "").strip()
+    if not text:
+        return DEFAULT_PROGRESS_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise FnetError(f"${PROGRESS_ENV}: expected a positive number of seconds, got {text!r}")
+    return value
+
+
+class ProgressLines:
+    """Plain progress lines on stderr, printed by a background thread, for runs without a terminal.
+
+    Work is a sequence of phases (:meth:`begin`). A phase is announced with its label once it has
+    lasted :data:`ANNOUNCE_SECONDS` (or the interval, if shorter), then ``status()`` (default: the
+    label) is printed every ``interval`` seconds with the phase's elapsed time, whatever the main
+    thread is doing (one long model call included); phases that follow each other faster than
+    that still get a line every ``interval``. Lines start with the command's name:
+    ``stream: 120 fused of 120 visible frames read, 4.10 fps, ... (30 s)``.
+
+    Args:
+        interval: seconds between lines (default :func:`progress_seconds`).
+    """
+
+    def __init__(self, interval: float | None = None) -> None:
+        self.interval = interval or progress_seconds()
+        self.delay = min(ANNOUNCE_SECONDS, self.interval)
+        self.prefix = f"{name}: " if (name := _command.get()) else ""
+        self._wake = threading.Condition()
+        self._label: str | None = None
+        self._status: Callable[[], str] | None = None
+        self._since = 0.0
+        self._last = 0.0
+        self._announced = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def begin(self, label: str, status: Callable[[], str] | None = None) -> None:
+        """Start a phase (ending the previous one): ``label`` says what it does, ``status`` what
+        it has done so far (called from the background thread)."""
+        with self._wake:
+            self._label, self._status = label, status
+            self._since = time.monotonic()
+            self._announced = False
+            if self._thread is None:
+                self._closing = False
+                self._last = self._since
+                self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def close(self) -> None:
+        """End the current phase and stop the thread (idempotent)."""
+        with self._wake:
+            thread, self._thread = self._thread, None
+            self._closing = True
+            self._label = None
+            self._wake.notify()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        with self._wake:
+            while not self._closing:
+                if self._label is None:
+                    self._wake.wait()
+                    continue
+                now = time.monotonic()
+                due = self._last + self.interval  # never silent longer, however phases change
+                if not self._announced:
+                    due = min(due, self._since + self.delay)
+                if now < due:
+                    self._wake.wait(due - now)
+                    continue
+                if self._announced:
+                    line = f"{self._describe()} ({now - self._since:.0f} s)"
+                else:
+                    line = self._label
+                self._announced, self._last = True, now
+                console.print(self.prefix + line, markup=False, highlight=False, soft_wrap=True)
+
+    def _describe(self) -> str:
+        label = self._label or ""
+        if self._status is None:
+            return label
+        try:
+            return self._status()
+        except Exception as err:  # a status that fails must not end the progress lines
+            return f"{label} ({type(err).__name__} in its status)"
+
+
+@contextlib.contextmanager
+def phase(
+    label: str, status: Callable[[], str] | None = None, *, spinner: bool = False
+) -> Iterator[ProgressLines | None]:
+    """Long work that says what it is doing: without a terminal, plain lines
+    (:class:`ProgressLines`: ``label`` once it has lasted a second, then ``status()`` every
+    ``$FNET_DEPLOY_PROGRESS_SECONDS``); on a terminal nothing, or with ``spinner`` rich's status
+    spinner showing ``label``. Yields the lines (``None`` on a terminal), whose :meth:`begin`
+    starts a next phase."""
+    if console.is_terminal:
+        with console.status(label) if spinner else contextlib.nullcontext():
+            yield None
+        return
+    lines = ProgressLines()
+    lines.begin(label, status)
+    try:
+        yield lines
+    finally:
+        lines.close()
+
+
+@dataclass
+class _PlainTask:
+    description: str
+    total: float | None
+    completed: float
+    started: float = field(default_factory=time.monotonic)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        done = f": {self.completed:g}/{self.total:g}" if self.total is not None else ""
+        extra = "".join(f", {value}" for value in self.fields.values() if value not in ("", None))
+        left = ""
+        if self.total is not None and 0 < self.completed < self.total:
+            spent = time.monotonic() - self.started
+            left = f", about {spent / self.completed * (self.total - self.completed):.0f} s left"
+        return f"{self.description}{done}{extra}{left}"
+
+
+class PlainProgress:
+    """What the commands use of rich's :class:`~rich.progress.Progress`, as plain lines for runs
+    without a terminal (:class:`ProgressLines`): each task added or renamed starts a phase, then
+    ``description: done/total, fields, about N s left (elapsed)`` every few seconds."""
+
+    def __init__(self) -> None:
+        self.console = console
+        self._lines = ProgressLines()
+        self._tasks: dict[TaskID, _PlainTask] = {}
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Nothing to start: lines begin with the first task."""
+
+    def stop(self) -> None:
+        """Stop printing."""
+        self._lines.close()
+
+    def add_task(
+        self,
+        description: str,
+        start: bool = True,
+        total: float | None = 100.0,
+        completed: int = 0,
+        visible: bool = True,
+        **fields: Any,
+    ) -> TaskID:
+        """A new task, announced as a phase."""
+        task = TaskID(len(self._tasks))
+        self._tasks[task] = _PlainTask(description, total, completed, fields=fields)
+        self._begin(task)
+        return task
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        """Count ``advance`` more steps done."""
+        self._tasks[task_id].completed += advance
+
+    def update(
+        self,
+        task_id: TaskID,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        description: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Change a task; a new description starts a new phase."""
+        task = self._tasks[task_id]
+        task.total = total if total is not None else task.total
+        task.completed = completed if completed is not None else task.completed
+        task.completed += advance or 0
+        task.fields.update(fields)
+        if description is not None and description != task.description:
+            task.description = description
+            self._begin(task_id)
+
+    def _begin(self, task_id: TaskID) -> None:
+        task = self._tasks[task_id]
+        self._lines.begin(task.describe(), task.describe)
+
+
+def progress_bar() -> Progress | PlainProgress:
+    """A rich progress bar on stderr with count, elapsed and remaining time; without a terminal,
+    plain lines every few seconds (:class:`PlainProgress`)."""
+    if not console.is_terminal:
+        return PlainProgress()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

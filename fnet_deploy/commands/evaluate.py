@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.backends.device import ANY_KIND, parse_device
 from fnet_deploy.backends.select import open_runner
 from fnet_deploy.baselines import BASELINES, Baseline
@@ -23,10 +25,12 @@ from fnet_deploy.commands.common import (
     console,
     interrupt_on_signals,
     notice,
+    phase,
     progress_bar,
     reports_errors,
     signal_exit_code,
 )
+from fnet_deploy.commands.outputs import OutputFolder, Outputs
 from fnet_deploy.data.images import read_ir, read_visible, to_uint8, write_image
 from fnet_deploy.data.pairs import Pair, pair_folders
 from fnet_deploy.errors import FnetError, InputError
@@ -61,9 +65,10 @@ def _fused_dirs(specs: list[str]) -> dict[str, Path]:
 
 
 def _fuse_all(
-    name: str, pairs: list[Pair], out_dir: Path, fuse_one: Callable[[Pair], np.ndarray]
+    name: str, pairs: list[Pair], out: OutputFolder, fuse_one: Callable[[Pair], np.ndarray]
 ) -> float:
-    """Fuse every pair with ``fuse_one(pair) -> uint8 image``; returns mean ms per frame."""
+    """Fuse every pair with ``fuse_one(pair) -> uint8 image`` into ``fused/<name>/`` of ``out``;
+    returns mean ms per frame."""
     spent = 0.0
     with progress_bar() as progress:
         task = progress.add_task(f"fusing with {name}", total=len(pairs))
@@ -71,7 +76,10 @@ def _fuse_all(
             start = time.perf_counter()
             image = fuse_one(pair)
             spent += time.perf_counter() - start
-            write_image(out_dir / f"{pair.name}.png", image)
+            out.write(
+                Path("fused", name, f"{pair.name}.png"),
+                functools.partial(write_image, image=image),
+            )
             progress.advance(task)
     return 1e3 * spent / max(len(pairs), 1)
 
@@ -93,7 +101,7 @@ def _summary(evaluation: Evaluation, speed: dict[str, float]) -> Table:
 
 
 @reports_errors
-def evaluate_command(
+def eval_command(
     ir: Annotated[Path, typer.Option(help="Folder of IR (or MRI) source images.")],
     vis: Annotated[Path, typer.Option(help="Folder of visible (or CT/PET/SPECT) source images.")],
     fused: Annotated[
@@ -166,14 +174,17 @@ def evaluate_command(
         typer.echo(f"warning: unpaired source files skipped: {unpaired}", err=True)
 
     speed: dict[str, float] = {}
+    outputs = Outputs("eval")
+    folder = outputs.folder(out, "the results")
     if fusing:
         runner = open_runner(model, backend, device, None, weights, notify=notice)
         compute_device = parse_device(device, ANY_KIND).as_torch()
-        methods[name] = out / "fused" / name
-        with runner:  # activated (exported, if need be) before the timed fusions
+        with phase(f"preparing {runner.name}"):
+            runner.activate()  # exported, if need be, before the timed fusions
+        with runner:
             fuser = ImageFuser(runner, None, compute_device, FuseOptions(luminance="gray"))
             speed[name] = _fuse_all(
-                name, listing.pairs, methods[name], lambda p: fuser.fuse_files(p.ir, p.vis)
+                name, listing.pairs, folder, lambda p: fuser.fuse_files(p.ir, p.vis)
             )
     for method in baselines:
         function = BASELINES[method]
@@ -184,8 +195,9 @@ def evaluate_command(
                 raise InputError(pair.ir, f"size differs from {pair.vis.name}")
             return to_uint8(function(ir_image, vis_image))
 
-        methods[method] = out / "fused" / method
-        speed[method] = _fuse_all(method, listing.pairs, methods[method], fuse_baseline)
+        speed[method] = _fuse_all(method, listing.pairs, folder, fuse_baseline)
+    for method in generated:
+        methods[method] = folder.root / "fused" / method  # moved there if out failed meanwhile
 
     pairings = pair_methods(ir, vis, methods)
     for method, pairing in pairings.items():
@@ -208,7 +220,6 @@ def evaluate_command(
     except Interrupted as signalled:
         stopped = signalled
         evaluation = summarize(done, pairings, convention, metric_gray)
-    out.mkdir(parents=True, exist_ok=True)
     document = to_json(evaluation)
     for method, ms in speed.items():
         if method in document["methods"]:
@@ -216,13 +227,14 @@ def evaluate_command(
     finished = sum(len(images) for images in done.values())
     if stopped is not None:
         document["partial"] = {"stopped_by": str(stopped), "images": finished, "of": total}
-    (out / "results.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    write_csv(evaluation, out / "results.csv")
-    (out / "results.md").write_text(markdown_table(evaluation))
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    folder.write("results.json", lambda path: write_text_atomic(path, text))
+    folder.write("results.csv", lambda path: write_csv(evaluation, path))
+    folder.write("results.md", lambda path: write_text_atomic(path, markdown_table(evaluation)))
     if stopped is not None:
         typer.echo(
             f"interrupted ({stopped}): partial results, {finished} of {total} images, in "
-            f"{out / 'results.json'} (.csv, .md)",
+            f"{folder.root / 'results.json'} (.csv, .md)",
             err=True,
         )
         raise typer.Exit(signal_exit_code(stopped.signum))
@@ -230,6 +242,7 @@ def evaluate_command(
     written = "results.json, results.csv, results.md"
     if plot:
         dataset = ir.resolve().parent.name or "dataset"
-        plot_metric_bars({dataset: document}, out / "results.png")
+        folder.write("results.png", lambda path: plot_metric_bars({dataset: document}, path))
         written += ", results.png"
+    outputs.finish()
     console.print(f"wrote {written} in {out}")

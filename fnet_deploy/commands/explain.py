@@ -20,8 +20,10 @@ from fnet_deploy.commands.common import (
     console,
     luminance_of,
     parse_percentiles,
+    phase,
     reports_errors,
 )
+from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.data.images import image_size, read_ir, read_visible
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import IMAGE_BYTES_PER_PIXEL
@@ -63,6 +65,7 @@ def explain(
     check_output(out, "--out", folder=True, inputs=(ir, vis))
     require("matplotlib")
     from fnet_deploy.explain import explain_images, write_explanation
+    from fnet_deploy.explain.report import HTML_NAME
 
     compute_device = torch_device(device)
     model, info = load_fnet(resolve_weights(weights), compute_device)
@@ -94,7 +97,8 @@ def explain(
         f"tracing {ir.name} + {vis.name} ({width}x{height}, "
         f"~{gib(_explain_bytes(model.config, width, height))} of memory)"
     )
-    explanation = explain_images(model, ir_image, vis_image, top=top)
+    with phase(f"tracing {ir.name} + {vis.name}"):
+        explanation = explain_images(model, ir_image, vis_image, top=top)
     meta = {
         "ir": str(ir),
         "vis": str(vis),
@@ -105,8 +109,16 @@ def explain(
         "device": device,
         "model": info.config.to_dict(),
     }
-    files = write_explanation(explanation, out, meta)
-    console.print(f"explained {ir.name} + {vis.name} -> {files.html}  (weights: {info.path.name})")
+    outputs = Outputs("explain")
+    with phase("drawing the views"):
+        written = outputs.write(
+            out, lambda folder: write_explanation(explanation, folder, meta), "the views"
+        )
+    if written == out:
+        console.print(
+            f"explained {ir.name} + {vis.name} -> {out / HTML_NAME}  (weights: {info.path.name})"
+        )
+    outputs.finish()
 
 
 def _explain_bytes(config: ModelConfig, width: int, height: int) -> float:

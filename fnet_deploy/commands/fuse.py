@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -24,10 +25,12 @@ from fnet_deploy.commands.common import (
     luminance_of,
     notice,
     parse_percentiles,
+    phase,
     progress_bar,
     reports_errors,
 )
-from fnet_deploy.data.images import can_encode
+from fnet_deploy.commands.outputs import OutputFolder, Outputs
+from fnet_deploy.data.images import can_encode, write_image
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode
@@ -107,17 +110,24 @@ def fuse(
     compute_device = parse_device(device, ANY_KIND).as_torch()
     fuser = ImageFuser(runner, None, compute_device, options, notify=notice)
     used = (model or resolve_weights(weights)).name
+    outputs = Outputs("fuse")
     try:
         if not folders:
-            fuser.fuse_to_file(ir, vis, out)
-            console.print(f"fused {ir.name} + {vis.name} -> {out}  (model: {used}, {runner.name})")
-            return
-        _fuse_folders(fuser, ir, vis, out)
+            with phase(f"fusing {ir.name} + {vis.name} with {runner.name}"):
+                image = fuser.fuse_files(ir, vis)
+            written = outputs.write(out, lambda path: write_image(path, image), "the fused image")
+            if written == out:
+                console.print(
+                    f"fused {ir.name} + {vis.name} -> {out}  (model: {used}, {runner.name})"
+                )
+        else:
+            _fuse_folders(fuser, ir, vis, outputs.folder(out, "the fused images"))
     finally:
         runner.deactivate()
+    outputs.finish()
 
 
-def _fuse_folders(fuser: ImageFuser, ir_dir: Path, vis_dir: Path, out_dir: Path) -> None:
+def _fuse_folders(fuser: ImageFuser, ir_dir: Path, vis_dir: Path, out: OutputFolder) -> None:
     listing = pair_folders(ir_dir, vis_dir)
     if not listing.pairs:
         raise InputError(ir_dir, f"no image shares a file name with one in {vis_dir}")
@@ -129,13 +139,16 @@ def _fuse_folders(fuser: ImageFuser, ir_dir: Path, vis_dir: Path, out_dir: Path)
         task = progress.add_task("fusing", total=len(listing.pairs))
         for pair in listing.pairs:
             try:
-                fuser.fuse_to_file(pair.ir, pair.vis, out_dir / f"{pair.name}.png")
+                image = fuser.fuse_files(pair.ir, pair.vis)
             except InputError as err:
                 failures.append(str(err))
+            else:
+                out.write(f"{pair.name}.png", functools.partial(write_image, image=image))
             progress.advance(task)
     done = len(listing.pairs) - len(failures)
-    console.print(f"fused {done} of {len(listing.pairs)} pairs -> {out_dir}")
+    console.print(f"fused {done} of {len(listing.pairs)} pairs -> {out.root}")
     if failures:
         for failure in failures:
             typer.echo(f"error: {failure}", err=True)
+        out.outputs.finish()
         raise typer.Exit(2)

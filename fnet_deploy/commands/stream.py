@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -33,9 +34,11 @@ from fnet_deploy.commands.common import (
     parse_pair,
     parse_percentiles,
     parse_size,
+    phase,
     reports_errors,
     signal_exit_code,
 )
+from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import require_memory
@@ -244,6 +247,10 @@ def stream(
     run_stats = RunStats()
     stop = StopFlag()
     runner = open_runner(model, backend, device, precision, weights, notify=notice)
+    outputs = Outputs("stream")
+    stats_at = stats
+    with phase(f"preparing {runner.name}"):
+        runner.activate()
     with runner:
         run_stats.info.update(
             {
@@ -259,12 +266,19 @@ def stream(
         )
         show = console.is_terminal if live is None else live
         try:
-            with _runtime_logging(), _live_view(show) as update, stop_on_signals(stop):
+            with (
+                _runtime_logging(),
+                _live_view(show, run_stats, f"fusing {vis_uri} + {ir_uri} -> {out_uri}") as update,
+                stop_on_signals(stop),
+            ):
                 pipeline.run(stop, update)
         finally:
             if stats is not None:
-                run_stats.write_json(stats)
-    _summary(run_stats, stats)
+                stats_at = outputs.write(stats, run_stats.write_json, "the statistics")
+                if outputs.kept and sys.exc_info()[0] is not None:
+                    notice(f"warning: {outputs.kept[0]}")
+    _summary(run_stats, stats_at)
+    outputs.finish()
     if run_stats.stopped_by.startswith("signal "):
         raise typer.Exit(signal_exit_code(signal.Signals[run_stats.stopped_by.split()[1]]))
     if run_stats.counts.written == 0:
@@ -296,10 +310,16 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def _runtime_logging() -> Iterator[None]:
-    """Show the runtime's messages (reconnections, skipped frames) above the live view."""
+    """Show the runtime's messages (reconnections, skipped frames) above the live view; without
+    a terminal, as plain lines (``stream: <message>``)."""
     logger = logging.getLogger("fnet_deploy.runtime")
-    handler = RichHandler(console=console, show_path=False, markup=False)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("stream: %(message)s"))
     previous = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -311,13 +331,37 @@ def _runtime_logging() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _live_view(show: bool) -> Iterator[Callable[[RunStats], None] | None]:
-    """A rich Live table of the statistics, refreshed by the pipeline's progress calls."""
-    if not show:
-        yield None
-        return
-    with Live(console=console, refresh_per_second=4, transient=True) as view:
-        yield lambda run_stats: view.update(stats_view(run_stats))
+def _live_view(
+    show: bool, run_stats: RunStats, label: str
+) -> Iterator[Callable[[RunStats], None] | None]:
+    """The pipeline's progress call: a rich Live table of the statistics when ``show``; without
+    a terminal, also plain lines (``label``, then :func:`progress_line` every few seconds), read
+    from the counts that the pipeline brings up to date before each call."""
+    with contextlib.ExitStack() as stack:
+        view = None
+        if show:
+            view = stack.enter_context(Live(console=console, refresh_per_second=4, transient=True))
+        lines = stack.enter_context(phase(label, lambda: progress_line(run_stats)))
+        if view is None and lines is None:
+            yield None
+            return
+
+        def update(latest: RunStats) -> None:
+            if view is not None:
+                view.update(stats_view(latest))
+
+        yield update
+
+
+def progress_line(run_stats: RunStats) -> str:
+    """One line of a run's progress: frames fused, throughput and where the others went."""
+    counts = run_stats.counts
+    return (
+        f"{counts.written} fused of {counts.vis_read} visible frames read, "
+        f"{run_stats.throughput:.2f} fps, dropped live {counts.vis_dropped_live}, "
+        f"unpaired {counts.vis_unpaired}, pending {counts.vis_pending}, "
+        f"backend errors {counts.infer_errors}"
+    )
 
 
 def stats_view(run_stats: RunStats) -> Group:
@@ -325,7 +369,8 @@ def stats_view(run_stats: RunStats) -> Group:
     counts = run_stats.counts
     header = Text(
         f"{counts.written} fused  {run_stats.throughput:.2f} fps  "
-        f"paired {counts.paired}  unpaired {counts.vis_unpaired}  IR unused {counts.ir_unused}  "
+        f"paired {counts.paired}  unpaired {counts.vis_unpaired}  pending {counts.vis_pending}  "
+        f"IR unused {counts.ir_unused}  "
         f"dropped live {counts.vis_dropped_live}/{counts.ir_dropped_live}  "
         f"corrupt {counts.vis_corrupt}/{counts.ir_corrupt}  "
         f"backend errors {counts.infer_errors}  reconnects {counts.reconnects}"

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from fnet_deploy.bench.cost import training_bytes
 from fnet_deploy.commands.common import (
+    PlainProgress,
     check_output,
     console,
     reports_errors,
@@ -62,18 +63,20 @@ class _ProgressReporter:
     """Shows the trainer's progress as one rich bar per stage.
 
     The bars appear when the first stage starts, so that a run refused while checking its data
-    prints its error alone; :meth:`close` ends the display.
+    prints its error alone; :meth:`close` ends the display. Without a terminal, plain lines
+    (:class:`~fnet_deploy.commands.common.PlainProgress`), from the data preparation on.
     """
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress | PlainProgress) -> None:
         self.progress = progress
         self.task: TaskID | None = None
         self.started = False
+        if isinstance(progress, PlainProgress):
+            progress.add_task("reading the data and preparing the model", total=None)
 
     def close(self) -> None:
-        if self.started:
-            self.progress.stop()
-            self.started = False
+        self.progress.stop()  # also the plain lines begun before the first stage
+        self.started = False
 
     def note(self, text: str) -> None:
         self.progress.console.print(text, markup=False, highlight=False)
@@ -92,7 +95,9 @@ class _ProgressReporter:
         self.task = None
 
 
-def _progress() -> Progress:
+def _progress() -> Progress | PlainProgress:
+    if not console.is_terminal:
+        return PlainProgress()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -111,6 +111,13 @@ def _inputs(work: Path) -> dict[str, Path]:
     cv2.imwrite(str(work / "other" / "6.png"), np.zeros((48, 48), np.uint8))
     files["registration"] = work / "registration.json"
     files["registration"].write_text("{not json")
+    files["pairs_unknown"] = work / "pairs_unknown.toml"  # a key spelt as in Python
+    files["pairs_unknown"].write_text(
+        f'[[pair]]\nvis = "{files["vi"].parent}"\nir = "{files["ir"].parent}"\n'
+        f'out = "{work / "out" / "u.mp4"}"\nir_offset_ms = -40\n'
+    )
+    files["pairs_garbage"] = work / "pairs_garbage.toml"
+    files["pairs_garbage"].write_text("[[pair]\nvis = \n")
     return files
 
 
@@ -276,6 +283,48 @@ def _cases(work: Path) -> list[Case]:
     cameras = ("stream", *tiny, "--backend", "torch", "--vis", "v4l2:///dev/video-none")
     cameras += ("--ir", "v4l2:///dev/video-none2")
     add_out("stream-missing-camera", cameras, video, "v4l2:///dev/video-none", "cannot open")
+    # stream: several pairs
+    both = f"vis={f['vi'].parent},ir={f['ir'].parent}"
+    pairs = ("stream", "--no-live", *tiny)
+    add(
+        "stream-pairs-one-output",
+        (*pairs, "--pair", f"{both},out={video}", "--pair", f"{both},out=file://{video}"),
+        "--pair",
+        "both write",
+        target=video,
+    )
+    add(
+        "stream-pair-out-is-input",
+        (*pairs, "--pair", f"{both},out={video}", "--pair", f"{both},out=dir://{f['vi'].parent}"),
+        "--pair",
+        "input",
+        target=video,
+    )
+    unknown = ("--pairs", str(f["pairs_unknown"]))
+    add("stream-pairs-unknown-key", (*pairs, *unknown), "pairs_unknown", "ir_offset_ms", target=out)
+    garbage = ("--pairs", str(f["pairs_garbage"]))
+    add("stream-pairs-not-toml", (*pairs, *garbage), "pairs_garbage", "TOML", target=out)
+    add(
+        "stream-pairs-both-ways",
+        (*pairs, *unknown, "--pair", f"{both},out={video}"),
+        "--pair and --pairs",
+        target=out,
+    )
+    add("stream-pair-and-vis", (*stream, "--pair", f"{both},out={video}"), "--vis", target=out)
+    add("stream-pair-no-out", (*pairs, "--pair", both), "--pair 1", "missing out", target=out)
+    add(
+        "stream-pair-offset-nan",
+        (*pairs, "--pair", f"{both},out={video},ir-offset-ms=nan"),
+        "--pair 1",
+        "ir-offset-ms",
+        target=video,
+    )
+    add(
+        "stream-pair-batch-timeout",
+        (*pairs, "--pair", f"{both},out={video}", "--batch-timeout-ms", "-1"),
+        "--batch-timeout-ms",
+        target=video,
+    )
     # stream: URI options of cameras and served outputs, --encoder (edge I/O)
     to_ir = ("--ir", str(f["ir"].parent))
     for name, vis, names in (
@@ -407,6 +456,7 @@ def _cases(work: Path) -> list[Case]:
 
 _NAMES = ("ir", "vi", "small", "empty", "truncated", "fake", "huge", "weights", "foreign", "nan")
 _NAMES += ("pickled", "onnx", "blocker", "registration", "ir_corner", "vi_corner", "old_run")
+_NAMES += ("pairs_unknown", "pairs_garbage")
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -39,6 +39,13 @@ from fnet_deploy.commands.common import (
     signal_exit_code,
 )
 from fnet_deploy.commands.outputs import Outputs
+from fnet_deploy.commands.pair_specs import (
+    MAX_DELAY_MS,
+    MAX_FPS,
+    MAX_RECONNECT_S,
+    read_pairs,
+)
+from fnet_deploy.commands.stream_pairs import RunSettings, stream_pairs
 from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import require_memory
@@ -54,12 +61,7 @@ from fnet_deploy.runtime.uri import parse_uri, sink_overwrites_source
 from fnet_deploy.views import Layout
 
 DEFAULT_SEQUENCE = ("sequences", "nato_camp")
-MAX_FPS = 1000.0
-"""Highest frame rate accepted (a video writer asked for more fails or, at inf, hangs)."""
-MAX_DELAY_MS = 60_000.0
-"""Largest pairing gap or camera delay accepted, in ms (a minute)."""
-MAX_RECONNECT_S = 86_400.0
-"""Longest wait for a lost live source accepted, in s (a day)."""
+DEFAULT_OUT = "fused.mp4"
 
 
 def default_sources() -> tuple[str, str, Path]:
@@ -82,12 +84,12 @@ def stream(
     ] = None,
     ir: Annotated[str | None, typer.Option(help="Infrared source (same forms as --vis).")] = None,
     out: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Output: file://out.mp4 (.mp4/.avi/.mkv), dir://frames/, display://0, "
-            "gst://<pipeline>, rtsp://... or a bare path."
+            f"gst://<pipeline>, rtsp://... or a bare path (default: {DEFAULT_OUT})."
         ),
-    ] = "fused.mp4",
+    ] = None,
     weights: Annotated[
         Path | None,
         typer.Option(
@@ -189,16 +191,80 @@ def stream(
             "v4l2h264, x264, openh264 (default: the best one GStreamer has)."
         ),
     ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="One camera pair of several fused by one model: vis=URI,ir=URI,out=URI "
+            "[,registration=FILE,size=WxH,ir-offset-ms=...; any option below by its name]. "
+            "Repeat for each pair."
+        ),
+    ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(
+            help="A TOML file of [[pair]] tables (vis, ir, out and the same keys as --pair) "
+            "instead of --pair."
+        ),
+    ] = None,
+    batch_timeout_ms: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=MAX_DELAY_MS,
+            help="With several pairs: how long a batch waits for the other pairs' frames.",
+        ),
+    ] = 40.0,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With several pairs: most frames per model call (default: one per pair)."
+        ),
+    ] = None,
 ) -> None:
     """Fuse a visible and an infrared stream into one video, live.
 
     Each visible frame is paired with the IR frame nearest in time, registered, fused by FNet
     and written. Without --vis/--ir, fuses the TNO sequence shipped with the package (with its
     registration unless --registration is given).
+    With --pair (repeated) or --pairs FILE, fuses several camera pairs with one model, each
+    with its own synchronisation, registration and output, batching their frames; options
+    such as --registration or --ir-offset-ms then give every pair's default.
     Ctrl-C or SIGTERM stops after the current frame and finalises the output (exit code 130 or
     143, as for any interrupted command); a run that fused no frame exits with 1.
     """
     reconnect_timeout = parse_reconnect_timeout(reconnect)
+    if pair or pairs is not None:
+        defaults = {
+            "registration": registration,
+            "size": size,
+            "fps": fps,
+            "out-fps": out_fps,
+            "max-skew-ms": max_skew_ms,
+            "ir-offset-ms": ir_offset_ms,
+            "color": color,
+            "layout": layout,
+            "ir-gain": ir_gain,
+            "ir-percentiles": ir_percentiles,
+            "ir-range": ir_range,
+            "gain-smoothing": gain_smoothing,
+        }
+        specs = read_pairs(pair or [], pairs, {"--vis": vis, "--ir": ir, "--out": out}, defaults)
+        settings = RunSettings(
+            model,
+            backend,
+            device,
+            precision,
+            weights,
+            stats,
+            max_errors,
+            reconnect_timeout,
+            batch_timeout_ms,
+            max_batch,
+            live,
+            encoder,
+        )
+        stream_pairs(specs, settings, _runtime_logging)
+        return
     if (vis is None) != (ir is None):
         raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
     if vis is None or ir is None:
@@ -218,7 +284,7 @@ def stream(
     vis_uri, ir_uri, out_uri = (
         parse_uri(vis, "source"),
         parse_uri(ir, "source"),
-        parse_uri(out, "sink"),
+        parse_uri(out or DEFAULT_OUT, "sink"),
     )
     overwritten = sink_overwrites_source(out_uri, [vis_uri, ir_uri])
     if overwritten is not None:

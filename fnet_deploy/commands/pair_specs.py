@@ -1,0 +1,367 @@
+"""Camera pairs for ``fnet-deploy stream``: from ``--pair`` options or a pairs file (TOML).
+
+Each pair names its visible and IR sources and its output, and may set its own registration,
+size, timing and gain; every setting it leaves out takes the command-line option of the same
+name. ``--pair`` takes ``key=value`` items joined by commas::
+
+    --pair vis=rtsp://cam1/vis,ir=rtsp://cam1/ir,out=north.mp4,ir-offset-ms=-40
+
+(a comma belongs to the value unless a known key and ``=`` follow it, so GStreamer pipelines
+keep theirs). A pairs file lists the same keys in ``[[pair]]`` tables::
+
+    [[pair]]
+    name = "north"
+    vis = "rtsp://cam1/vis"
+    ir = "rtsp://cam1/ir"
+    out = "north.mp4"
+    registration = "north.json"
+    ir-percentiles = [1, 99]
+
+Relative paths are relative to the working directory, as on the command line. Everything is
+checked before any work: unknown keys, values out of range, two pairs writing one output, an
+output that is a pair's input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fnet_deploy.commands.common import ColorMode
+from fnet_deploy.data.thermal import THERMAL_NORMS, ThermalNorm
+from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source
+from fnet_deploy.views import LAYOUTS, Layout
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+MAX_FPS = 1000.0
+"""Highest frame rate accepted (a video writer asked for more fails or, at inf, hangs)."""
+MAX_DELAY_MS = 60_000.0
+"""Largest pairing gap or camera delay accepted, in ms (a minute)."""
+MAX_RECONNECT_S = 86_400.0
+"""Longest wait for a lost live source accepted, in s (a day)."""
+MIN_SIDE = 8
+"""Smallest model input side accepted by ``size``."""
+COLORS = ("keep", "gray")
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """One camera pair as the user described it, checked.
+
+    Attributes:
+        name: unique in the run (default ``pair<N>``, N counting from 1).
+        vis, ir, out: the parsed source and sink URIs.
+        registration: calibration file, or ``None``.
+        size: model input ``(width, height)``, or ``None`` (the registered crop's size).
+        fps: frame rate of folder sources without their own.
+        out_fps: output frame rate (``None``: the visible source's).
+        max_skew_ms: largest pairing gap (``None``: half the slower stream's frame period).
+        ir_offset_ms: added to IR timestamps.
+        color: ``keep`` or ``gray`` (see ``--color``).
+        layout: ``fused``, ``side-by-side`` or ``grid``.
+        ir_gain, ir_percentiles, ir_range, gain_smoothing: the IR gain control.
+    """
+
+    name: str
+    vis: URI
+    ir: URI
+    out: URI
+    registration: Path | None
+    size: tuple[int, int] | None
+    fps: float
+    out_fps: float | None
+    max_skew_ms: float | None
+    ir_offset_ms: float
+    color: ColorMode
+    layout: Layout
+    ir_gain: ThermalNorm
+    ir_percentiles: tuple[float, float]
+    ir_range: tuple[float, float] | None
+    gain_smoothing: float
+
+
+Converter = Callable[[Any], Any]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a text, got {value!r}")
+    return value.strip()
+
+
+def _number(low: float, high: float, *, optional: bool = False) -> Converter:
+    def convert(value: Any) -> float | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+        if not (math.isfinite(number) and low <= number <= high):
+            raise ValueError(f"expected a number from {low:g} to {high:g}, got {value!r}")
+        return number
+
+    return convert
+
+
+def _two_numbers(low: float, high: float, *, optional: bool = False) -> Converter:
+    def convert(value: Any) -> tuple[float, float] | None:
+        if value is None and optional:
+            return None
+        parts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(parts, (list, tuple)) or len(parts) != 2:
+            raise ValueError(f"expected two numbers low,high, got {value!r}")
+        first, second = (_number(low, high)(part) for part in parts)
+        assert first is not None and second is not None
+        if not first < second:
+            raise ValueError(f"expected low < high, got {value!r}")
+        return first, second
+
+    return convert
+
+
+def _size(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        width, height = (int(part) for part in _text(value).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected WIDTHxHEIGHT like 640x480, got {value!r}") from None
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ValueError(f"width and height must be at least {MIN_SIDE}, got {value!r}")
+    return width, height
+
+
+def _choice(choices: tuple[str, ...]) -> Converter:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return convert
+
+
+def _path(value: Any) -> Path | None:
+    return None if value is None else Path(_text(value))
+
+
+KEYS: dict[str, Converter] = {
+    "name": _text,
+    "vis": _text,
+    "ir": _text,
+    "out": _text,
+    "registration": _path,
+    "size": _size,
+    "fps": _number(0.001, MAX_FPS),
+    "out-fps": _number(0.001, MAX_FPS, optional=True),
+    "max-skew-ms": _number(0.0, MAX_DELAY_MS, optional=True),
+    "ir-offset-ms": _number(-MAX_DELAY_MS, MAX_DELAY_MS),
+    "color": _choice(COLORS),
+    "layout": _choice(LAYOUTS),
+    "ir-gain": _choice(THERMAL_NORMS),
+    "ir-percentiles": _two_numbers(0.0, 100.0),
+    "ir-range": _two_numbers(-sys.float_info.max, sys.float_info.max, optional=True),
+    "gain-smoothing": _number(0.0, 0.999),
+}
+"""The keys a pair takes (the command-line options' names) and how each value is read."""
+REQUIRED = ("vis", "ir", "out")
+DEFAULTED = tuple(key for key in KEYS if key not in ("name", *REQUIRED))
+"""The keys whose default is the command-line option of the same name."""
+_SPLIT = re.compile(r",(?=\s*(?:" + "|".join(re.escape(key) for key in KEYS) + r")\s*=)")
+
+
+def read_pairs(
+    options: list[str], path: Path | None, single: Mapping[str, object], defaults: Mapping[str, Any]
+) -> list[PairSpec]:
+    """The pairs of a run given by ``--pair`` options or a ``--pairs`` file, not both.
+
+    Args:
+        options: the ``--pair`` values; path: the ``--pairs`` file.
+        single: the single-pair options (``--vis``, ``--ir``, ``--out``) and their values,
+            which must not be given with pairs.
+        defaults: the command-line value of every key in :data:`DEFAULTED`.
+
+    Raises:
+        FnetError: pairs given both ways, with single-pair options, or with a problem.
+    """
+    given = [option for option, value in single.items() if value is not None]
+    if given:
+        raise FnetError(
+            f"{'/'.join(given)}: single-pair options; with --pair or --pairs, each pair names "
+            "its own vis, ir and out"
+        )
+    if options and path is not None:
+        raise FnetError(f"--pair and --pairs {path}: give the pairs one way, not both")
+    return (
+        pairs_from_file(path, defaults)
+        if path is not None
+        else pairs_from_options(options, defaults)
+    )
+
+
+def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[PairSpec]:
+    """The pairs of repeated ``--pair key=value,...`` options.
+
+    Args:
+        texts: the options' values, in order.
+        defaults: the command-line value of every key in :data:`DEFAULTED`.
+
+    Raises:
+        FnetError: one line naming the ``--pair`` (by position) and the problem.
+    """
+    specs = []
+    for number, text in enumerate(texts, 1):
+        where = f"--pair {number}"
+        items: dict[str, str] = {}
+        for part in _SPLIT.split(text):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep:
+                raise FnetError(f"{where}: expected key=value items joined by commas, got {part!r}")
+            if key in items:
+                raise FnetError(f"{where}: {key} is given twice")
+            items[key] = value
+        specs.append(_spec(items, number, defaults, where))
+    check_pairs(specs, "--pair")
+    return specs
+
+
+def pairs_from_file(path: Path, defaults: Mapping[str, Any]) -> list[PairSpec]:
+    """The pairs of a pairs file (``[[pair]]`` tables, see the module docstring).
+
+    Raises:
+        InputError: the file is missing, not TOML, has keys other than ``pair``, no pair, or
+            a pair with a problem (named by its position and name).
+    """
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "pairs file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(path, f"cannot read the pairs file ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(path, f"not a TOML pairs file ({err})") from None
+    unknown = sorted(set(doc) - {"pair"})
+    if unknown:
+        raise InputError(
+            path, f"unknown key(s) {', '.join(unknown)} (a pairs file holds [[pair]] tables)"
+        )
+    tables = doc.get("pair")
+    if not isinstance(tables, list) or not tables:
+        raise InputError(path, "lists no pair (expected [[pair]] tables with vis, ir and out)")
+    specs = []
+    for number, table in enumerate(tables, 1):
+        if not isinstance(table, dict):
+            raise InputError(path, f"pair {number} is not a table of keys (write it as [[pair]])")
+        label = table.get("name") if isinstance(table.get("name"), str) else None
+        where = f"pair {number}" + (f" ({label})" if label else "")
+        try:
+            specs.append(_spec(table, number, defaults, where))
+        except FnetError as err:
+            raise InputError(path, str(err)) from None
+    try:
+        check_pairs(specs, "pairs")
+    except FnetError as err:
+        raise InputError(path, str(err)) from None
+    return specs
+
+
+def _spec(
+    items: Mapping[str, Any], number: int, defaults: Mapping[str, Any], where: str
+) -> PairSpec:
+    """One pair from its items (strings from ``--pair``, TOML values from a file)."""
+    unknown = sorted(set(items) - set(KEYS))
+    if unknown:
+        raise FnetError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} (accepted: {', '.join(KEYS)})"
+        )
+    missing = [key for key in REQUIRED if key not in items]
+    if missing:
+        raise FnetError(f"{where}: missing {', '.join(missing)} (each pair needs vis, ir and out)")
+    values: dict[str, Any] = {}
+    for key, convert in KEYS.items():
+        given = key in items
+        raw = items[key] if given else defaults.get(key) if key != "name" else f"pair{number}"
+        try:
+            values[key] = convert(raw)
+        except ValueError as err:
+            source = key if given else f"{key} (from --{key})"
+            raise FnetError(f"{where}: {source}: {err}") from None
+    try:
+        vis, ir = parse_uri(values["vis"], "source"), parse_uri(values["ir"], "source")
+        out = parse_uri(values["out"], "sink")
+    except FnetError as err:
+        raise FnetError(f"{where}: {err}") from None
+    for role, uri in (("vis", vis), ("ir", ir)):
+        if uri.scheme in ("file", "dir") and not uri.path.exists():
+            raise FnetError(f"{where}: {role} {uri.path}: not found")
+    return PairSpec(
+        name=values["name"],
+        vis=vis,
+        ir=ir,
+        out=out,
+        registration=values["registration"],
+        size=values["size"],
+        fps=values["fps"],
+        out_fps=values["out-fps"],
+        max_skew_ms=values["max-skew-ms"],
+        ir_offset_ms=values["ir-offset-ms"],
+        color=values["color"],
+        layout=values["layout"],
+        ir_gain=values["ir-gain"],
+        ir_percentiles=values["ir-percentiles"],
+        ir_range=values["ir-range"],
+        gain_smoothing=values["gain-smoothing"],
+    )
+
+
+def check_pairs(specs: list[PairSpec], what: str) -> None:
+    """Refuse pairs that would collide: one name twice, one output twice (or a folder output
+    holding another), an output that is any pair's input.
+
+    Raises:
+        FnetError: the first collision, naming both pairs.
+    """
+    seen: dict[str, PairSpec] = {}
+    for spec in specs:
+        if spec.name in seen:
+            raise FnetError(f"{what}: two pairs are named {spec.name!r}")
+        seen[spec.name] = spec
+    for i, spec in enumerate(specs):
+        for other in specs[i + 1 :]:
+            if _same_output(spec.out, other.out):
+                raise FnetError(
+                    f"{what}: pairs {spec.name!r} and {other.name!r} both write to "
+                    f"{spec.out} / {other.out}; give each pair its own out"
+                )
+        for other in specs:
+            source = sink_overwrites_source(spec.out, [other.vis, other.ir])
+            if source is not None:
+                whose = "its own" if other is spec else f"pair {other.name!r}'s"
+                raise FnetError(
+                    f"{what}: pair {spec.name!r} would write its output {spec.out} over "
+                    f"{whose} input {source}"
+                )
+
+
+def _same_output(one: URI, other: URI) -> bool:
+    if one.scheme in ("file", "dir") and other.scheme in ("file", "dir"):
+        return (
+            sink_overwrites_source(one, [other]) is not None
+            or sink_overwrites_source(other, [one]) is not None
+        )
+    return one.scheme == other.scheme and one.location == other.location

@@ -1,0 +1,247 @@
+"""``fnet-deploy stream --pair ... / --pairs FILE``: several camera pairs fused by one model.
+
+The pairs (:mod:`fnet_deploy.commands.pair_specs`) are checked and built before any work; then
+:class:`~fnet_deploy.runtime.multi.MultiStream` runs them, batching their frames. Exit codes:
+0 when every pair ended at the end of its input having fused frames; 128 + the signal after
+SIGINT/SIGTERM; 1 when a pair ended on an error or fused nothing (one ``error:`` line per such
+pair; the other pairs' outputs are complete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from fnet_deploy.backends.select import open_runner
+from fnet_deploy.bench.cost import inference_bytes
+from fnet_deploy.commands.common import (
+    check_output,
+    console,
+    luminance_of,
+    notice,
+    signal_exit_code,
+)
+from fnet_deploy.commands.pair_specs import PairSpec
+from fnet_deploy.errors import FnetError
+from fnet_deploy.memory import require_memory
+from fnet_deploy.model.config import ModelConfig
+from fnet_deploy.model.weights import resolve_weights
+from fnet_deploy.runtime.gain import ThermalGain
+from fnet_deploy.runtime.multi import BatchOptions, CameraPair, MultiStats, MultiStream
+from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, stop_on_signals
+from fnet_deploy.runtime.registration import Registrar, Registration
+from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sources import open_source
+
+STATE_WIDTH = 24
+"""Characters of a pair's state shown in the live table (errors are printed whole at the end)."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the command line sets for the whole run (the same for every pair)."""
+
+    model: Path | None
+    backend: str | None
+    device: str
+    precision: str | None
+    weights: Path | None
+    stats: Path | None
+    max_errors: int
+    reconnect_timeout: float
+    batch_timeout_ms: float
+    max_batch: int | None
+    live: bool | None
+    encoder: str | None
+
+
+def stream_pairs(
+    specs: list[PairSpec],
+    settings: RunSettings,
+    runtime_logging: Callable[[], AbstractContextManager[None]],
+) -> None:
+    """Fuse every pair with one runner, batching their frames; see the module docstring.
+
+    Args:
+        specs: the checked pairs.
+        settings: the run's settings.
+        runtime_logging: shows the runtime's messages while the pairs run.
+
+    Raises:
+        FnetError: a problem found before any work (calibration file, memory, backend).
+        typer.Exit: the exit code when not 0.
+    """
+    if settings.stats is not None:
+        check_output(
+            settings.stats,
+            "--stats",
+            suffixes=(".json",),
+            inputs=tuple(spec.registration for spec in specs),
+        )
+    _check_memory(specs, settings)
+    registrations = {
+        spec.name: Registration.load(spec.registration) if spec.registration else None
+        for spec in specs
+    }
+    pairs = [_camera_pair(spec, registrations[spec.name], settings) for spec in specs]
+    stop = StopFlag()
+    runner = open_runner(
+        settings.model,
+        settings.backend,
+        settings.device,
+        settings.precision,
+        settings.weights,
+        notify=notice,
+    )
+    with runner:
+        stats = MultiStats(
+            info={
+                "backend": runner.name,
+                "model": str(settings.model or resolve_weights(settings.weights)),
+                "device": settings.device,
+                "precision": settings.precision or "default",
+            }
+        )
+        run = MultiStream(
+            pairs,
+            runner,
+            BatchOptions(settings.batch_timeout_ms / 1000.0, settings.max_batch),
+            stats,
+        )
+        for spec in specs:
+            stats.pairs[spec.name].info["registration"] = (
+                str(spec.registration) if spec.registration else None
+            )
+        show = console.is_terminal if settings.live is None else settings.live
+        try:
+            with runtime_logging(), _live_view(show) as update, stop_on_signals(stop):
+                run.run(stop, update)
+        finally:
+            if settings.stats is not None:
+                stats.write_json(settings.stats)
+    _summary(stats, settings.stats)
+    if stop.reason is not None and stop.reason.startswith("signal "):
+        raise typer.Exit(signal_exit_code(signal.Signals[stop.reason.split()[1]]))
+    failed = stats.failed()
+    empty = [name for name, pair in stats.pairs.items() if pair.counts.written == 0]
+    for name, message in failed.items():
+        typer.echo(f"error: pair {name}: {message}", err=True)
+    for name in empty:
+        if name not in failed:
+            typer.echo(f"error: pair {name} fused no frame (its counts above say why)", err=True)
+    if failed or empty:
+        raise typer.Exit(1)
+
+
+def _camera_pair(
+    spec: PairSpec, registration: Registration | None, settings: RunSettings
+) -> CameraPair:
+    try:
+        gain = ThermalGain(spec.ir_gain, spec.ir_percentiles, spec.gain_smoothing, spec.ir_range)
+    except ValueError as err:
+        raise FnetError(f"pair {spec.name}: IR gain: {err}") from None
+    return CameraPair(
+        spec.name,
+        open_source(spec.vis, spec.fps),
+        open_source(spec.ir, spec.fps),
+        open_sink(spec.out, spec.out_fps, settings.encoder),
+        Registrar(registration, spec.size),
+        gain,
+        StreamOptions(
+            max_skew=None if spec.max_skew_ms is None else spec.max_skew_ms / 1000.0,
+            ir_offset=spec.ir_offset_ms / 1000.0,
+            luminance=luminance_of(spec.color),
+            layout=spec.layout,
+            max_consecutive_errors=settings.max_errors,
+            reconnect_timeout=settings.reconnect_timeout,
+        ),
+    )
+
+
+def _check_memory(specs: list[PairSpec], settings: RunSettings) -> None:
+    """On a CPU, refuse batches of the pairs that give ``size`` that do not fit in memory."""
+    if settings.device != "cpu":
+        return
+    by_size: dict[tuple[int, int], int] = {}
+    for spec in specs:
+        if spec.size is not None:
+            by_size[spec.size] = by_size.get(spec.size, 0) + 1
+    for (width, height), count in by_size.items():
+        batch = min(count, settings.max_batch or count)
+        require_memory(
+            inference_bytes(ModelConfig(), height, width, batch),
+            f"size {width}x{height} in batches of {batch}",
+            "give a smaller size or --max-batch",
+        )
+
+
+@contextlib.contextmanager
+def _live_view(show: bool) -> Iterator[Callable[[MultiStats], None] | None]:
+    """A rich Live table of every pair, refreshed by the run's progress calls."""
+    if not show:
+        yield None
+        return
+    with Live(console=console, refresh_per_second=4, transient=True) as view:
+        yield lambda stats: view.update(pairs_view(stats))
+
+
+def pairs_view(stats: MultiStats) -> Group:
+    """One row per pair (counts, throughput, latency) under a line about the batches."""
+    batch = stats.batch
+    fill = batch.get("fill_ratio")
+    header = Text(
+        f"{stats.written} fused  {stats.throughput:.2f} fps  "
+        f"batches {batch.get('calls', 0)}  mean size {batch.get('mean_batch') or 0:.2f}  "
+        f"fill {0.0 if fill is None else fill:.2f}  "
+        f"pushed by timeout {batch.get('pushed_by_timeout', 0)}"
+    )
+    table = Table(
+        "pair",
+        "fused",
+        "fps",
+        "unpaired",
+        "dropped live",
+        "reconnects",
+        "errors",
+        "p50/p95 ms",
+        "state",
+        box=None,
+    )
+    for name, pair in stats.pairs.items():
+        counts = pair.counts
+        latency = pair.latency["end_to_end"].summary()
+        table.add_row(
+            name,
+            str(counts.written),
+            f"{pair.throughput:.2f}",
+            str(counts.vis_unpaired),
+            f"{counts.vis_dropped_live}/{counts.ir_dropped_live}",
+            str(counts.reconnects),
+            str(counts.infer_errors),
+            f"{latency['p50']:.1f}/{latency['p95']:.1f}" if latency["count"] else "-",
+            _shorten(pair.stopped_by, STATE_WIDTH),
+        )
+    return Group(header, table)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _summary(stats: MultiStats, stats_path: Path | None) -> None:
+    console.print(pairs_view(stats))
+    where = f"; statistics in {stats_path}" if stats_path else ""
+    console.print(
+        f"{stats.written} fused frames from {len(stats.pairs)} pairs in {stats.elapsed:.1f} s "
+        f"({stats.stopped_by}){where}"
+    )

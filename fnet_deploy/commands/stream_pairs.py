@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ from fnet_deploy.commands.common import (
     console,
     luminance_of,
     notice,
+    phase,
     signal_exit_code,
 )
+from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.commands.pair_specs import PairSpec
 from fnet_deploy.errors import FnetError
 from fnet_deploy.memory import require_memory
@@ -43,7 +46,7 @@ from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import open_sink
 from fnet_deploy.runtime.sources import open_source
 
-STATE_WIDTH = 24
+STATE_WIDTH = 20
 """Characters of a pair's state shown in the live table (errors are printed whole at the end)."""
 
 
@@ -103,6 +106,10 @@ def stream_pairs(
         settings.weights,
         notify=notice,
     )
+    outputs = Outputs("stream")
+    stats_at = settings.stats
+    with phase(f"preparing {runner.name}"):
+        runner.activate()
     with runner:
         stats = MultiStats(
             info={
@@ -123,13 +130,23 @@ def stream_pairs(
                 str(spec.registration) if spec.registration else None
             )
         show = console.is_terminal if settings.live is None else settings.live
+        label = f"fusing {len(specs)} pairs: " + ", ".join(
+            f"{spec.name} -> {spec.out}" for spec in specs
+        )
         try:
-            with runtime_logging(), _live_view(show) as update, stop_on_signals(stop):
+            with (
+                runtime_logging(),
+                _live_view(show, stats, label) as update,
+                stop_on_signals(stop),
+            ):
                 run.run(stop, update)
         finally:
             if settings.stats is not None:
-                stats.write_json(settings.stats)
-    _summary(stats, settings.stats)
+                stats_at = outputs.write(settings.stats, stats.write_json, "the statistics")
+                if outputs.kept and sys.exc_info()[0] is not None:
+                    notice(f"warning: {outputs.kept[0]}")
+    _summary(stats, stats_at)
+    outputs.finish()
     if stop.reason is not None and stop.reason.startswith("signal "):
         raise typer.Exit(signal_exit_code(signal.Signals[stop.reason.split()[1]]))
     failed = stats.failed()
@@ -186,17 +203,44 @@ def _check_memory(specs: list[PairSpec], settings: RunSettings) -> None:
 
 
 @contextlib.contextmanager
-def _live_view(show: bool) -> Iterator[Callable[[MultiStats], None] | None]:
-    """A rich Live table of every pair, refreshed by the run's progress calls."""
-    if not show:
-        yield None
-        return
-    with Live(console=console, refresh_per_second=4, transient=True) as view:
-        yield lambda stats: view.update(pairs_view(stats))
+def _live_view(
+    show: bool, stats: MultiStats, label: str
+) -> Iterator[Callable[[MultiStats], None] | None]:
+    """The run's progress call: a rich Live table of every pair when ``show``; without a
+    terminal, also plain lines (``label``, then :func:`progress_line` every few seconds)."""
+    with contextlib.ExitStack() as stack:
+        view = None
+        if show:
+            view = stack.enter_context(Live(console=console, refresh_per_second=4, transient=True))
+        lines = stack.enter_context(phase(label, lambda: progress_line(stats)))
+        if view is None and lines is None:
+            yield None
+            return
+
+        def update(latest: MultiStats) -> None:
+            if view is not None:
+                view.update(pairs_view(latest))
+
+        yield update
+
+
+def progress_line(stats: MultiStats) -> str:
+    """One line of a run's progress: frames fused per pair, throughput, batches."""
+    pairs = ", ".join(
+        f"{name} {pair.counts.written}"
+        + ("" if pair.stopped_by == "running" else f" ({_shorten(pair.stopped_by, STATE_WIDTH)})")
+        for name, pair in stats.pairs.items()
+    )
+    batch = stats.batch
+    return (
+        f"{stats.written} fused ({pairs}), {stats.throughput:.2f} fps, "
+        f"{batch.get('calls', 0)} batches of {batch.get('mean_batch') or 0:.2f} frames on average"
+    )
 
 
 def pairs_view(stats: MultiStats) -> Group:
-    """One row per pair (counts, throughput, latency) under a line about the batches."""
+    """One row per pair (frames fused, fps, unpaired and dropped frames, reconnections, backend
+    errors, median end-to-end latency, state) under a line about the batches."""
     batch = stats.batch
     fill = batch.get("fill_ratio")
     header = Text(
@@ -210,12 +254,13 @@ def pairs_view(stats: MultiStats) -> Group:
         "fused",
         "fps",
         "unpaired",
-        "dropped live",
-        "reconnects",
+        "dropped",
+        "reconn.",
         "errors",
-        "p50/p95 ms",
+        "e2e ms",
         "state",
         box=None,
+        padding=(0, 1, 0, 0),
     )
     for name, pair in stats.pairs.items():
         counts = pair.counts
@@ -223,12 +268,12 @@ def pairs_view(stats: MultiStats) -> Group:
         table.add_row(
             name,
             str(counts.written),
-            f"{pair.throughput:.2f}",
+            f"{pair.throughput:.1f}",
             str(counts.vis_unpaired),
             f"{counts.vis_dropped_live}/{counts.ir_dropped_live}",
             str(counts.reconnects),
             str(counts.infer_errors),
-            f"{latency['p50']:.1f}/{latency['p95']:.1f}" if latency["count"] else "-",
+            f"{latency['p50']:.0f}" if latency["count"] else "-",
             _shorten(pair.stopped_by, STATE_WIDTH),
         )
     return Group(header, table)

@@ -1,5 +1,7 @@
 """Edge I/O end to end: two live RTSP cameras on loopback, fused into the browser view, with the
-infrared camera dying and coming back while ``--reconnect-timeout 0`` retries forever.
+infrared camera dying and coming back while ``--reconnect-timeout 0`` retries forever; the same
+cameras served again over RTSP by the product's own server; and a 16-bit thermal camera whose
+counts reach the thermal gain whole.
 
 The cameras are :class:`tests.rtsp_server.RtspServer` (RTP/JPEG over RTSP, TCP only) playing the
 shipped Nato camp frames at 25 fps on a shared clock; the real CLI runs in a subprocess and reads
@@ -17,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,14 +29,27 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 
+from fnet_deploy.backends.torch_runner import TorchRunner
+from fnet_deploy.errors import FnetError
+from fnet_deploy.runtime.capabilities import gi_modules
+from fnet_deploy.runtime.gain import ThermalGain
+from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
+from fnet_deploy.runtime.registration import Registrar
+from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sources import open_source
+from fnet_deploy.runtime.stats import RunStats
+from fnet_deploy.runtime.uri import parse_uri
 from tests.conftest import nato
 from tests.rtsp_server import RtpJpeg, RtspServer, encode_frame
+from tests.test_sources import FakeCamera, thermal_counts
 
 CLI = [sys.executable, "-c", "from fnet_deploy.cli import app; app()"]
 FPS = 25.0
 MODEL_SIZE = (176, 128)
 OUTAGE_S = 1.0
+PATHS = ("vis", "ir")
 
 
 def camera_frames(modality: str) -> list[RtpJpeg]:
@@ -172,3 +188,104 @@ def test_two_rtsp_cameras_to_the_browser_view_through_an_outage(
     assert outages["count"] == 1 and not outages["recent"][0]["ongoing"]
     assert OUTAGE_S <= outages["recent"][0]["seconds"] <= OUTAGE_S + 15, outages
     assert outages["total_s"] == outages["longest_s"] == outages["recent"][0]["seconds"]
+
+
+def test_two_rtsp_cameras_served_again_over_rtsp(tiny_weights: Path) -> None:
+    """In process: the same two cameras fused into ``rtsp://@127.0.0.1:0/fused`` (GStreamer's
+    RTSP server), which an independent client (OpenCV's FFmpeg) reads while the run goes on."""
+    try:
+        gi_modules("Gst", "GstRtspServer", "GLib")
+    except FnetError as err:
+        pytest.skip(f"the served RTSP output needs it: {err}")
+    epoch = time.monotonic()
+    cameras = [RtspServer(camera_frames(m), FPS, epoch) for m in ("vi", "ir")]
+    for camera in cameras:
+        camera.start()
+    sink = open_sink(parse_uri("rtsp://@127.0.0.1:0/fused", "sink"))
+    stop = StopFlag()
+    received: list[np.ndarray] = []
+
+    def client() -> None:
+        deadline = time.monotonic() + 60
+        while not received and time.monotonic() < deadline and not stop.is_set():
+            capture = cv2.VideoCapture(sink.url, cv2.CAP_FFMPEG)  # 404 until the first frame
+            while len(received) < 10 and (frame := capture.read()[1]) is not None:
+                received.append(frame)
+            capture.release()
+        stop.set("client done")
+
+    reader = threading.Thread(target=client)
+    try:
+        vis, ir = (
+            open_source(parse_uri(c.url(m), "source"))
+            for c, m in zip(cameras, ("vis", "ir"), strict=True)
+        )
+        reader.start()
+        with TorchRunner(tiny_weights) as runner:
+            stats = StreamPipeline(
+                vis,
+                ir,
+                runner,
+                sink,
+                Registrar(None, MODEL_SIZE),
+                ThermalGain(),
+                StreamOptions(max_skew=0.02),
+            ).run(stop)
+        reader.join(timeout=10)
+    finally:
+        stop.set("test over")
+        for camera in cameras:
+            camera.stop()
+    assert stats.stopped_by == "client done" and sink.clients >= 1
+    assert len(received) == 10 and stats.counts.written >= 10
+    assert all(f.shape == (MODEL_SIZE[1], MODEL_SIZE[0], 3) and f.std() > 10 for f in received)
+
+
+class RecordingGain(ThermalGain):
+    """The thermal gain, noting the type and range of every IR frame it maps."""
+
+    def __init__(self) -> None:
+        super().__init__("percentile", (1.0, 99.0), 0.0)
+        self.seen: list[tuple[np.dtype[Any], float, float]] = []
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        mapped = super().__call__(image)
+        self.seen.append((image.dtype, float(image.min()), float(image.max())))
+        return mapped
+
+
+def test_a_y16_thermal_camera_stays_16_bit_into_the_gain(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two V4L2 cameras (stand-ins for OpenCV's capture, see ``FakeCamera``): a colour one and a
+    Y16 thermal core whose counts span 3000..10900. The fused run maps those counts, not an
+    8-bit copy, and the fused frames are written."""
+    cameras = {
+        "/dev/video0": FakeCamera(("YUYV",), nato("vi")),
+        "/dev/video1": FakeCamera(("YUYV", "Y16"), thermal_counts()),
+    }
+    monkeypatch.setattr(cv2, "VideoCapture", lambda target, *_: cameras[target])
+    gain = RecordingGain()
+    stop = StopFlag()
+
+    def progress(stats: RunStats) -> None:
+        if stats.counts.written >= 3:
+            stop.set("enough")
+
+    with TorchRunner(tiny_weights) as runner:
+        stats = StreamPipeline(
+            open_source(parse_uri("v4l2:///dev/video0", "source")),
+            open_source(parse_uri("v4l2:///dev/video1?format=Y16", "source")),
+            runner,
+            open_sink(parse_uri(f"dir://{tmp_path / 'fused'}", "sink")),
+            Registrar(None, MODEL_SIZE),
+            gain,
+            StreamOptions(max_skew=0.05),
+        ).run(stop, progress)
+    assert stats.stopped_by == "enough" and stats.counts.written >= 3
+    assert len(list((tmp_path / "fused").glob("*.png"))) == stats.counts.written
+    counts = cameras["/dev/video1"].counts
+    for dtype, low, high in gain.seen:
+        assert dtype == np.uint16
+        assert counts.min() <= low < high <= counts.max() and high > 4 * 255
+    assert gain.range is not None and gain.range[0] > 255  # the gain runs on the raw counts

@@ -430,6 +430,7 @@ class FakeCamera:
         return float(self.props.get(prop, sizes.get(prop, 0.0)))
 
     def grab(self) -> bool:
+        time.sleep(0.02)  # a 50 fps camera
         return True
 
     def retrieve(self) -> tuple[bool, np.ndarray]:

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # System packages for the edge I/O tests: Debian's GStreamer with its RTSP server library and
-# the x264 / OpenH264 encoders, and PyGObject for this Python (the `rtsp-server` extra, built
-# against the system's GLib). Without them the served-RTSP tests skip, naming what is missing;
-# so a failed install is reported loudly here and the run goes on.
+# the x264 / OpenH264 encoders, PyGObject for this Python (the `rtsp-server` extra, built against
+# the system's GLib) and Chromium (the browser view's screenshot test). Without them those tests
+# skip, naming what is missing; so a failed install is reported loudly here and the run goes on.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 packages=(
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gir1.2-gstreamer-1.0
     gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0
-    libgirepository1.0-dev libcairo2-dev pkg-config
+    libgirepository1.0-dev libcairo2-dev pkg-config chromium
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -34,6 +37,9 @@ from fnet_deploy.runtime.sinks import (
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import parse_uri
 from tests.videos import count_frames
+
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+"""Names a Chromium-based browser has on PATH (Debian, Ubuntu, Google's packages)."""
 
 
 def frames(count: int, colour: bool = True) -> list[np.ndarray]:
@@ -342,3 +348,66 @@ def test_browser_view_serves_page_frames_and_live_stats() -> None:
         sink.close()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(sink.url, timeout=2)
+
+
+def test_browser_view_in_headless_chromium_shows_the_live_frame_and_stats(
+    tmp_path: Path,
+) -> None:
+    """What a person sees: Chromium opens the page; its screenshot shows the streamed frame (a
+    green left half and a magenta right half, found by their pixels) and its DOM the statistics
+    the page's script filled in."""
+    browser = next((found for name in CHROMIUM if (found := shutil.which(name)) is not None), None)
+    if browser is None:
+        pytest.skip(f"no Chromium here (looked for {', '.join(CHROMIUM)})")
+    sink = open_sink(parse_uri("http://:0", "sink"), fps=25)
+    stats = RunStats()
+    stats.latency["infer"].add(0.0123)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame[:, :80] = (0, 200, 0)
+    frame[:, 80:] = (200, 0, 200)
+    stop = threading.Event()
+
+    def feed() -> None:
+        while not stop.is_set():
+            sink.write(frame)
+            stats.counts.written = sink.written
+            sink.observe(stats)
+            time.sleep(0.04)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    shot = tmp_path / "view.png"
+    try:
+        done = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--window-size=900,500",
+                "--virtual-time-budget=2000",
+                f"--screenshot={shot}",
+                "--dump-dom",
+                sink.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        stop.set()
+        feeder.join()
+        sink.close()
+    assert done.returncode == 0, done.stderr
+    image = cv2.imread(str(shot), cv2.IMREAD_COLOR)
+    assert image is not None, done.stderr
+    columns = {}
+    for name, colour in (("green", (0, 200, 0)), ("magenta", (200, 0, 200))):
+        close = np.all(np.abs(image.astype(int) - colour) < 40, axis=2)
+        assert close.sum() > 10_000, (name, int(close.sum()))  # the frame, scaled up by the page
+        columns[name] = float(np.nonzero(close)[1].mean())
+    assert columns["green"] < columns["magenta"]  # left half left, right half right
+    assert "<td>infer</td><td>12.3</td>" in done.stdout  # the latency table, filled live
+    assert re.search(r'<div id="summary">\d+ fused, ', done.stdout)

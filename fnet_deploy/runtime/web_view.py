@@ -61,14 +61,12 @@ class WebViewSink(Sink):
 
     Attributes:
         url: the page's address (``0.0.0.0`` when serving on every interface).
-        served: JPEG frames sent to stream clients, all together.
     """
 
     def __init__(self, uri: URI, fps: float | None = None) -> None:
         super().__init__(uri, fps)
         where = endpoint(uri)
         self.quality = uri.integer("quality", DEFAULT_QUALITY)
-        self.served = 0
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
         self._sequence = 0
@@ -210,7 +208,6 @@ def _handler(view: WebViewSink) -> type[BaseHTTPRequestHandler]:
                     ).encode()
                     self.wfile.write(head + jpeg + b"\r\n")
                     self.wfile.flush()
-                    view.served += 1
             except OSError:  # the browser went away
                 return
 

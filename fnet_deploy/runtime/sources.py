@@ -249,12 +249,16 @@ class CaptureSource(Source):
 
     def open(self) -> None:
         self.close()
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            LIVE_TIMEOUT_MS,
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            LIVE_TIMEOUT_MS,
-        ]
+        params = (
+            [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                LIVE_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                LIVE_TIMEOUT_MS,
+            ]
+            if self.backend != cv2.CAP_GSTREAMER
+            else []  # left out: whether OpenCV's GStreamer backend takes them varies by version
+        )
         capture = cv2.VideoCapture(self._target(), self.backend, params)
         if not capture.isOpened():
             capture.release()

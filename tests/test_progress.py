@@ -1,6 +1,6 @@
 """Long work says what it is doing when nobody watches a terminal.
 
-Every command runs through the real CLI in a child process whose stdout and stderr are files (no
+The commands run through the real CLI in a child process whose stdout and stderr are files (no
 TTY; one driver process imports the CLI once and forks a child per row, see
 ``tests/test_missing_extras.py``) on small real inputs, with ``FNET_DEPLOY_PROGRESS_SECONDS`` set
 short so that the rows stay fast. Each row must succeed and print, on stderr, the plain lines of
@@ -23,10 +23,11 @@ from pathlib import Path
 
 import cv2
 import pytest
+from typer.testing import CliRunner
 
+from fnet_deploy.cli import app
 from fnet_deploy.commands import common
 from fnet_deploy.commands.common import PROGRESS_ENV, PlainProgress, ProgressLines, phase
-from fnet_deploy.errors import FnetError
 from fnet_deploy.model.weights import packaged_weights
 from tests.conftest import NATO
 from tests.test_missing_extras import Outcome, run_cases
@@ -202,6 +203,24 @@ def test_lines_start_after_a_short_delay_and_repeat_at_the_interval(
     assert len(printed) == len(texts), "a line after close()"
 
 
+def test_a_failing_status_costs_its_text_not_the_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    printed: list[str] = []
+    monkeypatch.setattr(common.console, "print", lambda text, **_: printed.append(text))
+
+    def broken() -> str:
+        raise ZeroDivisionError
+
+    lines = ProgressLines(0.02)
+    lines.begin("counting", broken)
+    time.sleep(0.15)
+    lines.close()
+    assert printed[0] == "counting" and len(printed) >= 2, printed
+    assert all(
+        re.fullmatch(r"counting \(ZeroDivisionError in its status\) \(0 s\)", text)
+        for text in printed[1:]
+    ), printed
+
+
 def test_a_terminal_gets_no_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(common.console, "_force_terminal", True)
     before = threading.active_count()
@@ -212,7 +231,11 @@ def test_a_terminal_gets_no_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
-def test_a_bad_interval_is_refused_in_one_line(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PROGRESS_ENV, value)
-    with pytest.raises(FnetError, match=PROGRESS_ENV):
-        common.progress_seconds()
+def test_a_bad_interval_is_refused_in_one_line_before_any_work(value: str, tmp_path: Path) -> None:
+    out = tmp_path / "fused.png"
+    result = CliRunner().invoke(app, ["fuse", "--out", str(out)], env={PROGRESS_ENV: value})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: ${PROGRESS_ENV}: expected a positive number of seconds, got {value!r}"
+    ]
+    assert not out.exists()

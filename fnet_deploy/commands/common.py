@@ -338,6 +338,14 @@ class ProgressLines:
             thread.join()
 
     def _run(self) -> None:
+        while (due := self._wait()) is not None:
+            label, status, elapsed = due
+            line = label if elapsed is None else f"{_status_text(label, status)} ({elapsed:.0f} s)"
+            console.print(self.prefix + line, markup=False, highlight=False, soft_wrap=True)
+
+    def _wait(self) -> tuple[str, Callable[[], str] | None, float | None] | None:
+        """Wait for the next line: ``(label, status, elapsed)`` of the phase (``elapsed`` None
+        for its announcement), or None once closing. Lines are printed outside the lock."""
         with self._wake:
             while not self._closing:
                 if self._label is None:
@@ -350,21 +358,20 @@ class ProgressLines:
                 if now < due:
                     self._wake.wait(due - now)
                     continue
-                if self._announced:
-                    line = f"{self._describe()} ({now - self._since:.0f} s)"
-                else:
-                    line = self._label
+                elapsed = now - self._since if self._announced else None
                 self._announced, self._last = True, now
-                console.print(self.prefix + line, markup=False, highlight=False, soft_wrap=True)
+                return self._label, self._status, elapsed
+            return None
 
-    def _describe(self) -> str:
-        label = self._label or ""
-        if self._status is None:
-            return label
-        try:
-            return self._status()
-        except Exception as err:  # a status that fails must not end the progress lines
-            return f"{label} ({type(err).__name__} in its status)"
+
+def _status_text(label: str, status: Callable[[], str] | None) -> str:
+    """``status()``, or ``label`` without one (or when it fails: the lines must go on)."""
+    if status is None:
+        return label
+    try:
+        return status()
+    except Exception as err:  # a failing status only loses that line's text
+        return f"{label} ({type(err).__name__} in its status)"
 
 
 @contextlib.contextmanager

@@ -341,6 +341,7 @@ def stream(
         finally:
             if stats is not None:
                 stats_at = outputs.write(stats, run_stats.write_json, "the statistics")
+                # a run that failed ends with its own error: say here where the statistics went
                 if outputs.kept and sys.exc_info()[0] is not None:
                     notice(f"warning: {outputs.kept[0]}")
     _summary(run_stats, stats_at)

@@ -130,7 +130,7 @@ def cached_onnx(
     check_writable(path)
     if notify is not None:
         notify(
-            f"exporting {info.path.name} to ONNX for ONNX Runtime, once (a few seconds; "
+            f"exporting {info.path.name} to ONNX for ONNX Runtime, once (10-20 s on 2 cores; "
             f"cached in {path.parent}, set by {CACHE_ENV})"
         )
     metadata = build_metadata(info, spec)

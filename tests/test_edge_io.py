@@ -190,13 +190,19 @@ def test_two_rtsp_cameras_to_the_browser_view_through_an_outage(
     assert outages["total_s"] == outages["longest_s"] == outages["recent"][0]["seconds"]
 
 
-def test_two_rtsp_cameras_served_again_over_rtsp(tiny_weights: Path) -> None:
+def test_two_rtsp_cameras_served_again_over_rtsp(
+    tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In process: the same two cameras fused into ``rtsp://@127.0.0.1:0/fused`` (GStreamer's
     RTSP server), which an independent client (OpenCV's FFmpeg) reads while the run goes on."""
     try:
         gi_modules("Gst", "GstRtspServer", "GLib")
     except FnetError as err:
         pytest.skip(f"the served RTSP output needs it: {err}")
+    # The client starts on the stream's first key frame instead of probing it for 5 s (frames
+    # come slower than the output rate here). Set before the cameras' own clients open: it
+    # replaces OpenCV's default RTSP options, and the sources add theirs to it.
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "analyzeduration;100000")
     epoch = time.monotonic()
     cameras = [RtspServer(camera_frames(m), FPS, epoch) for m in ("vi", "ir")]
     for camera in cameras:

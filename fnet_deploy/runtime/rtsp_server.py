@@ -3,8 +3,8 @@
 GStreamer's RTSP server library (gst-rtsp-server) runs in this process through PyGObject (the
 ``rtsp-server`` extra; the library and an H.264 encoder are system packages). ``@`` alone serves on
 every interface, ``@ADDRESS`` on one (``rtsp://@127.0.0.1:8554/fused``); port 0 takes a free one.
-All clients share one encoded stream (any number of them; each joins at the next key frame, at most
-:data:`~fnet_deploy.runtime.gst_pipelines.KEYFRAME_SECONDS` away). The media is made on the first
+All clients share one encoded stream (any number of them); a client that starts playing gets a
+key frame at once. The media is made on the first
 frame, whose size and the output rate fix its caps; until then a client is told the path is not
 found, and frames written while nobody watches are not encoded.
 """
@@ -29,6 +29,9 @@ from fnet_deploy.runtime.sinks import Sink
 from fnet_deploy.runtime.uri import URI, endpoint
 
 log = logging.getLogger("fnet_deploy.runtime")
+
+FORCE_KEY_UNIT = "GstForceKeyUnit, all-headers=(boolean)true"
+"""GStreamer's upstream request for a key frame (with the stream headers), as encoders take it."""
 
 
 class RtspServerSink(Sink):
@@ -144,6 +147,22 @@ class RtspServerSink(Sink):
 
     def _client_connected(self, server: Any, client: Any) -> None:
         self.clients += 1
+        client.connect("play-request", self._play_request)
+
+    def _play_request(self, client: Any, context: Any) -> None:
+        """A client starts playing: the encoder makes its next frame a key frame, so that the
+        client need not wait for the next one of the regular interval (counted in frames, so
+        longer than :data:`~fnet_deploy.runtime.gst_pipelines.KEYFRAME_SECONDS` when frames
+        come slower than the output rate)."""
+        with self._lock:
+            sources = list(self._sources)
+        for source in sources:
+            request = self._gst.Event.new_custom(
+                self._gst.EventType.CUSTOM_UPSTREAM,
+                self._gst.Structure.new_from_string(FORCE_KEY_UNIT),
+            )
+            payloader = source.get_parent().get_by_name("pay0")
+            payloader.get_static_pad("sink").push_event(request)
 
     def close(self) -> None:
         """Stop serving: the stream ends for every client and the port is released."""

@@ -242,6 +242,28 @@ def test_batched_calls_on_the_pytorch_form_are_float32_accurate(tiny_weights: Pa
     assert_float32_accurate(np.concatenate(single), ref64, base32, "one at a time")
 
 
+def test_batches_keep_to_the_largest_batch_the_runner_takes(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    for name in "abc":
+        write_video(tmp_path / f"{name}_vis.avi", 10, 10)
+        write_video(tmp_path / f"{name}_ir.avi", 10, 10)
+    pairs = [
+        camera_pair(
+            name,
+            str(tmp_path / f"{name}_vis.avi"),
+            str(tmp_path / f"{name}_ir.avi"),
+            str(tmp_path / f"{name}.avi"),
+        )
+        for name in "abc"
+    ]
+    with TorchRunner(tiny_weights) as runner:
+        runner.max_batch = 2  # as a TensorRT engine built for batches of 1 or 2 says
+        stats = MultiStream(pairs, runner, BatchOptions(timeout=0.5)).run()
+    assert stats.batch["max_batch"] == 2 and stats.batch["frames"] == 30
+    assert set(stats.batch["batch_sizes"]) <= {"1", "2"} and stats.batch["batch_sizes"]["2"] > 0
+
+
 class FlakyRunner(TorchRunner):
     """The real runner, failing (as a driver would) on any batch holding an all-ones frame."""
 

@@ -54,8 +54,10 @@ class Runner(abc.ABC):
     """Base class: subclasses implement ``_activate``, ``_infer`` and ``_deactivate``.
 
     Once active, a runner also tells what it runs: :attr:`model_config` (the architecture, when
-    the model records it; tiling needs its receptive radius) and :attr:`size_range` (``None``:
-    any size; exported models with fixed shapes and TensorRT profiles take a range).
+    the model records it; tiling needs its receptive radius), :attr:`size_range` (``None``:
+    any size; exported models with fixed shapes and TensorRT profiles take a range) and
+    :attr:`max_batch` (``None``: any batch; a TensorRT profile or a fixed batch dimension of an
+    exported model sets it).
     """
 
     name: str = "runner"
@@ -66,6 +68,7 @@ class Runner(abc.ABC):
         self.last_device_time: float | None = None
         self.model_config: ModelConfig | None = None
         self.size_range: SizeRange | None = None
+        self.max_batch: int | None = None
 
     def activate(self) -> None:
         """Load the model and allocate what inference needs; idempotent."""

@@ -178,6 +178,7 @@ class OnnxRunner(Runner):
         self.model_config = _recorded_config(self.metadata)
         height, width = self._input_dims[INPUT_NAMES[0]][2:]
         self.size_range = SizeRange((height, width), (height, width)) if height and width else None
+        self.max_batch = self._input_dims[INPUT_NAMES[0]][0]
         self._session = session
 
     def _emulated_source(self, path: Path, ort: Any) -> str | bytes:

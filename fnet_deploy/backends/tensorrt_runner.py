@@ -142,6 +142,7 @@ class TensorRTRunner(Runner):
         self.info = info
         self.model_config = model_config
         self.size_range = info.shape_profile().size_range()
+        self.max_batch = info.shape_profile().max[0]
         self._engine, self._context = engine, context
         self._stream = torch.cuda.Stream(gpu.device)
         self._buffers = TensorBuffers(gpu.device)

@@ -75,7 +75,9 @@ class BatchOptions:
     Attributes:
         timeout: seconds the first frame of a batch waits for the rest (nvstreammux's
             ``batched-push-timeout``).
-        max_batch: most frames per runner call (``None``: one per pair; 1: no batching).
+        max_batch: most frames per runner call (``None``: one per pair; 1: no batching); never
+            more than the runner takes (:attr:`~fnet_deploy.backends.base.Runner.max_batch`, e.g.
+            a TensorRT engine's profile).
     """
 
     timeout: float = DEFAULT_BATCH_TIMEOUT
@@ -161,7 +163,9 @@ class MultiStream:
         self.runner = runner
         self.batch = batch or BatchOptions()
         self.stats = stats or MultiStats()
-        self.batcher = Batcher(runner, self.batch.timeout, self.batch.max_batch)
+        limits = [n for n in (self.batch.max_batch, runner.max_batch) if n is not None]
+        self.max_batch = min(limits) if limits else None
+        self.batcher = Batcher(runner, self.batch.timeout, self.max_batch)
         self.pipelines: dict[str, StreamPipeline] = {}
         self.lanes: dict[str, LaneRunner] = {}
         for pair in pairs:
@@ -199,7 +203,7 @@ class MultiStream:
         stats = self.stats
         stats.batch = {
             "timeout_ms": round(self.batch.timeout * 1000.0, 3),
-            "max_batch": self.batch.max_batch,
+            "max_batch": self.max_batch,
         }
         threads = [
             threading.Thread(

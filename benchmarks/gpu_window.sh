@@ -35,6 +35,10 @@
 #              hung run gets SIGTERM (save and stop) 10 s before the window's end, SIGKILL 10 s
 #              later (the checkpoint of every 2,000 iterations stays)
 #   8:05-8:30  results.json, run.tar.gz, state files into $OUT
+# PARTS=...,multi (opt-in, not in the default list: no room next to the training) adds the
+# several-camera-pairs benchmark of issue 17 (benchmarks/bench_multi_stream.py: four pairs at
+# 640x512 batched in one process, unbatched, and one process each; at most 90 s; its JSON goes
+# straight to $OUT/multi_stream.json), e.g. PARTS=tests,bench,multi in a window without training.
 # PARTS=train skips the benchmarks and trains for about 7.9 minutes. A part that overruns is
 # stopped by its timeout; training always gets what is left. results.json is written once
 # before the training too, and a SIGTERM / SIGINT / SIGHUP to this script delivers what exists
@@ -216,6 +220,16 @@ if wanted compile && [ "$DRY" != 1 ]; then
     run_part compile 50 --int $PY -m fnet_deploy bench --device cuda --backend torch-compile \
         --precision fp16 --size 640x480 --batch 1 --warmup 2 --iterations 25 \
         --max-seconds 0.5 --no-peaks --json "$WORK/compile.json"
+fi
+
+if wanted multi; then
+    if [ "$DRY" = 1 ]; then
+        multi_args=(--tiny --device cpu --frames 4 --size 64x48)
+    else
+        multi_args=(--device cuda --frames 48 --size 640x512)
+    fi
+    run_part multi 90 $PY benchmarks/bench_multi_stream.py "${multi_args[@]}" \
+        --json "$OUT/multi_stream.json"
 fi
 
 BEFORE=$($PY benchmarks/gpu_bench.py steps "$RUN_DIR")

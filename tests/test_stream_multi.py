@@ -9,6 +9,10 @@ another convolution algorithm for a batch, so it is judged against float64 inste
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.select import fastest_runner
 from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.cli import app
+from fnet_deploy.data.images import quiet_native_stderr
 from fnet_deploy.model import load_fnet
 from fnet_deploy.runtime.batcher import Batcher
 from fnet_deploy.runtime.gain import ThermalGain
@@ -264,6 +269,33 @@ def test_batches_keep_to_the_largest_batch_the_runner_takes(
     assert set(stats.batch["batch_sizes"]) <= {"1", "2"} and stats.batch["batch_sizes"]["2"] > 0
 
 
+def test_pairs_opening_videos_at_once_leave_stderr_as_it_was() -> None:
+    """Each pair opens its videos in its own thread, each open silencing FFmpeg's fd-2 lines: two
+    overlapping quiet sections (A in, B in, A out, B out) must give fd 2 back, not /dev/null."""
+    before = os.fstat(sys.stderr.fileno())
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with quiet_native_stderr():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def second() -> None:
+        a_in.wait(5)
+        with quiet_native_stderr():
+            b_in.set()
+            a_out.wait(5)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    after = os.fstat(sys.stderr.fileno())
+    assert a_out.is_set() and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
 class FlakyRunner(TorchRunner):
     """The real runner, failing (as a driver would) on any batch holding an all-ones frame."""
 
@@ -376,3 +408,41 @@ def test_stream_command_with_a_pairs_file(
     assert again.exit_code == 0, again.output
     for got, want in zip(frames_of(tmp_path / "again"), frames_of(tmp_path / "out_a"), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_sigterm_stops_every_pair_and_finalises_every_output(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """The real CLI in a subprocess: the model runs in the main thread, which takes the signal."""
+    pairs = []
+    for name in ("a", "b"):
+        vis = write_video(tmp_path / f"{name}_vis.avi", 25, 800, (160, 120))
+        ir = write_video(tmp_path / f"{name}_ir.avi", 25, 800, (160, 120))
+        pairs += ["--pair", f"vis={vis},ir={ir},out={tmp_path / name}.mp4,name={name}"]
+    command = [sys.executable, "-m", "fnet_deploy.cli", "stream", "--no-live", *pairs]
+    command += ["--weights", str(tiny_weights), "--backend", "torch"]
+    command += ["--stats", str(tmp_path / "s.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    partials = [tmp_path / f".{name}.partial.mp4" for name in ("a", "b")]
+    try:
+        deadline = time.monotonic() + 60
+        while not all(p.exists() and p.stat().st_size > 20_000 for p in partials):
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "no frames written within 60 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, output
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["stopped_by"] == "signal SIGTERM"
+    for name in ("a", "b"):
+        pair = doc["pairs"][name]
+        assert pair["stopped_by"] == "signal SIGTERM"
+        assert 0 < pair["frames"]["written"] < 800
+        assert count_frames(tmp_path / f"{name}.mp4") == pair["frames"]["written"]

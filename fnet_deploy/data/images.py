@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,22 +38,55 @@ class VisibleImage:
     chroma: np.ndarray | None
 
 
+class _NativeStderr:
+    """fd 2 sent to /dev/null while at least one thread is in a quiet section.
+
+    The redirection is process-wide, so sections of several threads (capture threads opening
+    videos at once) share it: the first to enter saves fd 2, the last to leave restores it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: tuple[int, int] | None = None  # (fd, its saved duplicate)
+
+    def enter(self, fd: int) -> None:
+        with self._lock:
+            if self._users == 0:
+                saved = os.dup(fd)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
+                self._saved = (fd, saved)
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._saved is not None:
+                fd, saved = self._saved
+                os.dup2(saved, fd)
+                os.close(saved)
+                self._saved = None
+
+
+_NATIVE_STDERR = _NativeStderr()
+
+
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
-    """Silence C libraries (libpng, libjpeg) that print to fd 2 while decoding broken files."""
+    """Silence C libraries (libpng, libjpeg, FFmpeg) that print to fd 2 while decoding broken
+    files; safe to use from several threads at once."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
         yield
         return
-    saved = os.dup(fd)
+    _NATIVE_STDERR.enter(fd)
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
-            yield
+        yield
     finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+        _NATIVE_STDERR.leave()
 
 
 def _read_bytes(path: Path) -> np.ndarray:

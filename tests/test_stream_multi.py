@@ -296,6 +296,41 @@ def test_pairs_opening_videos_at_once_leave_stderr_as_it_was() -> None:
     assert a_out.is_set() and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
 
 
+def test_a_failing_progress_call_stops_every_pair_with_its_output_finalised(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    for name in "ab":
+        write_video(tmp_path / f"{name}_vis.avi", 10, 400)
+        write_video(tmp_path / f"{name}_ir.avi", 10, 400)
+    pairs = [
+        camera_pair(
+            name,
+            str(tmp_path / f"{name}_vis.avi"),
+            str(tmp_path / f"{name}_ir.avi"),
+            str(tmp_path / f"{name}.mp4"),
+        )
+        for name in "ab"
+    ]
+
+    def progress(run: MultiStats) -> None:
+        if run.written >= 4:
+            raise RuntimeError("the view failed")
+
+    with TorchRunner(tiny_weights) as runner:
+        run = MultiStream(pairs, runner)
+        with pytest.raises(RuntimeError, match="the view failed"):
+            run.run(progress=progress)
+    assert run.stats.stopped_by == "error: RuntimeError: the view failed"
+    for name in "ab":
+        pair = run.stats.pairs[name]
+        assert pair.stopped_by == "error: RuntimeError: the view failed"
+        assert 0 < pair.counts.written < 400
+        # asked to stop before the batcher refused frames: at most the frame in hand is lost
+        assert pair.counts.infer_errors <= 1
+        assert pair.counts.paired == pair.counts.written + pair.counts.infer_errors
+        assert count_frames(tmp_path / f"{name}.mp4") == pair.counts.written
+
+
 class FlakyRunner(TorchRunner):
     """The real runner, failing (as a driver would) on any batch holding an all-ones frame."""
 

@@ -218,12 +218,16 @@ class Batcher:
         return item
 
     def serve(
-        self, tick: Callable[[], None] | None = None, tick_seconds: float = POLL_SECONDS
+        self,
+        tick: Callable[[], None] | None = None,
+        tick_seconds: float = POLL_SECONDS,
+        failing: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Run batches until every lane is closed; call ``tick`` about every ``tick_seconds``.
 
-        However it ends (an interrupt in ``tick`` or in a runner call), frames still waiting
-        get :class:`BatcherClosed` and later ones are refused, so no lane waits forever.
+        However it ends (an interrupt, an exception in ``tick``), frames still waiting get
+        :class:`BatcherClosed` and later ones are refused, so no lane waits forever; when it
+        ends on an exception, ``failing(exception)`` is called first (to stop the lanes).
         """
         last_tick = time.monotonic()
         try:
@@ -237,6 +241,10 @@ class Batcher:
                     last_tick = now
                 if batch is None:
                     return
+        except BaseException as err:
+            if failing is not None:
+                failing(err)
+            raise
         finally:
             self._close()
 

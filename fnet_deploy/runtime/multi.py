@@ -219,13 +219,19 @@ class MultiStream:
                 self._update_batch()
                 progress(stats)
 
-        try:
-            self.batcher.serve(tick, PROGRESS_SECONDS)
-            stats.stopped_by = stop.reason or "every pair ended"
-        except KeyboardInterrupt as err:
-            stats.stopped_by = f"interrupted ({err or 'SIGINT'})"
+        def failing(err: BaseException) -> None:
+            """An interrupt, or an error in the progress call: the pairs cannot be served any
+            more, so they stop after their current frame (asked before their frames are
+            refused)."""
+            if isinstance(err, KeyboardInterrupt):
+                stats.stopped_by = f"interrupted ({err or 'SIGINT'})"
+            else:
+                stats.stopped_by = f"error: {type(err).__name__}: {err}"
             stop.set(stats.stopped_by)
-            raise
+
+        try:
+            self.batcher.serve(tick, PROGRESS_SECONDS, failing)
+            stats.stopped_by = stop.reason or "every pair ended"
         finally:
             for thread in threads:
                 thread.join(JOIN_SECONDS)

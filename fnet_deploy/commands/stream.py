@@ -194,16 +194,16 @@ def stream(
     pair: Annotated[
         list[str] | None,
         typer.Option(
-            help="One camera pair of several fused by one model: vis=URI,ir=URI,out=URI "
-            "[,registration=FILE,size=WxH,ir-offset-ms=...; any option below by its name]. "
-            "Repeat for each pair."
+            help="One camera pair of several fused by one model: vis=URI,ir=URI,out=URI, then "
+            "if wanted name=..., registration=FILE, size=WxH, ir-offset-ms=... or any other "
+            "per-pair option by its name. Repeat for each pair."
         ),
     ] = None,
     pairs: Annotated[
         Path | None,
         typer.Option(
-            help="A TOML file of [[pair]] tables (vis, ir, out and the same keys as --pair) "
-            "instead of --pair."
+            help="A TOML file with one 'pair' table per pair (the keys of --pair), instead of "
+            "--pair."
         ),
     ] = None,
     batch_timeout_ms: Annotated[

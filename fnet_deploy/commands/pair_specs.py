@@ -198,6 +198,8 @@ def read_pairs(
     Raises:
         FnetError: pairs given both ways, with single-pair options, or with a problem.
     """
+    if set(defaults) != set(DEFAULTED):
+        raise ValueError(f"defaults must give exactly {DEFAULTED}, got {sorted(defaults)}")
     given = [option for option, value in single.items() if value is not None]
     if given:
         raise FnetError(
@@ -295,7 +297,8 @@ def _spec(
     values: dict[str, Any] = {}
     for key, convert in KEYS.items():
         given = key in items
-        raw = items[key] if given else defaults.get(key) if key != "name" else f"pair{number}"
+        fallback = f"pair{number}" if key == "name" else defaults.get(key)
+        raw = items[key] if given else fallback
         try:
             values[key] = convert(raw)
         except ValueError as err:

@@ -187,12 +187,6 @@ class Batcher:
             self._lanes.append(lane)
         return lane
 
-    @property
-    def open_lanes(self) -> int:
-        """Lanes whose pipelines are still running."""
-        with self._cond:
-            return sum(lane.open for lane in self._lanes)
-
     def close_lane(self, lane: LaneRunner) -> None:
         """``lane`` will hand in no more frames (its pipeline ended)."""
         with self._cond:
@@ -208,7 +202,7 @@ class Batcher:
         item = _Item(lane, ir, vis, time.monotonic())
         with self._cond:
             if self._closed:
-                item.error = BatcherClosed("the run stopped before this frame was fused")
+                item.error = _closed(lane)
                 return item
             lane.size = item.size
             lane.late = False
@@ -260,7 +254,7 @@ class Batcher:
             self._closed = True
             stranded, self._pending = self._pending, []
         for item in stranded:
-            item.error = BatcherClosed("the run stopped before this frame was fused")
+            item.error = _closed(item.lane)
             item.done.set()
 
     def _capacity(self, size: Size) -> int:
@@ -334,7 +328,7 @@ class Batcher:
         finally:  # an interrupt during the call still releases the lanes
             for item in batch:
                 if item.output is None and item.error is None:
-                    item.error = BatcherClosed("the run stopped before this frame was fused")
+                    item.error = _closed(item.lane)
                 item.done.set()
 
     def _call(self, batch: list[_Item], started: float) -> None:
@@ -349,3 +343,7 @@ class Batcher:
             item.output = fused[i : i + 1].copy()
             item.wait_seconds = started - item.submitted
             item.infer_seconds = seconds
+
+
+def _closed(lane: LaneRunner) -> BatcherClosed:
+    return BatcherClosed(f"the run stopped before a frame of pair {lane.lane_name} was fused")

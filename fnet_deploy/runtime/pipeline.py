@@ -376,10 +376,13 @@ class StreamPipeline:
         pairer = self._pairer
         if "vis" in by_role:
             vis = by_role["vis"]
+            # the queue first: a frame the capture thread reads meanwhile then counts as read
+            # but not yet as pending, so a snapshot never shows more pending than read
+            queued = vis.queued_frames()
             counts.vis_read = vis.counts.read
             counts.vis_dropped_live = vis.counts.dropped
             counts.vis_corrupt = vis.counts.corrupt
-            counts.vis_pending = vis.queued_frames() + (pairer.pending if pairer else 0)
+            counts.vis_pending = queued + (pairer.pending if pairer else 0)
         if "ir" in by_role:
             ir = by_role["ir"]
             counts.ir_read = ir.counts.read

@@ -404,7 +404,7 @@ def test_a_late_pair_holds_a_batch_back_only_once_and_at_most_the_timeout(
     # The first frame waited the timeout for the late pair; after that the late pair was not
     # waited for; its own frame came when no other pair ran and went at once.
     assert timeout <= waits[0] < timeout + 0.25
-    assert max(waits[1:]) < timeout / 3
+    assert max(waits[1:]) < timeout / 2
     assert time.monotonic() - started < 2 * timeout + 1.0
     group = batcher.groups[(24, 32)]
     assert (group.calls, group.by_timeout, group.sizes) == (4, 1, {1: 4})

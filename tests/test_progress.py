@@ -177,7 +177,10 @@ def test_the_stream_status_line_counts_the_frames(outcomes: dict[str, Outcome]) 
     found = [tuple(int(group) for group in match.groups()) for match in counts if match]
     assert found, outcomes["stream"].stderr
     for fused, read, pending in found:
-        assert fused <= read <= 2 and pending <= read - fused
+        # The counters belong to different threads and a status line reads them one after
+        # another, so it is no snapshot: each stays within the frames read (the exact sum
+        # holds at the end of a run, tests/test_stream_soak.py).
+        assert fused <= read <= 2 and pending <= read
 
 
 def test_lines_start_after_a_short_delay_and_repeat_at_the_interval(

@@ -209,6 +209,9 @@ def train(
     run_config, changed = build_config(config, resume, flags, set_ or [])
     inputs = tuple(Path(folder) for folder in run_config.data.folders)
     check_output(Path(run_config.out), "--out", folder=True, inputs=inputs)
+    for folder in inputs:  # before the memory estimate: a missing folder is the first problem
+        if not folder.is_dir():
+            raise InputError(folder, "not a folder" if folder.exists() else "data folder not found")
     if (run_config.device or "cpu") == "cpu":
         crop, batch = run_config.data.crop, run_config.data.batch_size
         require_memory(

@@ -54,10 +54,10 @@ from fnet_deploy.model.weights import resolve_weights
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
 from fnet_deploy.runtime.registration import Registrar, Registration
-from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sinks import Sink, TeeSink, open_sink
 from fnet_deploy.runtime.sources import DEFAULT_DIR_FPS, open_source
 from fnet_deploy.runtime.stats import STAGES, RunStats
-from fnet_deploy.runtime.uri import parse_uri, sink_overwrites_source
+from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source
 from fnet_deploy.views import Layout
 
 DEFAULT_SEQUENCE = ("sequences", "nato_camp")
@@ -84,10 +84,12 @@ def stream(
     ] = None,
     ir: Annotated[str | None, typer.Option(help="Infrared source (same forms as --vis).")] = None,
     out: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             help="Output: file://out.mp4 (.mp4/.avi/.mkv), dir://frames/, display://0, "
-            f"gst://<pipeline>, rtsp://... or a bare path (default: {DEFAULT_OUT})."
+            "rtsp://@:8554/fused (served), rtsp://host/path (pushed), http://@:8080 (browser "
+            f"view), gst://<pipeline> or a bare path (default: {DEFAULT_OUT}); repeat it for "
+            "several outputs of one run."
         ),
     ] = None,
     weights: Annotated[
@@ -248,7 +250,12 @@ def stream(
             "ir-range": ir_range,
             "gain-smoothing": gain_smoothing,
         }
-        specs = read_pairs(pair or [], pairs, {"--vis": vis, "--ir": ir, "--out": out}, defaults)
+        specs = read_pairs(
+            pair or [],
+            pairs,
+            {"--vis": vis, "--ir": ir, "--out": out[0] if out else None},
+            defaults,
+        )
         settings = RunSettings(
             model,
             backend,
@@ -281,19 +288,19 @@ def stream(
         )
     except ValueError as err:
         raise FnetError(f"IR gain: {err}") from None
-    vis_uri, ir_uri, out_uri = (
-        parse_uri(vis, "source"),
-        parse_uri(ir, "source"),
-        parse_uri(out or DEFAULT_OUT, "sink"),
-    )
-    overwritten = sink_overwrites_source(out_uri, [vis_uri, ir_uri])
-    if overwritten is not None:
-        raise InputError(
-            out_uri.path, f"would overwrite the input {overwritten}; choose another --out"
-        )
+    vis_uri, ir_uri = parse_uri(vis, "source"), parse_uri(ir, "source")
+    out_uris = [parse_uri(text, "sink") for text in out or [DEFAULT_OUT]]
+    for number, out_uri in enumerate(out_uris):
+        overwritten = sink_overwrites_source(out_uri, [vis_uri, ir_uri])
+        if overwritten is not None:
+            raise InputError(
+                out_uri.path, f"would overwrite the input {overwritten}; choose another --out"
+            )
+        if sink_overwrites_source(out_uri, out_uris[:number]) is not None:
+            raise InputError(out_uri.path, "is given twice as --out")
     vis_source = open_source(vis_uri, fps)
     ir_source = open_source(ir_uri, fps)
-    sink = open_sink(out_uri, out_fps, encoder)
+    sink = _open_sinks(out_uris, out_fps, encoder)
     model_size = _parse_size(size)
     if model_size is not None and device == "cpu":
         require_memory(
@@ -334,7 +341,9 @@ def stream(
         try:
             with (
                 _runtime_logging(),
-                _live_view(show, run_stats, f"fusing {vis_uri} + {ir_uri} -> {out_uri}") as update,
+                _live_view(
+                    show, run_stats, f"fusing {vis_uri} + {ir_uri} -> {sink.name}"
+                ) as update,
                 stop_on_signals(stop),
             ):
                 pipeline.run(stop, update)
@@ -369,6 +378,20 @@ def parse_reconnect_timeout(text: str) -> float:
             f"(0 and inf: retry forever), got {text!r}"
         )
     return math.inf if seconds == 0 else seconds
+
+
+def _open_sinks(uris: list[URI], fps: float | None, encoder: str | None) -> Sink:
+    """One sink per ``--out`` (a :class:`TeeSink` over them when there are several); outputs
+    already opened (served ones listen at once) are closed again if a later one fails."""
+    sinks: list[Sink] = []
+    try:
+        for uri in uris:
+            sinks.append(open_sink(uri, fps, encoder if uri.scheme == "rtsp" else None))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks[0] if len(sinks) == 1 else TeeSink(sinks)
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -279,6 +279,62 @@ class GstSink(_WriterSink):
         self._release()
 
 
+class TeeSink(Sink):
+    """Several outputs of one run (``--out`` repeated): every frame goes to each, in order.
+
+    E.g. a served ``rtsp://@:8554/fused`` for a recorder and an ``http://@:8080`` browser view.
+    Setting ``fps`` sets it on every output; a stop asked by any output stops the run; closing
+    closes every output, even when one fails, then raises the first failure.
+    """
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+        super().__init__(sinks[0].uri, sinks[0].fps)
+
+    @property
+    def name(self) -> str:
+        """The outputs' URIs joined by `` + ``."""
+        return " + ".join(sink.name for sink in self.sinks)
+
+    @property
+    def fps(self) -> float | None:
+        """The output frame rate (the same for every output)."""
+        return self.sinks[0].fps
+
+    @fps.setter
+    def fps(self, value: float | None) -> None:
+        for sink in self.sinks:
+            sink.fps = value
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether any output asked the run to stop (a closed display window)."""
+        return any(sink.stop_requested for sink in self.sinks)
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        for sink in self.sinks:
+            sink.stop_requested = value
+
+    def _write(self, image: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(image)
+
+    def observe(self, stats: RunStats) -> None:
+        for sink in self.sinks:
+            sink.observe(stats)
+
+    def close(self) -> None:
+        failure: BaseException | None = None
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as err:
+                failure = failure or err
+        if failure is not None:
+            raise failure
+
+
 def display_problem() -> str | None:
     """Why no window can be shown here, or ``None`` when one can."""
     gui = next(

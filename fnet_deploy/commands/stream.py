@@ -52,6 +52,7 @@ from fnet_deploy.memory import require_memory
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.weights import resolve_weights
 from fnet_deploy.runtime.gain import ThermalGain
+from fnet_deploy.runtime.gst_pipelines import ENCODER_NAMES
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
 from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import Sink, TeeSink, open_sink
@@ -382,7 +383,15 @@ def parse_reconnect_timeout(text: str) -> float:
 
 def _open_sinks(uris: list[URI], fps: float | None, encoder: str | None) -> Sink:
     """One sink per ``--out`` (a :class:`TeeSink` over them when there are several); outputs
-    already opened (served ones listen at once) are closed again if a later one fails."""
+    already opened (served ones listen at once) are closed again if a later one fails.
+    ``--encoder`` is checked once and applies to the ``rtsp://`` outputs."""
+    if encoder not in (None, "auto", *ENCODER_NAMES):
+        choices = ", ".join(ENCODER_NAMES)
+        raise FnetError(f"--encoder: unknown encoder {encoder!r} (choose from auto, {choices})")
+    if encoder not in (None, "auto") and all(uri.scheme != "rtsp" for uri in uris):
+        raise FnetError(
+            f"--encoder {encoder}: only rtsp:// outputs are encoded here, not {uris[0]}"
+        )
     sinks: list[Sink] = []
     try:
         for uri in uris:

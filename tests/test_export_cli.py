@@ -194,8 +194,10 @@ def test_export_rejects_inconsistent_options(tmp_path: Path) -> None:
     weights = str(tmp_path / "weights.safetensors")
     code, output = invoke("export", "--weights", weights, "--out", str(tmp_path), "--height", "64")
     assert code == 2 and "both --height and --width" in output
-    code, output = invoke("export", "--weights", weights, "--out", str(tmp_path), "--int8")
-    assert code == 2 and "add --engine" in output
+    code, output = invoke(
+        "export", "--weights", weights, "--out", str(tmp_path), "--int8", "--calib-ir", "ir"
+    )
+    assert code == 2 and "both --calib-ir and --calib-vis" in output
     code, output = invoke(
         "export", "--weights", weights, "--out", str(tmp_path), "--engine", "--col2im"
     )

@@ -114,7 +114,7 @@ def check(
         typer.Option(
             min=0.0,
             help="Pass if the statistic is at most this many grey levels "
-            "(default: 0.5 for fp32, 2 for fp16, 8 for int8 models).",
+            "(default: 0.5 for fp32, 2 for fp16 and int8 models).",
         ),
     ] = None,
     emulate_fp16: Annotated[

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import torch
 import typer
@@ -25,12 +24,21 @@ from fnet_deploy.commands.common import (
 )
 from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.errors import FnetError
+from fnet_deploy.export.int8 import (
+    CalibrationMethod,
+    CalibrationSet,
+    Int8Spec,
+    default_calibration_pairs,
+    folder_pairs,
+    layer_names,
+    parse_float_layers,
+    select_layers,
+)
 from fnet_deploy.export.parity import (
     DEFAULT_TOLERANCE,
     ErrorStats,
     ImagePair,
     compare_runners,
-    iter_pairs,
     read_pair,
 )
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
@@ -90,8 +98,10 @@ def export(
     int8: Annotated[
         bool,
         typer.Option(
-            help="With --engine: also an INT8 engine, built (strongly typed) from the explicitly "
-            "quantized fnet_int8.onnx."
+            help="Also write fnet_int8.onnx: explicit INT8 (Q/DQ nodes, ONNX Runtime's static "
+            "quantization), calibrated on real pairs (--calib-ir/--calib-vis; default the "
+            "shipped sample and sequence); with --engine also an INT8 engine built from it "
+            "(strongly typed)."
         ),
     ] = False,
     implicit_int8: Annotated[
@@ -109,6 +119,20 @@ def export(
     calib_limit: Annotated[
         int, typer.Option(min=1, help="At most this many calibration pairs.")
     ] = 64,
+    calib_method: Annotated[
+        str,
+        typer.Option(
+            help="With --int8: activation ranges from the largest magnitude seen (max), a "
+            "percentile of it (percentile) or its entropy (entropy); max measured best."
+        ),
+    ] = "max",
+    float_layers: Annotated[
+        str | None,
+        typer.Option(
+            help="With --int8: convolutions kept in float32, comma-separated names or wildcards "
+            "(e.g. 'unique_*,tail_*', the default: all but the common block), or 'none'."
+        ),
+    ] = None,
     min_shape: Annotated[
         str | None,
         typer.Option(help="Engine profile minimum: NxCxHxW (1x1x64x64) or WIDTHxHEIGHT (N = 1)."),
@@ -123,16 +147,25 @@ def export(
 ) -> None:
     """Export FNet's deploy form to ONNX (and TensorRT), checking parity with PyTorch.
 
-    Writes OUT/fnet.onnx (and fnet_fp16.onnx with --fp16, engines with --engine), then runs each
-    model on a real image pair (the shipped sample unless --ir/--vis) against the PyTorch
-    training form and reports the error in grey levels; exits 1 if a check fails.
+    Writes OUT/fnet.onnx (and fnet_fp16.onnx with --fp16, fnet_int8.onnx with --int8, engines
+    with --engine), then runs each model on a real image pair (the shipped sample unless
+    --ir/--vis) against the PyTorch training form and reports the error in grey levels; exits 1
+    if a check fails.
     """
     if (ir is None) != (vis is None):
         raise FnetError("give both --ir and --vis, or neither (to check on the shipped sample)")
-    if int8 and not engine:
-        raise FnetError("--int8 builds a TensorRT engine: add --engine")
-    if int8 and (calib_ir is None or calib_vis is None):
-        raise FnetError("--int8 needs real calibration pairs: --calib-ir DIR --calib-vis DIR")
+    if (calib_ir is None) != (calib_vis is None):
+        raise FnetError("give both --calib-ir and --calib-vis, or neither")
+    if not (int8 or implicit_int8) and calib_ir is not None:
+        raise FnetError("--calib-ir/--calib-vis calibrate INT8: add --int8")
+    if not int8 and (calib_method != "max" or float_layers is not None):
+        option = "--calib-method" if calib_method != "max" else "--float-layers"
+        raise FnetError(f"{option} shapes the INT8 model: add --int8")
+    int8_spec = (
+        Int8Spec(cast(CalibrationMethod, calib_method), parse_float_layers(float_layers))
+        if int8
+        else None
+    )
     if implicit_int8 and not engine:
         raise FnetError("--implicit-int8 builds a TensorRT engine: add --engine")
     if implicit_int8 and int8:
@@ -167,6 +200,7 @@ def export(
         build_onnx,
         save_onnx,
     )
+    from fnet_deploy.export.int8 import quantize_int8
 
     if torch.__version__ < MIN_TORCH:
         raise FnetError(
@@ -191,6 +225,13 @@ def export(
     if height is not None and width is not None:
         pair = pair.resized(height, width)
     model, info = load_fnet(resolve_weights(weights))
+    if int8_spec is not None:
+        select_layers(int8_spec.float_layers, layer_names(info.config))
+    calibration: list[ImagePair] = []
+    if calib_ir is not None and calib_vis is not None:
+        calibration = folder_pairs(calib_ir, calib_vis, luminance, calib_limit)
+    elif int8:
+        calibration = default_calibration_pairs(luminance)
     convs = to_deploy(model, options).convolution_count()
     onnx_paths: dict[str, Path] = {}
     outputs = Outputs("export")
@@ -206,25 +247,37 @@ def export(
             f"{convs} convolutions, weights {info.path.name})"
         )
 
+    if int8_spec is not None:
+        with phase(f"quantizing fnet_int8.onnx (calibrating on {len(calibration)} pairs)"):
+            quantized = quantize_int8(
+                onnx_paths["fp32"], CalibrationSet.of(calibration), int8_spec, info.config
+            )
+        path = outputs.write(
+            out / "fnet_int8.onnx",
+            functools.partial(save_onnx, quantized.proto),
+            "fnet_int8.onnx",
+        )
+        onnx_paths["int8"] = path
+        console.print(
+            f"wrote {path}  (int8 Q/DQ: {len(quantized.int8_layers)} of {convs} convolutions "
+            f"in INT8, {quantized.int8_share:.0%} of the multiply-accumulates; activations "
+            f"calibrated by {int8_spec.method} on {len(calibration)} pairs)"
+        )
+
     with phase("checking the parity with PyTorch"):
         failures = _onnx_parity(model, onnx_paths, pair, batch or 1)
 
     if engine and profile is not None:
         precisions: list[EnginePrecision] = ["fp32", "fp16"] if fp16 else ["fp32"]
-        calibration: list[ImagePair] = []
         if int8 or implicit_int8:
             precisions.append("int8")
-        if implicit_int8 and calib_ir is not None and calib_vis is not None:
-            calibration = list(
-                itertools.islice(iter_pairs(calib_ir, calib_vis, luminance), calib_limit)
-            )
         plan = EnginePlan(
             precisions,
             profile,
             workspace,
             timing_cache or out / "timing.cache",
             device,
-            calibration,
+            calibration if implicit_int8 else [],
             implicit_int8,
         )
         with phase("building TensorRT engines"):
@@ -266,7 +319,8 @@ def _check(reference: Runner, candidate: Runner, pair: ImagePair, batch: int) ->
 
 
 def _onnx_parity(model: FNet, onnx_paths: dict[str, Path], pair: ImagePair, batch: int) -> int:
-    """ORT (CPU) against the PyTorch training form; FP16 through its float16 emulation."""
+    """ORT (CPU) against the PyTorch training form; FP16 through its float16 emulation, INT8 as
+    its Q/DQ graph."""
     from fnet_deploy.backends.onnx_runner import OnnxRunner
     from fnet_deploy.backends.torch_runner import TorchRunner
 
@@ -286,6 +340,11 @@ def _onnx_parity(model: FNet, onnx_paths: dict[str, Path], pair: ImagePair, batc
                 f"{pair.name} {size}",
                 stats,
                 "fp16",
+            )
+        if "int8" in onnx_paths:
+            stats = _check(reference, OnnxRunner(onnx_paths["int8"]), pair, batch)
+            failures += not _report(
+                f"fnet_int8.onnx (ORT CPU) vs PyTorch fp32 on {pair.name} {size}", stats, "int8"
             )
     return failures
 

@@ -24,8 +24,14 @@ from fnet_deploy.errors import FnetError, InputError
 ErrorStat = Literal["max", "mean", "p99.9"]
 ERROR_STATS: tuple[ErrorStat, ...] = ("max", "mean", "p99.9")
 
-DEFAULT_TOLERANCE: dict[str, float] = {"fp32": 0.5, "fp16": 2.0, "int8": 8.0}
-"""Default pass/fail tolerance (grey levels, on p99.9) by the precision of the tested model."""
+DEFAULT_TOLERANCE: dict[str, float] = {"fp32": 0.5, "fp16": 2.0, "int8": 2.0}
+"""Default pass/fail tolerance (grey levels, on p99.9) by the precision of the tested model.
+
+fp32: rounding only (ONNX Runtime's approximate Sigmoid costs up to 0.3, docs/performance.md).
+fp16 and int8: reduced precision is held to one visual criterion, at most 2 grey levels on 99.9 %
+of the pixels of the written 8-bit image. The tolerance says what output is acceptable, not what a
+precision achieves: an INT8 model that exceeds it on some images is not fit for them
+(docs/performance.md, "INT8", measures every real pair set)."""
 
 _BIN = 1.0 / 1024.0
 _BINS = int(256 / _BIN)

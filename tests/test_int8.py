@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, read_metadata, save_onnx
+from fnet_deploy.bench.matrix import Cell, run_cell
 from fnet_deploy.cli import app
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.int8 import (
@@ -34,7 +35,7 @@ from fnet_deploy.export.int8 import (
     tiles,
 )
 from fnet_deploy.export.parity import DEFAULT_TOLERANCE, ErrorStats, ImagePair, read_pair
-from fnet_deploy.model import FNet
+from fnet_deploy.model import FNet, ModelConfig
 from tests.conftest import FIXTURES, NATO, fixture_pair
 
 CALIBRATION = [  # (ir, visible, top-left of the 96 x 128 crop)
@@ -226,8 +227,9 @@ def test_default_mix_meets_the_int8_tolerance_where_all_int8_does_not(
 def test_export_int8_cli_writes_the_qdq_model_and_check_judges_it(
     tmp_path: Path, tiny_weights: Path, calibration: CalibrationSet
 ) -> None:
-    """The command line on a tiny model: fnet_int8.onnx beside fnet.onnx, calibrated on the
-    given folders, parity reported with the INT8 tolerance, and check using that tolerance."""
+    """The command line on a tiny model: fnet_int8.onnx beside fnet.onnx (here the col2im graph,
+    whose few-output convolutions are 1x1 taps), calibrated on the given folders, parity reported
+    with the INT8 tolerance, and check using that tolerance."""
     folders = {modality: tmp_path / modality for modality in ("ir", "vis")}
     for index, pair in enumerate(calibration.pairs[:2]):
         for modality, image in (("ir", pair.ir), ("vis", pair.vis)):
@@ -252,6 +254,7 @@ def test_export_int8_cli_writes_the_qdq_model_and_check_judges_it(
             "percentile",
             "--float-layers",
             "tail_*",
+            "--col2im",
             "--ir",
             str(folders["ir"] / "0.png"),
             "--vis",
@@ -265,6 +268,8 @@ def test_export_int8_cli_writes_the_qdq_model_and_check_judges_it(
     recorded = json.loads(metadata["int8_calibration"])
     assert recorded["method"] == "percentile" and recorded["names"] == ["0", "1"]
     assert json.loads(metadata["int8_float_layers"]) == ["tail_ir", "tail_vis", "tail_common"]
+    assert json.loads(metadata["deploy_options"])["col2im"]
+    assert "unique_ir.reads.0" in json.loads(metadata["int8_layers"])
     check = CliRunner().invoke(
         app,
         [
@@ -279,3 +284,19 @@ def test_export_int8_cli_writes_the_qdq_model_and_check_judges_it(
         ],
     )
     assert f"(tolerance {DEFAULT_TOLERANCE['int8']:g})" in check.output, check.output
+
+
+def test_bench_times_int8_beside_fp32_on_onnxruntime(tmp_path: Path) -> None:
+    """A bench run holds FP32 and INT8 cells of the ONNX model; torch has no INT8 cell (the col2im
+    graph is quantized by the same code, exercised by the command-line test)."""
+    model = FNet(ModelConfig(filters=4, kernel_size=3, iterations=1))
+    cells = [
+        Cell(backend, precision, 20, 28, 1)
+        for backend in ("onnxruntime", "torch")
+        for precision in ("fp32", "int8")
+    ]
+    results = [run_cell(cell, model, "cpu", None, 0, 1, 10.0, tmp_path) for cell in cells]
+    assert [r.skipped for r in results[:3]] == [None] * 3
+    assert results[3].skipped is not None and "int8" in results[3].skipped
+    assert all(r.median_ms is not None and r.median_ms > 0 for r in results[:3])
+    assert read_metadata(tmp_path / "fnet_int8.onnx")["precision"] == "int8"

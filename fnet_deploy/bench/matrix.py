@@ -111,11 +111,25 @@ def _torch_deploy_variant(
 
 
 def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -> Path:
-    """The deploy form exported once per variant into ``work`` (dynamic N, H, W)."""
+    """The deploy form exported once per variant into ``work`` (dynamic N, H, W); ``int8`` is
+    the FP32 model quantized as ``fnet-deploy export --int8`` does by default."""
     from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
 
     path = work / f"fnet_{precision}{'_col2im' if col2im else ''}.onnx"
-    if not path.exists():
+    if path.exists():
+        return path
+    if precision == "int8":
+        from fnet_deploy.export.int8 import (
+            CalibrationSet,
+            Int8Spec,
+            default_calibration_pairs,
+            quantize_int8,
+        )
+
+        source = _onnx_model(model, "fp32", work, col2im)
+        calibration = CalibrationSet.of(default_calibration_pairs("ycbcr"))
+        save_onnx(quantize_int8(source, calibration, Int8Spec(), model.config).proto, path)
+    else:
         spec = OnnxSpec(precision=_onnx_precision(precision), options=DeployOptions(col2im=col2im))
         save_onnx(build_onnx(model, spec, {}), path)
     return path
@@ -136,11 +150,11 @@ def _onnxruntime_col2im(
 
 
 def _tensorrt(model: FNet, device: str, precision: str, shape: Shape, work: Path) -> Runner:
-    from fnet_deploy.backends.engine_info import ShapeProfile, sidecar_path
+    from fnet_deploy.backends.engine_info import EnginePrecision, ShapeProfile, sidecar_path
     from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
     from fnet_deploy.export.tensorrt_build import EngineBuildOptions, build_engine
 
-    onnx_precision = _onnx_precision(precision)
+    onnx_precision: EnginePrecision = "int8" if precision == "int8" else _onnx_precision(precision)
     cuda = device if torch.device(device).type == "cuda" else "cuda:0"
     batch, height, width = shape
     dims = (batch, 1, height, width)
@@ -195,7 +209,8 @@ few-output convolutions as 1x1 taps plus ``fold``, from a CUDA graph; ``torch-co
 deploy form through torch.compile (channels_last on CUDA); ``onnxruntime`` the exported deploy
 form; ``onnxruntime-col2im`` the same with few-output convolutions as 1x1 + Col2Im (fastest
 on ORT's CPU provider, not for TensorRT); ``tensorrt`` an engine built for each cell's exact
-shape."""
+shape. Precision ``int8`` (ONNX Runtime and TensorRT only) is the Q/DQ model of ``fnet-deploy
+export --int8``, calibrated on the shipped sample and sequence."""
 
 _EXPORTED = ("onnx", "onnxscript")
 REQUIRES: dict[str, tuple[str, ...]] = {

@@ -124,7 +124,13 @@ def bench(
             "torch-training: the training form, the baseline of the speed-up column)."
         ),
     ] = "torch-training,torch",
-    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, fp16.")] = "fp32",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: fp32, fp16, int8 (the Q/DQ model of export --int8; "
+            "onnxruntime and tensorrt backends)."
+        ),
+    ] = "fp32",
     size: Annotated[
         str, typer.Option(help="Comma-separated WIDTHxHEIGHT sizes, e.g. 640x480,1280x720.")
     ] = "640x480",
@@ -173,7 +179,7 @@ def bench(
     matrix = list(
         cells(
             backends,
-            _choices(precision, "--precision", ("fp32", "fp16")),
+            _choices(precision, "--precision", ("fp32", "fp16", "int8")),
             _shapes(size),
             _batches(batch),
         )

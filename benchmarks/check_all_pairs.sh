@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Export FP32 + FP16 ONNX models and run `fnet-deploy check` on every real pair (docs/performance.md).
+# Export FP32, FP16 and INT8 ONNX models and run `fnet-deploy check` on every real pair
+# (docs/performance.md).
 #
 #   benchmarks/check_all_pairs.sh                        # published weights, ../shared/data
 #   WEIGHTS=my.safetensors DATA=/data OUT=out/x benchmarks/check_all_pairs.sh
+#   MODELS="fnet_int8.onnx fnet_int8_all.onnx" benchmarks/check_all_pairs.sh
 #
+# MODELS names the files in OUT to check (default fnet.onnx fnet_fp16.onnx fnet_int8.onnx);
+# fnet_int8_all.onnx, every convolution in INT8 (`export --int8 --float-layers none`), is exported
+# only when named.
 # For each data set under DATA (<set>/ir + <set>/vi, or <set>/MRI + <set>/CT|PET|SPECT with the
-# MRI image as the first input), one `fnet-deploy check` call compares both models with the
+# MRI image as the first input), one `fnet-deploy check` call compares the models with the
 # PyTorch training form (one reference run per pair; FP16 through float16 emulation on CPU).
 # Exits non-zero if any set fails. About an hour on 2 CPU cores for the 453 shared pairs.
 set -euo pipefail
@@ -13,10 +18,21 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 WEIGHTS=${WEIGHTS:-../shared/weights/FNet_official.pth}
 OUT=${OUT:-out/check_all_pairs}
+read -r -a MODELS <<< "${MODELS:-fnet.onnx fnet_fp16.onnx fnet_int8.onnx}"
 
-if [ ! -f "$OUT/fnet.onnx" ] || [ ! -f "$OUT/fnet_fp16.onnx" ]; then
-    fnet-deploy export --weights "$WEIGHTS" --out "$OUT" --fp16
+if [ ! -f "$OUT/fnet.onnx" ] || [ ! -f "$OUT/fnet_fp16.onnx" ] || [ ! -f "$OUT/fnet_int8.onnx" ]; then
+    fnet-deploy export --weights "$WEIGHTS" --out "$OUT" --fp16 --int8
 fi
+paths=()
+for model in "${MODELS[@]}"; do
+    if [ "$model" = fnet_int8_all.onnx ] && [ ! -f "$OUT/$model" ]; then
+        fnet-deploy export --weights "$WEIGHTS" --out "$OUT/all_int8" --int8 --float-layers none
+        mv "$OUT/all_int8/fnet_int8.onnx" "$OUT/$model"
+        rm -rf "$OUT/all_int8"
+    fi
+    [ -f "$OUT/$model" ] || { echo "no $OUT/$model" >&2; exit 2; }
+    paths+=("$OUT/$model")
+done
 status=0
 for set in "$DATA"/*/; do
     set=${set%/}
@@ -25,7 +41,7 @@ for set in "$DATA"/*/; do
         [ "$second" = vi ] || first=MRI
         [ -d "$set/$first" ] && [ -d "$set/$second" ] || continue
         echo "== $(basename "$set"): $first + $second"
-        fnet-deploy check "$OUT/fnet.onnx" "$OUT/fnet_fp16.onnx" --weights "$WEIGHTS" \
+        fnet-deploy check "${paths[@]}" --weights "$WEIGHTS" \
             --ir "$set/$first" --vis "$set/$second" || status=1
     done
 done

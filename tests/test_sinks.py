@@ -261,6 +261,12 @@ def test_rtsp_server_serves_any_number_of_clients(monkeypatch: pytest.MonkeyPatc
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
+        # The path is mounted by the first write (it needs the frame size); a client that asks
+        # before it gets 404, as from any RTSP server before its stream exists.
+        deadline = time.monotonic() + 10
+        while not written and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert written, "the first frame was not written within 10 s"
         first = cv2.VideoCapture(sink.url, cv2.CAP_FFMPEG)
         frames = [[first.read()[1] for _ in range(3)]]
         # The shared media's payloader (a look inside the sink, for the test only).

@@ -56,7 +56,7 @@ def _print_report(
 ) -> bool:
     """Print one model's table and verdict line; True when it passed."""
     table = Table(title=title)
-    for column in ("pair", "max", "mean", "p99.9", "NaN/inf"):
+    for column in ("pair", "max", "mean", "p99.9", "within 2", "NaN/inf"):
         table.add_column(column, justify="left" if column == "pair" else "right")
     rows: list[tuple[str, ErrorStats]] = [*report.per_pair]
     if len(rows) > 1:
@@ -67,6 +67,7 @@ def _print_report(
             f"{stats.max:.4f}",
             f"{stats.mean:.5f}",
             f"{stats.quantile(0.999):.4f}",
+            f"{100 * stats.fraction_within(2.0):.3f} %",
             str(stats.nonfinite),
         )
     out.print(table)
@@ -129,8 +130,8 @@ def check(
     """Compare exported models with the PyTorch reference (training form), in grey levels.
 
     Reports max / mean / p99.9 of |clamp(model) - clamp(reference)| * 255 per pair and over all
-    pixels; exits 1 when, for any model, the chosen statistic exceeds the tolerance or an output
-    is NaN/inf.
+    pixels, and the share of pixels within 2 grey levels; exits 1 when, for any model, the chosen
+    statistic exceeds the tolerance or an output is NaN/inf.
     """
     if stat not in ERROR_STATS:
         raise FnetError(f"--stat must be one of {', '.join(ERROR_STATS)}, got {stat!r}")

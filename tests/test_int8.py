@@ -25,6 +25,7 @@ from fnet_deploy.bench.matrix import Cell, run_cell
 from fnet_deploy.cli import app
 from fnet_deploy.errors import FnetError
 from fnet_deploy.export.int8 import (
+    CalibrationMethod,
     CalibrationSet,
     Int8Model,
     Int8Spec,
@@ -185,6 +186,39 @@ def test_max_calibration_maps_the_largest_magnitude_to_127(
     for name, dq in tensors.items():
         scale = float(inits[dq.input[1]])
         assert scale * 127 == pytest.approx(largest[name], rel=1e-6), name
+
+
+def input_scales(model: Int8Model) -> dict[str, float]:
+    """Layer name -> scale of its int8 input."""
+    inits = {init.name: numpy_helper.to_array(init) for init in model.proto.graph.initializer}
+    return {
+        layer: float(inits[dq.input[1]])
+        for layer, (_, dq) in conv_inputs(model.proto).items()
+        if dq is not None
+    }
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_clips_below_the_largest_magnitude(
+    method: CalibrationMethod,
+    fp32_model: Path,
+    calibration: CalibrationSet,
+    quantized: dict[str, Int8Model],
+    default_model: FNet,
+) -> None:
+    """``percentile`` and ``entropy`` set each input's range from a histogram of magnitudes: never
+    wider than ``max``'s, narrower for some input (they clip the rare largest values), and the
+    choice is recorded."""
+    model = quantize_int8(
+        fp32_model, calibration, Int8Spec(method, parse_float_layers(None)), default_model.config
+    )
+    widest = input_scales(quantized["default"])
+    scales = input_scales(model)
+    assert scales.keys() == widest.keys() and scales
+    assert all(0 < scales[k] <= widest[k] * (1 + 1e-6) for k in scales), (scales, widest)
+    assert any(scales[k] < widest[k] * 0.99 for k in scales), (scales, widest)
+    props = {p.key: p.value for p in model.proto.metadata_props}
+    assert json.loads(props["fnet_deploy.int8_calibration"])["method"] == method
 
 
 def test_metadata_records_the_calibration_and_the_float_layers(

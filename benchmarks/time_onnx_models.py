@@ -1,0 +1,49 @@
+"""Time exported ONNX models one after another on ONNX Runtime's CPU provider, same input.
+
+    python benchmarks/time_onnx_models.py MODEL.onnx [MODEL.onnx ...] [--size 640x480] [--runs 5]
+
+For models ``fnet-deploy bench`` does not build itself (e.g. ``export --int8 --float-layers none``):
+one warm-up, then ``--runs`` timed calls of each model on one random pair (seed 0), median and
+minimum in milliseconds. Compare models within one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fnet_deploy.backends.onnx_runner import OnnxRunner
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="+")
+    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    width, height = (int(part) for part in args.size.lower().split("x"))
+    rng = np.random.default_rng(0)
+    feed = {name: rng.random((1, 1, height, width), np.float32) for name in ("ir", "vis")}
+    for path in args.models:
+        with OnnxRunner(path) as runner:
+            runner.infer(feed)
+            times = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                runner.infer(feed)
+                times.append(time.perf_counter() - start)
+        print(
+            f"{path.name}: median {statistics.median(times) * 1000:,.0f} ms, "
+            f"min {min(times) * 1000:,.0f} ms over {args.runs} runs at {width}x{height}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,8 @@
 # For each data set under DATA (<set>/ir + <set>/vi, or <set>/MRI + <set>/CT|PET|SPECT with the
 # MRI image as the first input), one `fnet-deploy check` call compares the models with the
 # PyTorch training form (one reference run per pair; FP16 through float16 emulation on CPU).
-# Exits non-zero if any set fails. About an hour on 2 CPU cores for the 453 shared pairs.
+# Exits non-zero if any set fails. About an hour on 2 CPU cores for the 453 shared pairs and
+# the two models of 2026-11-25 (FP32, FP16); more models take longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}

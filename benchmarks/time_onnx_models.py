@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fnet_deploy.backends.onnx_runner import OnnxRunner
+from fnet_deploy.commands.common import parse_size
 
 
 def main() -> int:
@@ -26,7 +27,7 @@ def main() -> int:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    width, height = (int(part) for part in args.size.lower().split("x"))
+    width, height = parse_size(args.size, "--size")
     rng = np.random.default_rng(0)
     feed = {name: rng.random((1, 1, height, width), np.float32) for name in ("ir", "vis")}
     for path in args.models:

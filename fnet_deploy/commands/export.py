@@ -123,7 +123,7 @@ def export(
         str,
         typer.Option(
             help="With --int8: activation ranges from the largest magnitude seen (max), a "
-            "percentile of it (percentile) or its entropy (entropy); max measured best."
+            "percentile of it (percentile) or its entropy (entropy)."
         ),
     ] = "max",
     float_layers: Annotated[

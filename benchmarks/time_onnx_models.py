@@ -13,12 +13,14 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from fnet_deploy.backends.onnx_runner import OnnxRunner
 from fnet_deploy.commands.common import parse_size
+from fnet_deploy.errors import FnetError
 
 
 def main() -> int:
@@ -27,22 +29,29 @@ def main() -> int:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    width, height = parse_size(args.size, "--size")
-    rng = np.random.default_rng(0)
-    feed = {name: rng.random((1, 1, height, width), np.float32) for name in ("ir", "vis")}
-    for path in args.models:
-        with OnnxRunner(path) as runner:
+    with ExitStack() as stack:
+        try:
+            width, height = parse_size(args.size, "--size")
+            if args.runs < 1:
+                raise FnetError(f"--runs must be at least 1, got {args.runs}")
+            # Every model is opened before any is timed: a bad one is reported before the work.
+            runners = [stack.enter_context(OnnxRunner(path)) for path in args.models]
+        except FnetError as err:
+            parser.exit(2, f"{err}\n")
+        rng = np.random.default_rng(0)
+        feed = {name: rng.random((1, 1, height, width), np.float32) for name in ("ir", "vis")}
+        for path, runner in zip(args.models, runners, strict=True):
             runner.infer(feed)
             times = []
             for _ in range(args.runs):
                 start = time.perf_counter()
                 runner.infer(feed)
                 times.append(time.perf_counter() - start)
-        print(
-            f"{path.name}: median {statistics.median(times) * 1000:,.0f} ms, "
-            f"min {min(times) * 1000:,.0f} ms over {args.runs} runs at {width}x{height}",
-            flush=True,
-        )
+            print(
+                f"{path.name}: median {statistics.median(times) * 1000:,.0f} ms, "
+                f"min {min(times) * 1000:,.0f} ms over {args.runs} runs at {width}x{height}",
+                flush=True,
+            )
     return 0
 
 

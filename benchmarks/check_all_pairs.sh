@@ -6,9 +6,9 @@
 #   WEIGHTS=my.safetensors DATA=/data OUT=out/x benchmarks/check_all_pairs.sh
 #   MODELS="fnet_int8.onnx fnet_int8_all.onnx" benchmarks/check_all_pairs.sh
 #
-# MODELS names the files in OUT to check (default fnet.onnx fnet_fp16.onnx fnet_int8.onnx);
-# fnet_int8_all.onnx, every convolution in INT8 (`export --int8 --float-layers none`), is exported
-# only when named.
+# MODELS names the files in OUT to check (default fnet.onnx fnet_fp16.onnx fnet_int8.onnx;
+# fnet_int8_all.onnx is every convolution in INT8, `export --int8 --float-layers none`); only
+# the named models are exported, and only when one of them is missing.
 # For each data set under DATA (<set>/ir + <set>/vi, or <set>/MRI + <set>/CT|PET|SPECT with the
 # MRI image as the first input), one `fnet-deploy check` call compares the models with the
 # PyTorch training form (one reference run per pair; FP16 through float16 emulation on CPU).
@@ -23,8 +23,19 @@ read -r -a MODELS <<< "${MODELS:-fnet.onnx fnet_fp16.onnx fnet_int8.onnx}"
 
 # export exits 1 when a model fails its parity check on the sample pair: the models are written
 # and the check on every pair below is the measurement, so only other failures stop the script.
-if [ ! -f "$OUT/fnet.onnx" ] || [ ! -f "$OUT/fnet_fp16.onnx" ] || [ ! -f "$OUT/fnet_int8.onnx" ]; then
-    fnet-deploy export --weights "$WEIGHTS" --out "$OUT" --fp16 --int8 || [ $? -eq 1 ]
+flags=()
+missing=0
+for model in "${MODELS[@]}"; do
+    case $model in
+        fnet.onnx) ;;
+        fnet_fp16.onnx) flags+=(--fp16) ;;
+        fnet_int8.onnx) flags+=(--int8) ;;
+        *) continue ;;
+    esac
+    [ -f "$OUT/$model" ] || missing=1
+done
+if [ $missing = 1 ]; then
+    fnet-deploy export --weights "$WEIGHTS" --out "$OUT" "${flags[@]}" || [ $? -eq 1 ]
 fi
 paths=()
 for model in "${MODELS[@]}"; do

@@ -30,7 +30,15 @@ for model in "${MODELS[@]}"; do
         fnet.onnx) ;;
         fnet_fp16.onnx) flags+=(--fp16) ;;
         fnet_int8.onnx) flags+=(--int8) ;;
-        *) continue ;;
+        fnet_int8_all.onnx) continue ;;  # exported on its own below
+        *)
+            # Any other file must already be in OUT: say so before any export runs.
+            [ -f "$OUT/$model" ] || {
+                echo "MODELS: no $OUT/$model, and only fnet.onnx, fnet_fp16.onnx, fnet_int8.onnx" \
+                    "and fnet_int8_all.onnx are exported here" >&2
+                exit 2
+            }
+            continue ;;
     esac
     [ -f "$OUT/$model" ] || missing=1
 done

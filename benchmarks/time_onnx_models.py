@@ -10,15 +10,12 @@ minimum in milliseconds. Compare models within one run only.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
-
 from fnet_deploy.backends.onnx_runner import OnnxRunner
+from fnet_deploy.bench.timing import random_feed, time_runner
 from fnet_deploy.commands.common import parse_size
 from fnet_deploy.errors import FnetError
 
@@ -38,18 +35,13 @@ def main() -> int:
             runners = [stack.enter_context(OnnxRunner(path)) for path in args.models]
         except FnetError as err:
             parser.exit(2, f"{err}\n")
-        rng = np.random.default_rng(0)
-        feed = {name: rng.random((1, 1, height, width), np.float32) for name in ("ir", "vis")}
+        feed = random_feed(1, height, width)
         for path, runner in zip(args.models, runners, strict=True):
-            runner.infer(feed)
-            times = []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                runner.infer(feed)
-                times.append(time.perf_counter() - start)
+            timing = time_runner(runner, feed, warmup=1, iterations=args.runs)
             print(
-                f"{path.name}: median {statistics.median(times) * 1000:,.0f} ms, "
-                f"min {min(times) * 1000:,.0f} ms over {args.runs} runs at {width}x{height}",
+                f"{path.name}: median {timing.median * 1000:,.0f} ms, "
+                f"min {min(timing.samples) * 1000:,.0f} ms over {args.runs} runs at "
+                f"{width}x{height}",
                 flush=True,
             )
     return 0

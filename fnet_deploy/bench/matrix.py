@@ -16,7 +16,7 @@ from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.torch_runner import Precision, TorchRunner
 from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.peaks import Peaks
-from fnet_deploy.bench.timing import time_runner
+from fnet_deploy.bench.timing import random_feed, time_runner
 from fnet_deploy.cuda_math import tf32_allowed
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
@@ -257,12 +257,7 @@ def run_cell(
     if peaks is not None:
         result.compute_floor_ms = 1e3 * cost.flops / peaks.flops_per_s
         result.memory_floor_ms = 1e3 * cost.activation_bytes / peaks.bytes_per_s
-    rng = np.random.default_rng(0)
-    shape = (cell.batch, 1, cell.height, cell.width)
-    feed = {
-        "ir": rng.random(shape, dtype=np.float32),
-        "vis": rng.random(shape, dtype=np.float32),
-    }
+    feed = random_feed(cell.batch, cell.height, cell.width)
     try:
         require_backend(cell.backend)
         factory = BACKENDS[cell.backend]

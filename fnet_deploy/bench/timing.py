@@ -33,6 +33,14 @@ class Timing:
         return self.batch / self.median
 
 
+def random_feed(batch: int, height: int, width: int) -> dict[str, np.ndarray]:
+    """The timing input: ``{"ir": N x 1 x H x W, "vis": N x 1 x H x W}`` float32 in [0, 1),
+    uniform noise from seed 0 (the same for every run, so that runs compare like for like)."""
+    rng = np.random.default_rng(0)
+    shape = (batch, 1, height, width)
+    return {name: rng.random(shape, dtype=np.float32) for name in ("ir", "vis")}
+
+
 def time_runner(
     runner: Runner,
     feed: dict[str, np.ndarray],

@@ -25,12 +25,13 @@ read -r -a MODELS <<< "${MODELS:-fnet.onnx fnet_fp16.onnx fnet_int8.onnx}"
 # and the check on every pair below is the measurement, so only other failures stop the script.
 flags=()
 missing=0
+all_int8=0
 for model in "${MODELS[@]}"; do
     case $model in
         fnet.onnx) ;;
         fnet_fp16.onnx) flags+=(--fp16) ;;
         fnet_int8.onnx) flags+=(--int8) ;;
-        fnet_int8_all.onnx) continue ;;  # exported on its own below
+        fnet_int8_all.onnx) [ -f "$OUT/$model" ] || all_int8=1; continue ;;
         *)
             # Any other file must already be in OUT: say so before any export runs.
             [ -f "$OUT/$model" ] || {
@@ -45,14 +46,14 @@ done
 if [ $missing = 1 ]; then
     fnet-deploy export --weights "$WEIGHTS" --out "$OUT" "${flags[@]}" || [ $? -eq 1 ]
 fi
+if [ $all_int8 = 1 ]; then
+    fnet-deploy export --weights "$WEIGHTS" --out "$OUT/all_int8" --int8 --float-layers none \
+        || [ $? -eq 1 ]
+    mv "$OUT/all_int8/fnet_int8.onnx" "$OUT/fnet_int8_all.onnx"
+    rm -rf "$OUT/all_int8"
+fi
 paths=()
 for model in "${MODELS[@]}"; do
-    if [ "$model" = fnet_int8_all.onnx ] && [ ! -f "$OUT/$model" ]; then
-        fnet-deploy export --weights "$WEIGHTS" --out "$OUT/all_int8" --int8 --float-layers none \
-            || [ $? -eq 1 ]
-        mv "$OUT/all_int8/fnet_int8.onnx" "$OUT/$model"
-        rm -rf "$OUT/all_int8"
-    fi
     [ -f "$OUT/$model" ] || { echo "no $OUT/$model" >&2; exit 2; }
     paths+=("$OUT/$model")
 done

@@ -36,15 +36,16 @@ def _sobel(x: torch.Tensor, border: str) -> tuple[torch.Tensor, torch.Tensor]:
     return gx, gy
 
 
-def _ssim_wang(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Wang et al. 2004: 11x11 Gaussian (sigma 1.5, sum 1), valid positions, K1 0.01, K2 0.03."""
+def _ssim_wang(x: torch.Tensor, y: torch.Tensor, padding: int = 0) -> torch.Tensor:
+    """Wang et al. 2004: 11x11 Gaussian (sigma 1.5, sum 1), K1 0.01, K2 0.03; valid positions
+    (``padding=0``), or pytorch-ssim's every pixel over zero-padded images (``padding=5``)."""
     offsets = torch.arange(11, dtype=x.dtype) - 5
     g = torch.exp(-(offsets**2) / (2 * 1.5**2))
     window = torch.outer(g, g)
     window = (window / window.sum())[None, None]
 
     def blur(a: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(a, window)
+        return F.conv2d(a, window, padding=padding)
 
     c1, c2 = 0.01**2, 0.03**2
     mx, my = blur(x), blur(y)
@@ -101,9 +102,11 @@ def test_sobel_l1_is_zero_padded_sobel_everywhere() -> None:
 def test_ssim_matches_wang_definition() -> None:
     x = _images((2, 1, 32, 40), seed=2)
     y = (0.6 * x + 0.4 * _images((2, 1, 32, 40), seed=3)).clamp(0, 1)
-    torch.testing.assert_close(ssim(x, y), _ssim_wang(x, y), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ssim(x, y, "valid"), _ssim_wang(x, y), rtol=0, atol=1e-12)
     x32, y32 = x.float(), y.float()
-    torch.testing.assert_close(ssim(x32, y32), _ssim_wang(x, y).float(), rtol=0, atol=2e-6)
+    torch.testing.assert_close(
+        ssim(x32, y32, "valid"), _ssim_wang(x, y).float(), rtol=0, atol=2e-6
+    )
 
 
 def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
@@ -117,13 +120,14 @@ def test_ssim_matches_scikit_image_gaussian_ssim() -> None:
         sigma=1.5,
         use_sample_covariance=False,
     )
-    assert float(ssim(x, y)) == pytest.approx(reference, abs=1e-10)
+    assert float(ssim(x, y, "valid")) == pytest.approx(reference, abs=1e-10)
 
 
 def test_ssim_of_identical_images_is_one_and_of_inverted_ones_negative() -> None:
     x = _images((1, 1, 24, 24), seed=6)
-    assert float(ssim(x, x)) == pytest.approx(1.0, abs=1e-12)
-    assert float(ssim(x, 1 - x)) < 0
+    for positions in ("same", "valid"):
+        assert float(ssim(x, x, positions)) == pytest.approx(1.0, abs=1e-12)
+        assert float(ssim(x, 1 - x, positions)) < 0
 
 
 def test_reconstruction_loss_of_a_shifted_image_is_the_shift() -> None:
@@ -153,10 +157,46 @@ def test_gradient_weights_share_of_sobel_magnitude() -> None:
     assert [float(w) for w in gradient_weights(flat, flat)] == [0.5, 0.5]
 
 
+def _authors_stage_two(ir: torch.Tensor, vis: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """The authors' stage-II loss (gargi884/FNet-MMIF models/loss_stage2.py, loss_ssim.py),
+    written out again: their Sobel pair (d/dx, and d/dy as [[1, 2, 1], [0, 0, 0], [-1, -2, -1]])
+    with one zero pixel of padding, |x| + |y|; batch-wide SSIM weights; pytorch-ssim."""
+    kx = SOBEL_X[None, None]
+    ky = torch.tensor([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]], dtype=torch.float64)
+
+    def grad(a: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(a, kx, padding=1).abs() + F.conv2d(a, ky[None, None], padding=1).abs()
+
+    g_ir, g_vis = grad(ir), grad(vis)
+    w_ir = g_ir.mean() / (g_ir.mean() + g_vis.mean())
+    w_vis = g_vis.mean() / (g_ir.mean() + g_vis.mean())
+    intensity = F.l1_loss(f, torch.max(ir, vis))
+    gradient = F.l1_loss(grad(f), torch.max(g_ir, g_vis))
+    structure = w_ir * _ssim_wang(ir, f, padding=5) + w_vis * _ssim_wang(vis, f, padding=5)
+    return 20 * intensity + 20 * gradient + 15 * (1 - structure)
+
+
+def test_default_stage_two_loss_is_the_authors_formula_on_random_crops() -> None:
+    for seed in range(3):
+        ir, vis = _images((3, 1, 128, 128), seed=20 + seed), _images((3, 1, 128, 128), seed=30)
+        fused = _images((3, 1, 128, 128), seed=40 + seed)
+        got = stage_two_loss(ir, vis, fused).total
+        torch.testing.assert_close(got, _authors_stage_two(ir, vis, fused), rtol=0, atol=1e-12)
+
+
+def test_same_and_valid_ssim_differ_only_near_the_border() -> None:
+    x, y = _images((1, 1, 64, 64), seed=50), _images((1, 1, 64, 64), seed=51)
+    same, valid = ssim(x, y, "same"), ssim(x, y, "valid")
+    torch.testing.assert_close(same, _ssim_wang(x, y, padding=5), rtol=0, atol=1e-12)
+    torch.testing.assert_close(valid, _ssim_wang(x, y), rtol=0, atol=1e-12)
+    assert float(same) != pytest.approx(float(valid), abs=1e-6)
+    assert float(ssim(x, x, "same")) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_stage_two_loss_matches_its_definition() -> None:
     ir, vis = _images((2, 1, 24, 24), seed=13), _images((2, 1, 24, 24), seed=14)
     fused = (0.5 * ir + 0.5 * vis).requires_grad_(True)
-    terms = stage_two_loss(ir, vis, fused)
+    terms = stage_two_loss(ir, vis, fused, StageTwoConfig(ssim_positions="valid"))
 
     def sobel(a: torch.Tensor) -> torch.Tensor:
         gx, gy = _sobel(a, "zero")

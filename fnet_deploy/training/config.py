@@ -13,9 +13,10 @@ The document has top-level run settings and one table per section::
     [data]    # folders, ir_dir, vis_dir, crop, batch_size, small_images, bad_pairs, cache, workers
     [optim]   # lr, betas, ema_decay, schedule, warmup
     [stage1]  # iterations
-    [stage2]  # iterations, init, intensity_weight, gradient_weight, ssim_weight
+    [stage2]  # iterations, init, intensity_weight, gradient_weight, ssim_weight,
+              # ssim_positions
     [log]     # checkpoint_every, log_every, tensorboard, plot
-    [speed]   # cuda_graph, channels_last, tf32, precision
+    [speed]   # cuda_graph, channels_last, tf32, precision, conv
 
 Defaults are the paper's recipe (docs/model.md §5). Overrides are ``section.field=value`` strings
 whose value is read as a TOML value (``stage1.iterations=10``, ``data.folders=["a", "b"]``); a
@@ -47,6 +48,8 @@ SmallImages = Literal["pad", "skip"]
 BadPairs = Literal["error", "skip"]
 Schedule = Literal["constant", "cosine"]
 StepPrecision = Literal["fp32", "bf16", "fp64"]
+ConvChoice = Literal["auto", "native", "tap"]
+SsimPositions = Literal["same", "valid"]
 
 SSIM_WINDOW = 11
 
@@ -167,6 +170,9 @@ class StageTwoConfig:
         intensity_weight: weight of ``|fused - max(ir, vis)|_1``.
         gradient_weight: weight of ``|sobel(fused) - max(sobel(ir), sobel(vis))|_1``.
         ssim_weight: weight of ``1 - (wA SSIM(ir, fused) + wB SSIM(vis, fused))``.
+        ssim_positions: where that SSIM is averaged: ``same`` (every pixel, local moments over
+            the zero-padded crop: pytorch-ssim, the authors' loss) or ``valid`` (only where the
+            11 x 11 window fits, MATLAB's reference SSIM).
     """
 
     iterations: int = 20_000
@@ -174,6 +180,7 @@ class StageTwoConfig:
     intensity_weight: float = 20.0
     gradient_weight: float = 20.0
     ssim_weight: float = 15.0
+    ssim_positions: SsimPositions = "same"
 
     def __post_init__(self) -> None:
         _check(self.iterations >= 1, "stage2.iterations", f"must be >= 1, got {self.iterations}")
@@ -226,12 +233,23 @@ class SpeedConfig:
             ``fp64``: model, optimizer and step in float64, a slow reference that tests use to
             check the trainer's arithmetic without float32 rounding (weights are saved as
             float32 all the same).
+        conv: how FNet's few-channel convolutions are computed: ``native`` (PyTorch's
+            convolution), ``tap`` (tap-GEMM, :mod:`fnet_deploy.model.tap_conv`: the same sums as
+            large matrix products, several times faster on CPUs), or ``auto`` (``tap`` on the
+            CPU, ``native`` elsewhere, where cuDNN is fast and a CUDA graph captures it).
     """
 
     cuda_graph: bool = True
     channels_last: bool = False
     tf32: bool = True
     precision: StepPrecision = "fp32"
+    conv: ConvChoice = "auto"
+
+    def conv_form(self, device: str) -> Literal["native", "tap"]:
+        """The convolution form used on ``device`` (``cpu``, ``cuda``, ``cuda:N``)."""
+        if self.conv == "auto":
+            return "tap" if device.startswith("cpu") else "native"
+        return self.conv
 
 
 @dataclass(frozen=True)

@@ -75,25 +75,34 @@ def sobel(x: Tensor, *, normalized: bool, border: str) -> Tensor:
     return grad.reshape(batch, channels, 2, height, width)
 
 
-def _blur_valid(x: Tensor, size: int) -> Tensor:
-    """Gaussian blur of every channel over the valid positions (H, W shrink by ``size - 1``).
+def _blur(x: Tensor, size: int, positions: str) -> Tensor:
+    """Gaussian blur of every channel: over the valid positions (H, W shrink by ``size - 1``)
+    or, for ``positions="same"``, at every pixel with the image zero-padded by ``size // 2``.
 
     One depthwise convolution over all channels (several times faster on CPUs than a
     convolution per single-channel plane, and one kernel on a GPU).
     """
     channels = x.shape[1]
     window = _gaussian(x.device, x.dtype, size).expand(channels, 1, size, size)
-    return F.conv2d(x, window, groups=channels)
+    padding = size // 2 if positions == "same" else 0
+    return F.conv2d(x, window, padding=padding, groups=channels)
 
 
-def ssim_map(x: Tensor, y: Tensor, window: int) -> Tensor:
-    """SSIM (Wang et al. 2004) of ``x`` and ``y`` (B x C x H x W, data range 1) at every valid
-    ``window`` x ``window`` position: B x C x (H - window + 1) x (W - window + 1).
+def ssim_map(x: Tensor, y: Tensor, window: int, positions: str = "valid") -> Tensor:
+    """SSIM (Wang et al. 2004) of ``x`` and ``y`` (B x C x H x W, data range 1) per position.
 
     Gaussian window (sigma 1.5, sum 1), C1 = 0.01^2, C2 = 0.03^2, no extra epsilon.
+
+    Args:
+        x, y: B x C x H x W.
+        window: edge of the Gaussian window (odd).
+        positions: ``"valid"``: every position where the window fits (MATLAB's reference,
+            B x C x (H - window + 1) x (W - window + 1)); ``"same"``: every pixel, the local
+            moments taken over the zero-padded images (pytorch-ssim, which the authors' stage-II
+            loss uses), B x C x H x W.
     """
     channels = x.shape[1]
-    moments = _blur_valid(torch.cat((x, y, x * x, y * y, x * y), dim=1), window)
+    moments = _blur(torch.cat((x, y, x * x, y * y, x * y), dim=1), window, positions)
     mx, my, xx, yy, xy = moments.split(channels, dim=1)
     vx, vy, cov = xx - mx * mx, yy - my * my, xy - mx * my
     numerator = (2 * mx * my + SSIM_C1) * (2 * cov + SSIM_C2)

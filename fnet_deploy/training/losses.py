@@ -10,8 +10,10 @@ Conventions (each checked against an independent definition in ``tests/test_loss
   as in the authors' stage-II loss (there: kornia on a zero-padded image, the extra ring dropped,
   which is the same thing).
 - :func:`ssim` is Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, C1 = 0.01^2,
-  C2 = 0.03^2 (data range 1), over the *valid* window positions (MATLAB's ``filter2(...,
-  'valid')``), averaged to one number; no extra epsilon (kornia's ``eps`` switched off).
+  C2 = 0.03^2 (data range 1), no extra epsilon, averaged to one number over either every pixel
+  with the local moments of the *zero-padded* images (``"same"``: pytorch-ssim, the form of the
+  authors' stage-II loss and the default, ``stage2.ssim_positions``) or the *valid* window
+  positions only (``"valid"``: MATLAB's ``filter2(..., 'valid')``).
 
 Images are B x 1 x H x W in [0, 1]; every loss is a scalar tensor (mean absolute errors are means
 over all elements of the batch).
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fnet_deploy.training.config import SSIM_WINDOW, StageTwoConfig
+from fnet_deploy.training.config import SSIM_WINDOW, SsimPositions, StageTwoConfig
 from fnet_deploy.training.filters import sobel, ssim_map
 
 
@@ -43,9 +45,11 @@ def sobel_l1(x: Tensor) -> Tensor:
     return grad[:, :, 0].abs() + grad[:, :, 1].abs()
 
 
-def ssim(x: Tensor, y: Tensor) -> Tensor:
-    """Mean SSIM of ``x`` and ``y`` (B x C x H x W, range 1, H and W >= 11), a scalar tensor."""
-    return ssim_map(x, y, SSIM_WINDOW).mean()
+def ssim(x: Tensor, y: Tensor, positions: SsimPositions = "same") -> Tensor:
+    """Mean SSIM of ``x`` and ``y`` (B x C x H x W, range 1, H and W >= 11), a scalar tensor,
+    over ``positions`` (``"same"``: every pixel, zero-padded moments; ``"valid"``: where the
+    window fits)."""
+    return ssim_map(x, y, SSIM_WINDOW, positions).mean()
 
 
 def reconstruction_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -91,7 +95,8 @@ def stage_two_loss(
 
     ``a |fused - max(ir, vis)|_1 + b |sobel(fused) - max(sobel(ir), sobel(vis))|_1
     + c (1 - (wA SSIM(ir, fused) + wB SSIM(vis, fused)))`` with (a, b, c) = (20, 20, 15) by
-    default and (wA, wB) from :func:`gradient_weights`.
+    default, (wA, wB) from :func:`gradient_weights` and SSIM over ``weights.ssim_positions``
+    (the authors' zero-padded ``"same"`` form by default).
 
     Parts (weighted, summing to ``total``): ``intensity``, ``gradient``, ``ssim``.
     """
@@ -99,7 +104,8 @@ def stage_two_loss(
     intensity = F.l1_loss(fused, torch.maximum(ir, vis))
     gradient = F.l1_loss(sobel_l1(fused), torch.maximum(sobel_l1(ir), sobel_l1(vis)))
     w_ir, w_vis = gradient_weights(ir, vis)
-    structure = 1 - (w_ir * ssim(ir, fused) + w_vis * ssim(vis, fused))
+    positions = weights.ssim_positions
+    structure = 1 - (w_ir * ssim(ir, fused, positions) + w_vis * ssim(vis, fused, positions))
     parts = {
         "intensity": weights.intensity_weight * intensity,
         "gradient": weights.gradient_weight * gradient,

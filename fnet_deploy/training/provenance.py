@@ -47,14 +47,15 @@ def stage_info(
 
 
 def _execution(parts: StageParts, config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
-    """How the step ran (device, torch, CUDA graph, layout, TF32, precision): none of it is part
-    of the recipe, all of it can move float32 results by rounding."""
+    """How the step ran (device, torch, CUDA graph, convolution form, layout, TF32, precision):
+    none of it is part of the recipe, all of it can move float32 results by rounding."""
     cuda = ctx.device.type == "cuda"
     return {
         "device": torch.cuda.get_device_name(ctx.device) if cuda else ctx.device.type,
         "torch": torch.__version__,
         "cuda_graph": parts.graph,
         "channels_last": config.speed.channels_last,
+        "conv": config.speed.conv_form(ctx.device.type),
         "tf32_convolutions": cuda and tf32_allowed(),
         "precision": config.speed.precision,
         "data_on_device": config.data.cache,

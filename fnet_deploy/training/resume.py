@@ -47,9 +47,11 @@ def check_existing(config: TrainConfig, layout: RunLayout, resume: bool) -> None
             )
 
 
-def check_resumable(saved: TrainState, stage: int, ctx: DistContext, show: Reporter) -> None:
-    """Refuse a saved state of another stage; warn when the process count changed (the run
-    continues, not bit for bit)."""
+def check_resumable(
+    saved: TrainState, stage: int, ctx: DistContext, conv_form: str, show: Reporter
+) -> None:
+    """Refuse a saved state of another stage; warn when the process count or the way the step
+    is computed changed (the run continues, not bit for bit)."""
     if saved.stage != stage:
         raise FnetError(f"training state holds stage {saved.stage}, expected stage {stage}")
     saved_world = saved.info.get("world_size", 1)
@@ -57,4 +59,10 @@ def check_resumable(saved: TrainState, stage: int, ctx: DistContext, show: Repor
         show.note(
             f"warning: the run was saved with {saved_world} process(es) and resumes with "
             f"{ctx.world_size}: training continues, but not bit for bit"
+        )
+    saved_form = saved.info.get("execution", {}).get("conv", "native")
+    if saved_form != conv_form:
+        show.note(
+            f"warning: the run was saved with speed.conv={saved_form} and resumes with "
+            f"{conv_form}: training continues, but not bit for bit"
         )

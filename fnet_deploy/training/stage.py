@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from fnet_deploy.errors import FnetError
 from fnet_deploy.model import FNet, IFNet
+from fnet_deploy.model.tap_conv import set_conv_form
 from fnet_deploy.model.weights import load_fnet
 from fnet_deploy.training.checkpoint import TrainState, load_train_state, restore_rng
 from fnet_deploy.training.config import OptimConfig, TrainConfig
@@ -94,6 +95,8 @@ def build_stage(
     fnet = FNet(config.model).to(ctx.device, dtype)
     ifnet = IFNet(config.model).to(ctx.device, dtype) if stage == 1 else None
     trainable: nn.Module = InverseFusion(fnet, ifnet) if ifnet is not None else fnet
+    conv_form = config.speed.conv_form(ctx.device.type)
+    set_conv_form(trainable, conv_form)
     if config.speed.channels_last:
         # Module.to accepts memory_format at run time; torch's type stubs omit it.
         trainable.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -106,7 +109,7 @@ def build_stage(
     state_path = layout.state(stage)
     if resume and state_path.exists():
         saved = load_train_state(state_path, ctx.device)
-        check_resumable(saved, stage, ctx, show)
+        check_resumable(saved, stage, ctx, conv_form, show)
     ema_init: dict[str, Tensor] | None = None
     if stage == 2 and saved is None:
         start_weights, ema_init, init_info = _stage_two_init(config, ctx, layout)

@@ -1,25 +1,25 @@
-"""The ``fnet-deploy`` command line: one typer app, one module per command."""
+"""The ``fnet-deploy`` command line: one typer app, one module per command.
+
+Each command's module is imported only when that command is used (run, or asked for its
+``--help``): ``fnet-deploy --help`` and ``--version`` import neither PyTorch nor OpenCV, and a
+command's ``--help`` imports what its options need, not what its work needs.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import typer
+import typer.core
+import typer.main
 
 from fnet_deploy import __version__
-from fnet_deploy.commands import weights
-from fnet_deploy.commands.bench import bench
-from fnet_deploy.commands.calibrate import calibrate
-from fnet_deploy.commands.check import check
-from fnet_deploy.commands.evaluate import eval_command
-from fnet_deploy.commands.explain import explain
-from fnet_deploy.commands.export import export
-from fnet_deploy.commands.fuse import fuse
-from fnet_deploy.commands.stream import stream
-from fnet_deploy.commands.train import train
 
 _click_errors = sys.modules[typer.BadParameter.__module__]
 """click's exceptions as this typer raises them (its own vendored copy, or click's)."""
@@ -46,7 +46,159 @@ def quiet_opencv() -> None:
     level is set to errors, unless the user chose one with ``OPENCV_LOG_LEVEL``. The commands
     report a failed read or write themselves, in one line."""
     if "OPENCV_LOG_LEVEL" not in os.environ:
+        import cv2
+
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """Where a command lives, and the one line ``fnet-deploy --help`` shows for it.
+
+    Attributes:
+        module: the module defining it.
+        attribute: its function, or its :class:`typer.Typer` app for a command with
+            subcommands.
+        summary: the first paragraph of its help (a test keeps the two equal).
+    """
+
+    module: str
+    attribute: str
+    summary: str
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    "fuse": CommandSpec(
+        "fnet_deploy.commands.fuse", "fuse", "Fuse infrared + visible images with FNet."
+    ),
+    "stream": CommandSpec(
+        "fnet_deploy.commands.stream",
+        "stream",
+        "Fuse a visible and an infrared stream into one video, live.",
+    ),
+    "calibrate": CommandSpec(
+        "fnet_deploy.commands.calibrate",
+        "calibrate",
+        "Estimate the map from IR to visible pixels and write it for `stream --registration`.",
+    ),
+    "train": CommandSpec(
+        "fnet_deploy.commands.train",
+        "train",
+        "Train FNet in two stages (inverse-fusion pre-training, then fusion loss).",
+    ),
+    "explain": CommandSpec(
+        "fnet_deploy.commands.explain",
+        "explain",
+        "Explain one fusion: unique and common features, reconstructions, learned thresholds.",
+    ),
+    "bench": CommandSpec(
+        "fnet_deploy.commands.bench",
+        "bench",
+        "Benchmark FNet: median/p95/p99 latency and fps per cell, beside the hardware's floors.",
+    ),
+    "eval": CommandSpec(
+        "fnet_deploy.commands.evaluate",
+        "eval_command",
+        "Compute EN, SD, SF, AG, MI, CE, SCD, VIF, Qabf, Qcb, SSIM, PSNR for fusion methods.",
+    ),
+    "export": CommandSpec(
+        "fnet_deploy.commands.export",
+        "export",
+        "Export FNet's deploy form to ONNX (and TensorRT), checking parity with PyTorch.",
+    ),
+    "check": CommandSpec(
+        "fnet_deploy.commands.check",
+        "check",
+        "Compare exported models with the PyTorch reference (training form), in grey levels.",
+    ),
+    "weights": CommandSpec(
+        "fnet_deploy.commands.weights", "app", "Inspect and convert FNet weights files."
+    ),
+}
+"""Every command, in the order ``fnet-deploy --help`` lists them."""
+
+
+def load_command(name: str) -> Any:
+    """Import command ``name``'s module and build its click command (a group for ``weights``).
+
+    OpenCV is quietened (:func:`quiet_opencv`) when the command runs, not when it is built.
+    """
+    spec = COMMANDS[name]
+    target = getattr(importlib.import_module(spec.module), spec.attribute)
+    if isinstance(target, typer.Typer):
+        command: Any = typer.main.get_group(target)
+    else:
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    _quiet_opencv_when_run(command)
+    return command
+
+
+def _quiet_opencv_when_run(command: Any) -> None:
+    """Make ``command`` (and its subcommands) call :func:`quiet_opencv` before its work."""
+    callback: Callable[..., Any] | None = command.callback
+    if callback is not None:
+
+        @functools.wraps(callback)
+        def quietly(*args: Any, **kwargs: Any) -> Any:
+            quiet_opencv()
+            return callback(*args, **kwargs)
+
+        command.callback = quietly
+    for sub in getattr(command, "commands", {}).values():
+        _quiet_opencv_when_run(sub)
+
+
+class _LazyCommands(Mapping[str, Any]):
+    """The app's commands by name, each built (:func:`load_command`) when first looked up."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in COMMANDS:
+            raise KeyError(name)
+        if name not in self._built:
+            self._built[name] = load_command(name)
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+class _LazyGroup(typer.core.TyperGroup):
+    """The top-level group: commands imported when used; its own help lists them from
+    :data:`COMMANDS` without importing any."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _LazyCommands()  # type: ignore[assignment]
+        self._listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """The command names, in :data:`COMMANDS` order."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The built command, or while the group's help is shown a stand-in with its summary."""
+        if cmd_name not in COMMANDS:
+            return None
+        if self._listing:
+            return typer.core.TyperCommand(name=cmd_name, help=COMMANDS[cmd_name].summary)
+        return self.commands[cmd_name]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The group's help, listing every command's summary (no command is imported)."""
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 class _App(typer.Typer):
@@ -55,7 +207,6 @@ class _App(typer.Typer):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
-        quiet_opencv()
         try:
             code = super().__call__(*args, **kwargs)
         except _click_errors.ClickException as err:
@@ -69,6 +220,7 @@ class _App(typer.Typer):
 
 
 app = _App(
+    cls=_LazyGroup,
     name="fnet-deploy",
     help="FNet multi-modal image fusion: fuse, train, evaluate, export, stream, benchmark.",
     no_args_is_help=True,
@@ -91,17 +243,6 @@ def main(
 ) -> None:
     """FNet multi-modal image fusion, from training to real-time video."""
 
-
-app.command()(fuse)
-app.command()(stream)
-app.command()(calibrate)
-app.command()(train)
-app.command()(explain)
-app.command()(bench)
-app.command("eval")(eval_command)
-app.command()(export)
-app.command()(check)
-app.add_typer(weights.app, name="weights")
 
 if __name__ == "__main__":
     app(prog_name="fnet-deploy")

@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
-import torch
 
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.bench.cost import inference_bytes
@@ -28,8 +27,10 @@ from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.memory import available_memory, gib
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.model.tiling import tiled_forward
 from fnet_deploy.views import Layout, compose_view
+
+if TYPE_CHECKING:  # torch is imported when the first image is fused
+    import torch
 
 ResizeMode = Literal["none", "ir-to-vis", "vis-to-ir"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("none", "ir-to-vis", "vis-to-ir")
@@ -199,6 +200,8 @@ class ImageFuser:
         ir_t, vis_t = _as_batch(ir), _as_batch(vis)
         tile = self.tile_for(ir.shape[1], ir.shape[0])
         if tile:
+            from fnet_deploy.model.tiling import tiled_forward
+
             fused = tiled_forward(self._forward, ir_t, vis_t, tile, self.config.receptive_radius)
         else:
             fused = self._forward(ir_t, vis_t)
@@ -206,6 +209,8 @@ class ImageFuser:
 
     def _forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """The runner on B x 1 x h x w float32 CPU tensors; B x 1 x h x w, unclamped."""
+        import torch
+
         self.runner.activate()
         feed = {"ir": ir.numpy(), "vis": vis.numpy()}
         return torch.from_numpy(self.runner.infer(feed)[OUTPUT_NAME])
@@ -257,6 +262,8 @@ class ImageFuser:
 
 def _as_batch(image: np.ndarray) -> torch.Tensor:
     """H x W array -> 1 x 1 x H x W float32 CPU tensor."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
 
 

@@ -173,10 +173,10 @@ def test_eval_keeps_results_and_fused_images(
 def test_bench_keeps_the_json(
     tmp_path: Path, fallback: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fnet_deploy.commands import bench
+    from fnet_deploy.bench import matrix  # bench imports run_cell from it when it runs
 
     out = tmp_path / "o" / "bench.json"
-    monkeypatch.setattr(bench, "run_cell", then(bench.run_cell, lambda: block(out.parent)))
+    monkeypatch.setattr(matrix, "run_cell", then(matrix.run_cell, lambda: block(out.parent)))
     result = run(
         "bench", "--no-peaks", "--backend", "torch", "--size", "16x16", "--iterations", "1",
         "--warmup", "0", "--json", out,

@@ -8,10 +8,12 @@ GPU N); a TensorRT engine runs on ``cuda[:N]`` only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from fnet_deploy.errors import FnetError
+
+if TYPE_CHECKING:  # torch is imported by the functions that make torch devices
+    import torch
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Device:
     def as_torch(self) -> torch.device:
         """The PyTorch device of the processor it names (``tensorrt:N`` is ``cuda:N``); not
         checked against this machine (:func:`torch_device` does that)."""
+        import torch
+
         return torch.device("cuda", self.index) if self.is_gpu else torch.device("cpu")
 
 
@@ -71,6 +75,8 @@ def torch_device(text: str) -> torch.device:
     Raises:
         FnetError: an unknown name, or CUDA asked for where there is none.
     """
+    import torch
+
     device = parse_device(text)
     if device.kind == "cuda":
         if not torch.cuda.is_available():

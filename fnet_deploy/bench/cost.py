@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.model.fnet import FNet
+
+if TYPE_CHECKING:  # torch is imported by forward_cost, which traces the model
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ def forward_cost(
     Counted by tracing a small input through the training form and scaling by pixel count (the
     model is fully convolutional, so every convolution's cost is linear in the pixel count).
     """
+    import torch
+    from torch import nn
+
+    from fnet_deploy.model.fnet import FNet
+
     probe = 8
     model = FNet(config)
     elements = [0]

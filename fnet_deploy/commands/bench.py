@@ -6,9 +6,8 @@ import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -16,16 +15,7 @@ from rich.table import Table
 from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.backends.device import torch_device
 from fnet_deploy.bench.cost import inference_bytes
-from fnet_deploy.bench.matrix import (
-    BACKENDS,
-    CellResult,
-    add_speedups,
-    cells,
-    machine_info,
-    require_backend,
-    run_cell,
-)
-from fnet_deploy.bench.peaks import Peaks, measure_peaks
+from fnet_deploy.bench.targets import TARGET_NAMES
 from fnet_deploy.commands.common import (
     INTERRUPTED_EXIT,
     check_output,
@@ -38,10 +28,13 @@ from fnet_deploy.commands.common import (
 from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.errors import FnetError
 from fnet_deploy.memory import require_memory
-from fnet_deploy.model.fnet import FNet
 from fnet_deploy.model.weights import load_fnet
 from fnet_deploy.optional import require
 from fnet_deploy.plots import plot_latency
+
+if TYPE_CHECKING:  # PyTorch is imported by the benchmark itself, not with `bench --help`
+    from fnet_deploy.bench.matrix import CellResult
+    from fnet_deploy.bench.peaks import Peaks
 
 
 def _split(text: str) -> list[str]:
@@ -120,7 +113,7 @@ def bench(
     backend: Annotated[
         str,
         typer.Option(
-            help=f"Comma-separated backends: {', '.join(BACKENDS)} (torch: the deploy form, "
+            help=f"Comma-separated backends: {', '.join(TARGET_NAMES)} (torch: the deploy form, "
             "torch-training: the training form, the baseline of the speed-up column)."
         ),
     ] = "torch-training,torch",
@@ -166,6 +159,18 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark FNet: median/p95/p99 latency and fps per cell, beside the hardware's floors."""
+    import torch  # here, not with `bench --help`
+
+    from fnet_deploy.bench.matrix import (
+        add_speedups,
+        cells,
+        machine_info,
+        require_backend,
+        run_cell,
+    )
+    from fnet_deploy.bench.peaks import measure_peaks
+    from fnet_deploy.model.fnet import FNet
+
     if json_out is not None:
         check_output(json_out, "--json", suffixes=(".json",), inputs=(weights,))
     if plot is not None:
@@ -175,7 +180,7 @@ def bench(
         torch.backends.cudnn.benchmark = True  # each cell has one shape: let cuDNN pick per shape
     if threads is not None:
         torch.set_num_threads(threads)
-    backends = _choices(backend, "--backend", tuple(BACKENDS))
+    backends = _choices(backend, "--backend", TARGET_NAMES)
     matrix = list(
         cells(
             backends,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
-import torch
 import typer
 
 from fnet_deploy.assets import sample_pair
@@ -41,10 +40,11 @@ from fnet_deploy.export.parity import (
     compare_runners,
     read_pair,
 )
-from fnet_deploy.model.deploy import DeployOptions, to_deploy
-from fnet_deploy.model.fnet import FNet
 from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.optional import require
+
+if TYPE_CHECKING:  # PyTorch is imported by the export itself, not with `export --help`
+    from fnet_deploy.model.fnet import FNet
 
 DEFAULT_PROFILE = ((1, 1, 64, 64), (1, 1, 512, 640), (1, 1, 1088, 1920))
 """Engine profile (min, opt, max N x 1 x H x W) when no --min/--opt/--max-shape is given."""
@@ -179,6 +179,8 @@ def export(
             "--col2im graphs use Col2Im, which TensorRT does not support: build engines "
             "without --col2im"
         )
+    import torch
+
     check_output(out, "--out", folder=True, inputs=(ir, vis, weights))
     if timing_cache is not None:
         check_output(timing_cache, "--timing-cache", inputs=(ir, vis, weights))
@@ -201,6 +203,7 @@ def export(
         save_onnx,
     )
     from fnet_deploy.export.int8 import quantize_int8
+    from fnet_deploy.model.deploy import DeployOptions, to_deploy
 
     if torch.__version__ < MIN_TORCH:
         raise FnetError(
@@ -367,6 +370,8 @@ def _engines(
     model: FNet, info: WeightsInfo, onnx_paths: dict[str, Path], pair: ImagePair, plan: EnginePlan
 ) -> int:
     """Build the planned engines, then check each against PyTorch on the parity pair."""
+    import torch
+
     from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
     from fnet_deploy.backends.torch_runner import TorchRunner
     from fnet_deploy.export.tensorrt_build import (

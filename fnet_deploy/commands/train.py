@@ -37,10 +37,7 @@ from fnet_deploy.training.config import (
     read_config,
     set_fields,
 )
-from fnet_deploy.training.distributed import launched_rank
 from fnet_deploy.training.layout import STAGE_NAMES, RunLayout
-from fnet_deploy.training.stopping import TimeBoxReached, TrainingStopped
-from fnet_deploy.training.trainer import train as run_training
 
 TIME_BOX_EXIT = 75
 """Exit status of a run stopped by its time box (``--max-minutes``), state saved: sysexits'
@@ -193,6 +190,11 @@ def train(
     Settings come from the defaults (the paper's recipe), then --config, then the options,
     then --set. Multi-GPU: torchrun --nproc_per_node N -m fnet_deploy.training [OPTIONS]
     """
+    # The trainer (and with it PyTorch) is imported here, not with the CLI's --help.
+    from fnet_deploy.training.distributed import launched_rank
+    from fnet_deploy.training.stopping import TimeBoxReached, TrainingStopped
+    from fnet_deploy.training.trainer import train as run_training
+
     flags: dict[str, object] = {
         "stages": stage,
         "data.folders": [str(folder) for folder in data] if data else None,

@@ -1,10 +1,35 @@
-"""FNet model: thresholds, LZSC blocks, FNet/IFNet, weights files."""
+"""FNet model: thresholds, LZSC blocks, FNet/IFNet, weights files.
 
-from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.model.fnet import FNet, FusionTrace, IFNet
-from fnet_deploy.model.lzsc import LZSC, LZSCTrace
-from fnet_deploy.model.threshold import smooth_l0, soft_l1
-from fnet_deploy.model.weights import WeightsInfo, load_fnet, save_fnet
+The names below are imported on first use (PEP 562), so that importing a light submodule such
+as :mod:`fnet_deploy.model.config` does not import PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fnet_deploy.model.config import ModelConfig
+    from fnet_deploy.model.fnet import FNet, FusionTrace, IFNet
+    from fnet_deploy.model.lzsc import LZSC, LZSCTrace
+    from fnet_deploy.model.threshold import smooth_l0, soft_l1
+    from fnet_deploy.model.weights import WeightsInfo, load_fnet, save_fnet
+
+_HOMES = {
+    "LZSC": "lzsc",
+    "FNet": "fnet",
+    "FusionTrace": "fnet",
+    "IFNet": "fnet",
+    "LZSCTrace": "lzsc",
+    "ModelConfig": "config",
+    "WeightsInfo": "weights",
+    "load_fnet": "weights",
+    "save_fnet": "weights",
+    "smooth_l0": "threshold",
+    "soft_l1": "threshold",
+}
+"""Each public name and the submodule that defines it."""
 
 __all__ = [
     "LZSC",
@@ -19,3 +44,12 @@ __all__ = [
     "smooth_l0",
     "soft_l1",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule when the name is first asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

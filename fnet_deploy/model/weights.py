@@ -32,19 +32,21 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor
 
 from fnet_deploy import __version__
 from fnet_deploy.assets import asset_path
 from fnet_deploy.atomic import atomic_path
 from fnet_deploy.errors import CheckpointError, FnetError
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.model.fnet import FNet
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written, not with this module
+    import torch
+    from torch import Tensor
+
+    from fnet_deploy.model.fnet import FNet
 
 FORMAT_NAME = "fnet-deploy/1"
 METADATA_KEY = "fnet_deploy"
@@ -143,6 +145,8 @@ def _is_torch_file(head: bytes) -> bool:
 
 
 def _read_published(path: Path) -> tuple[dict[str, Tensor], ModelConfig]:
+    import torch
+
     try:
         with warnings.catch_warnings():  # the error below says what is wrong, in one line
             warnings.simplefilter("ignore")
@@ -156,7 +160,7 @@ def _read_published(path: Path) -> tuple[dict[str, Tensor], ModelConfig]:
         raise CheckpointError(path, f"not a readable PyTorch checkpoint ({reason})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(path, "does not hold a state_dict of tensors")
     state = {key.removeprefix("module."): value for key, value in state.items()}
     if "net_u.x0_block.conv_in.weight" not in state:
@@ -175,6 +179,8 @@ def _read_published(path: Path) -> tuple[dict[str, Tensor], ModelConfig]:
 
 
 def _read_ours(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(path), device="cpu")
         with open(path, "rb") as handle:
@@ -195,6 +201,8 @@ def _read_ours(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def _load_strict(model: FNet, state: dict[str, Tensor], path: Path) -> None:
+    import torch
+
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
@@ -226,6 +234,8 @@ def load_fnet(path: str | Path, device: str | torch.device = "cpu") -> tuple[FNe
     Raises:
         CheckpointError: the file is missing, unreadable, corrupt, or does not match FNet.
     """
+    from fnet_deploy.model.fnet import FNet
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "weights file not found" if not path.exists() else "not a file")
@@ -283,6 +293,9 @@ def save_fnet(
         provenance: free text: where the weights came from (training run, conversion source).
         extra: further JSON-serialisable metadata (training recipe, metrics).
     """
+    import torch
+    from safetensors.torch import save_file
+
     path = Path(path)
     metadata = {
         "format": FORMAT_NAME,

@@ -1,10 +1,34 @@
-"""Two-stage FNet training: data, losses, moving average, train state, distributed runs."""
+"""Two-stage FNet training: data, losses, moving average, train state, distributed runs.
 
-from fnet_deploy.training.config import TrainConfig, load_config, to_toml, with_overrides
-from fnet_deploy.training.layout import RunLayout
-from fnet_deploy.training.reporter import Reporter
-from fnet_deploy.training.stopping import TrainingDiverged, TrainingStopped
-from fnet_deploy.training.trainer import TrainResult, train
+The names below are imported on first use (PEP 562), so that importing a light submodule such
+as :mod:`fnet_deploy.training.config` (``fnet-deploy train --help``) does not import PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fnet_deploy.training.config import TrainConfig, load_config, to_toml, with_overrides
+    from fnet_deploy.training.layout import RunLayout
+    from fnet_deploy.training.reporter import Reporter
+    from fnet_deploy.training.stopping import TrainingDiverged, TrainingStopped
+    from fnet_deploy.training.trainer import TrainResult, train
+
+_HOMES = {
+    "Reporter": "reporter",
+    "RunLayout": "layout",
+    "TrainConfig": "config",
+    "TrainResult": "trainer",
+    "TrainingDiverged": "stopping",
+    "TrainingStopped": "stopping",
+    "load_config": "config",
+    "to_toml": "config",
+    "train": "trainer",
+    "with_overrides": "config",
+}
+"""Each public name and the submodule that defines it."""
 
 __all__ = [
     "Reporter",
@@ -18,3 +42,12 @@ __all__ = [
     "train",
     "with_overrides",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule when the name is first asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -333,6 +333,7 @@ def stream(
                 "device": device,
                 "precision": precision or "default",
                 "registration": str(registration) if registration else None,
+                "codecs": sink.codecs(),
             }
         )
         pipeline = StreamPipeline(

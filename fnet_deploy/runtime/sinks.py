@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from types import TracebackType
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -32,11 +33,17 @@ from fnet_deploy.runtime.gst_pipelines import (
     choose_encoder,
     push_pipeline,
 )
+from fnet_deploy.runtime.h264 import H264Writer, h264_encoder
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import URI, VIDEO_SUFFIXES
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
 """Codecs OpenCV's FFmpeg backend writes (and reads back) in the PyPI wheels; H.264 is not one."""
+CODEC_OF_FOURCC = {"mp4v": "mpeg4", "MJPG": "mjpeg", "FFV1": "ffv1"}
+"""The codec of each FOURCC as FFmpeg (and ffprobe) names it."""
+H264_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+"""Suffixes written in H.264 where PyAV has an encoder (:mod:`~fnet_deploy.runtime.h264`), and
+FFmpeg's muxer for each."""
 
 log = logging.getLogger("fnet_deploy.runtime")
 
@@ -76,6 +83,11 @@ class Sink(abc.ABC):
         date); sinks that show them (the browser view) take them here, others ignore them."""
         del stats
 
+    def codecs(self) -> dict[str, str]:
+        """The codec (FFmpeg's name: ``h264``, ``mpeg4`` ...) of each video file this sink
+        writes, by output name; empty for other outputs."""
+        return {}
+
     def __enter__(self) -> Sink:
         return self
 
@@ -88,8 +100,18 @@ class Sink(abc.ABC):
         self.close()
 
 
+class _FrameWriter(Protocol):
+    """What a :class:`_WriterSink` writes through: ``cv2.VideoWriter`` or
+    :class:`~fnet_deploy.runtime.h264.H264Writer`."""
+
+    def write(self, image: np.ndarray, /) -> object: ...
+
+    def release(self) -> object: ...
+
+
 class _WriterSink(Sink):
-    """A sink backed by ``cv2.VideoWriter`` opened on the first frame (its size fixes the video).
+    """A sink backed by a video writer (``cv2.VideoWriter``, or PyAV's H.264 encoder) opened on
+    the first frame (its size fixes the video).
 
     Encoders with 4:2:0 chroma need even sizes: of a frame with an odd width or height the last
     column or row is not written (said once in the log), as FFmpeg would do silently.
@@ -97,11 +119,11 @@ class _WriterSink(Sink):
 
     def __init__(self, uri: URI, fps: float | None = None) -> None:
         super().__init__(uri, fps)
-        self._writer: cv2.VideoWriter | None = None
+        self._writer: _FrameWriter | None = None
         self._size: tuple[int, int] | None = None
 
     @abc.abstractmethod
-    def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter: ...
+    def _open_writer(self, size: tuple[int, int]) -> _FrameWriter: ...
 
     @property
     def frame_rate(self) -> float:
@@ -132,15 +154,21 @@ class _WriterSink(Sink):
 
     def _release(self) -> None:
         if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            writer.release()
 
 
 class VideoFileSink(_WriterSink):
-    """A video file (``.mp4``/``.m4v``/``.mov`` MPEG-4 Part 2, ``.avi`` MJPEG, ``.mkv`` FFV1).
+    """A video file: ``.mp4``/``.m4v``/``.mov`` in H.264 (PyAV's encoder; where PyAV or its
+    encoder is missing, MPEG-4 Part 2 through OpenCV, said in one line when the video opens),
+    ``.avi`` MJPEG, ``.mkv`` FFV1.
 
     Frames go to a hidden ``.<stem>.partial<suffix>`` beside the target; :meth:`close` finalises
     it and renames it into place. A run that wrote no frame leaves no file.
+
+    Attributes:
+        codec: the codec written, as FFmpeg names it (``h264``, ``mpeg4``, ``mjpeg``, ``ffv1``).
+        encoder: the PyAV H.264 encoder used, or ``None`` (OpenCV writes the video).
     """
 
     def __init__(self, uri: URI, fps: float | None = None) -> None:
@@ -158,9 +186,24 @@ class VideoFileSink(_WriterSink):
         check_writable(self.path)
         self.fourcc = FOURCC_BY_SUFFIX[suffix]
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.container = H264_CONTAINERS.get(suffix)
+        self.encoder = h264_encoder() if self.container is not None else None
+        self.codec = "h264" if self.encoder is not None else CODEC_OF_FOURCC[self.fourcc]
 
-    def _open_writer(self, size: tuple[int, int]) -> cv2.VideoWriter:
+    def codecs(self) -> dict[str, str]:
+        """``{output name: codec}`` (see :attr:`codec`)."""
+        return {self.name: self.codec}
+
+    def _open_writer(self, size: tuple[int, int]) -> _FrameWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.encoder is not None and self.container is not None:
+            return H264Writer(self.partial, size, self.frame_rate, self.encoder, self.container)
+        if self.container is not None:
+            log.warning(
+                "%s: no H.264 encoder here (PyAV, `pip install av`): writing MPEG-4 Part 2 "
+                "(mp4v), which browsers do not play",
+                self.name,
+            )
         writer = cv2.VideoWriter(
             str(self.partial),
             cv2.CAP_FFMPEG,
@@ -323,6 +366,10 @@ class TeeSink(Sink):
     def observe(self, stats: RunStats) -> None:
         for sink in self.sinks:
             sink.observe(stats)
+
+    def codecs(self) -> dict[str, str]:
+        """Every output's video codec (:meth:`Sink.codecs`)."""
+        return {name: codec for sink in self.sinks for name, codec in sink.codecs().items()}
 
     def close(self) -> None:
         failure: BaseException | None = None

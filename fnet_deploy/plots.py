@@ -180,11 +180,12 @@ class LossLog:
     columns: dict[str, np.ndarray]
 
 
-def read_loss_log(path: str | Path) -> LossLog:
+def read_loss_log(path: str | Path, rows_where: tuple[str, str] | None = None) -> LossLog:
     """Read a CSV training log with a ``step`` column and any numeric columns.
 
     A ``stage`` column, when present, labels rows; every other column whose non-empty cells all
-    parse as numbers is kept; text columns are ignored.
+    parse as numbers is kept; text columns are ignored. ``rows_where = (column, value)`` keeps
+    only the rows holding ``value`` in ``column``.
 
     Raises:
         InputError: missing or unreadable file, no ``step`` column, a non-numeric step, no rows,
@@ -202,6 +203,8 @@ def read_loss_log(path: str | Path) -> LossLog:
     if "step" not in header:
         raise InputError(path, f"no 'step' column (columns: {', '.join(header) or 'none'})")
     rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    if rows_where is not None:
+        rows = [row for row in rows if row.get(rows_where[0]) == rows_where[1]]
     if not rows:
         raise InputError(path, "no rows after the header")
     try:
@@ -278,9 +281,32 @@ def loss_curves_figure(log: LossLog) -> Figure:
     return figure
 
 
-def plot_loss_curves(log_csv: str | Path, out_path: str | Path) -> Path:
-    """Write the loss curves of the CSV training log ``log_csv`` as a PNG; returns ``out_path``."""
-    return save_figure(loss_curves_figure(read_loss_log(log_csv)), out_path)
+def plot_loss_curves(
+    log_csv: str | Path, out_path: str | Path, validation_csv: str | Path | None = None
+) -> Path:
+    """Write the loss curves of the CSV training log ``log_csv`` as a PNG; returns ``out_path``.
+
+    With ``validation_csv`` (a training run's ``validation.csv``), the mean validation metrics
+    over the sets (its ``set = all`` rows) and the score get panels of their own, named
+    ``val <metric>``.
+    """
+    log = read_loss_log(log_csv)
+    if validation_csv is not None:
+        log = _with_validation(log, read_loss_log(validation_csv, rows_where=("set", "all")))
+    return save_figure(loss_curves_figure(log), out_path)
+
+
+def _with_validation(log: LossLog, validation: LossLog) -> LossLog:
+    """One log holding the rows of both, each column NaN in the other's rows."""
+    count, extra = log.steps.size, validation.steps.size
+    columns = {name: np.concatenate((v, np.full(extra, np.nan))) for name, v in log.columns.items()}
+    for name, values in validation.columns.items():
+        if name != "seconds":
+            columns[f"val {name}"] = np.concatenate((np.full(count, np.nan), values))
+    stages = None
+    if log.stages is not None or validation.stages is not None:
+        stages = (log.stages or [""] * count) + (validation.stages or [""] * extra)
+    return LossLog(np.concatenate((log.steps, validation.steps)), stages, columns)
 
 
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:

@@ -20,7 +20,7 @@ BELOW: dict[str, set[str]] = {
     "data": set(),
     "metrics": {"data"},
     "backends": {"model", "data"},
-    "training": {"model", "data", "backends"},
+    "training": {"model", "data", "metrics", "backends"},
     "export": {"model", "data", "backends"},
     "runtime": {"model", "data", "backends"},
     "bench": {"model", "data", "backends", "export"},

@@ -152,6 +152,16 @@ def train(
         list[Path] | None,
         typer.Option(help="Data folder holding ir/ and vi/ (repeat to combine several)."),
     ] = None,
+    val_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--val-data",
+            help="Validation folder holding ir/ and vi/ (repeatable; e.g. MSRS_test): the "
+            "moving average is scored on a few of its pairs every log.validate_every "
+            "iterations (validation.csv, fnet_best.safetensors). Pairs it picks from a "
+            "training folder are left out of training. Never the test sets.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder: checkpoints, logs, weights.")
     ] = None,
@@ -198,6 +208,7 @@ def train(
     flags: dict[str, object] = {
         "stages": stage,
         "data.folders": [str(folder) for folder in data] if data else None,
+        "val.folders": [str(folder) for folder in val_data] if val_data else None,
         "out": str(out) if out is not None else None,
         "stage1.iterations": iterations,
         "stage2.iterations": iterations,
@@ -210,10 +221,16 @@ def train(
     }
     run_config, changed = build_config(config, resume, flags, set_ or [])
     inputs = tuple(Path(folder) for folder in run_config.data.folders)
-    check_output(Path(run_config.out), "--out", folder=True, inputs=inputs)
+    val_inputs = tuple(Path(folder) for folder in run_config.val.folders)
+    check_output(Path(run_config.out), "--out", folder=True, inputs=inputs + val_inputs)
     for folder in inputs:  # before the memory estimate: a missing folder is the first problem
         if not folder.is_dir():
             raise InputError(folder, "not a folder" if folder.exists() else "data folder not found")
+    for folder in val_inputs:
+        if not folder.is_dir():
+            raise InputError(
+                folder, "not a folder" if folder.exists() else "validation folder not found"
+            )
     if (run_config.device or "cpu") == "cpu":
         crop, batch = run_config.data.crop, run_config.data.batch_size
         require_memory(

@@ -15,7 +15,8 @@ The document has top-level run settings and one table per section::
     [stage1]  # iterations
     [stage2]  # iterations, init, intensity_weight, gradient_weight, ssim_weight,
               # ssim_positions
-    [log]     # checkpoint_every, log_every, tensorboard, plot
+    [val]     # folders, pairs, crop
+    [log]     # checkpoint_every, log_every, tensorboard, plot, validate_every
     [speed]   # cuda_graph, channels_last, tf32, precision, conv
 
 Defaults are the paper's recipe (docs/model.md §5). Overrides are ``section.field=value`` strings
@@ -190,6 +191,32 @@ class StageTwoConfig:
 
 
 @dataclass(frozen=True)
+class ValConfig:
+    """Held-out pairs the moving-average weights are scored on during training
+    (:mod:`fnet_deploy.training.validation`).
+
+    Attributes:
+        folders: validation folders (``ir_dir`` / ``vis_dir`` layout, like the training data);
+            none: no validation. Never the test sets (TNO, RoadScene) the weights are judged on.
+        pairs: pairs picked evenly by name from each folder; those from a folder that is also
+            training data are left out of training.
+        crop: edge of the centre crop each picked pair is scored on (pixels).
+    """
+
+    folders: tuple[str, ...] = ()
+    pairs: int = 6
+    crop: int = 192
+
+    def __post_init__(self) -> None:
+        _check(self.pairs >= 1, "val.pairs", f"must be >= 1, got {self.pairs}")
+        _check(
+            self.crop >= SSIM_WINDOW,
+            "val.crop",
+            f"must be >= {SSIM_WINDOW} (the metrics' largest window), got {self.crop}",
+        )
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """How often the run is saved and logged.
 
@@ -199,12 +226,15 @@ class LogConfig:
         log_every: iterations between rows of ``log.csv`` (and TensorBoard points).
         tensorboard: also log to TensorBoard when it is installed.
         plot: draw ``loss_curves.png`` from the log when the run ends (needs matplotlib).
+        validate_every: iterations between validations on ``val.folders`` (also at the end of
+            each stage; 0: only there).
     """
 
     checkpoint_every: int = 500
     log_every: int = 10
     tensorboard: bool = True
     plot: bool = True
+    validate_every: int = 500
 
     def __post_init__(self) -> None:
         _check(
@@ -213,6 +243,11 @@ class LogConfig:
             f"must be >= 1, got {self.checkpoint_every}",
         )
         _check(self.log_every >= 1, "log.log_every", f"must be >= 1, got {self.log_every}")
+        _check(
+            self.validate_every >= 0,
+            "log.validate_every",
+            f"must be >= 0, got {self.validate_every}",
+        )
 
 
 @dataclass(frozen=True)
@@ -279,6 +314,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     stage1: StageOneConfig = field(default_factory=StageOneConfig)
     stage2: StageTwoConfig = field(default_factory=StageTwoConfig)
+    val: ValConfig = field(default_factory=ValConfig)
     log: LogConfig = field(default_factory=LogConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 

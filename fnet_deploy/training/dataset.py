@@ -89,8 +89,9 @@ def pad_to(image: np.ndarray, size: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w)), mode="symmetric")
 
 
-def scan_pairs(config: DataConfig) -> PairScan:
-    """Pair, read and check every image of ``config.folders``.
+def scan_pairs(config: DataConfig, exclude: frozenset[str] = frozenset()) -> PairScan:
+    """Pair, read and check every image of ``config.folders``, leaving out the pairs named in
+    ``exclude`` (``<folder name>/<file stem>``: validation pairs held out).
 
     Raises:
         InputError: a data folder or its ir/vi sub-folder is missing or has no images.
@@ -105,6 +106,8 @@ def scan_pairs(config: DataConfig) -> PairScan:
             scan.bad.append(f"{prefix}/{name}: no IR image of that name")
         for pair in listing.pairs:
             name = f"{prefix}/{pair.name}"
+            if name in exclude:
+                continue
             try:
                 ir, vis = load_pair(pair.ir, pair.vis)
             except InputError as err:

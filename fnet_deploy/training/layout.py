@@ -10,6 +10,8 @@ Files in the output folder (only the rank-0 process writes):
                                the end of the stage and on Ctrl-C / SIGTERM
 ``fnet_stage1.safetensors``    FNet (moving average) after stage I
 ``fnet.safetensors``           FNet (moving average) after stage II: the inference weights
+``validation.csv``             scores on the validation sets (``--val-data``), per validation
+``fnet_best.safetensors``      the stage-II moving average with the best validation score
 ``tensorboard/``               TensorBoard events, when TensorBoard is installed
 =============================  ==============================================================
 """
@@ -40,6 +42,15 @@ class RunLayout:
     @property
     def curves(self) -> Path:
         return self.out / "loss_curves.png"
+
+    @property
+    def validation(self) -> Path:
+        return self.out / "validation.csv"
+
+    @property
+    def best(self) -> Path:
+        """The stage-II weights with the best validation score."""
+        return self.out / "fnet_best.safetensors"
 
     @property
     def tensorboard(self) -> Path:

@@ -84,3 +84,25 @@ def save_weights(
         provenance=provenance,
         extra={"training": training},
     )
+
+
+def save_best(
+    parts: StageParts,
+    config: TrainConfig,
+    ctx: DistContext,
+    scan: PairScan,
+    layout: RunLayout,
+    done: int,
+    loss: float,
+    score: float,
+) -> None:
+    """Write the stage-II moving average after ``done`` iterations as ``fnet_best.safetensors``,
+    recording its validation score (called by rank 0 only)."""
+    provenance, training = weights_provenance(2, parts, config, ctx, scan, done, loss)
+    save_fnet(
+        layout.best,
+        parts.ema.averaged(FNet),
+        luminance="ycbcr",
+        provenance=f"{provenance}; best validation score {score:.4f} (iteration {done})",
+        extra={"training": training, "validation": {"step": done, "score": score}},
+    )

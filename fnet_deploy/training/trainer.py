@@ -50,8 +50,8 @@ from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_los
 from fnet_deploy.training.metric_log import MetricLog
 from fnet_deploy.training.reporter import Reporter, SilentReporter
 from fnet_deploy.training.resume import check_existing
-from fnet_deploy.training.saving import save_checkpoint, save_weights, weights_step
-from fnet_deploy.training.stage import build_stage
+from fnet_deploy.training.saving import save_best, save_checkpoint, save_weights, weights_step
+from fnet_deploy.training.stage import StageParts, build_stage
 from fnet_deploy.training.step import TrainStep
 from fnet_deploy.training.stopping import (
     StopRequest,
@@ -61,6 +61,7 @@ from fnet_deploy.training.stopping import (
     diverged_message,
     ignore_interrupts,
 )
+from fnet_deploy.training.validation import ValSet, holdout_names, load_validation, validate
 
 
 @dataclass
@@ -97,6 +98,7 @@ class _Session:
     stop: StopRequest
     result: TrainResult
     deadline: float | None
+    val_sets: list[ValSet]
 
     def out_of_time(self, next_step: float) -> bool:
         """Whether an iteration of ``next_step`` seconds, started now, would end past the time
@@ -138,9 +140,23 @@ def train(
         show: Reporter = reporter if (reporter is not None and ctx.is_main) else SilentReporter()
         layout = RunLayout(Path(config.out))
         check_existing(config, layout, resume)
-        scan = scan_pairs(config.data)
+        val_sets = load_validation(
+            config.val.folders,
+            config.data.ir_dir,
+            config.data.vis_dir,
+            config.val.pairs,
+            config.val.crop,
+        )
+        held_out = holdout_names(val_sets, config.data.folders)
+        scan = scan_pairs(config.data, exclude=held_out)
         for warning in check_scan(scan, config.data):
             show.note(f"warning: {warning}")
+        if val_sets:
+            show.note(
+                f"validating every {config.log.validate_every or 'stage end'} iterations on "
+                + ", ".join(f"{v.name} ({len(v.pairs)} pairs)" for v in val_sets)
+                + (f"; {len(held_out)} of them left out of training" if held_out else "")
+            )
         show.note(
             f"{len(scan.pairs)} training pairs from {', '.join(folder_names(config.data.folders))}"
             f"; {ctx.world_size} process(es) on {ctx.device.type}, global batch "
@@ -162,7 +178,18 @@ def train(
             write_text_atomic(layout.config, to_toml(config))
         result = TrainResult(layout=layout)
         session = _Session(
-            config, ctx, scan, images, layout, resume, show, log, StopRequest(), result, deadline
+            config,
+            ctx,
+            scan,
+            images,
+            layout,
+            resume,
+            show,
+            log,
+            StopRequest(),
+            result,
+            deadline,
+            val_sets,
         )
         cuda = ctx.device.type == "cuda"
         math_mode = tf32_convolutions(config.speed.tf32) if cuda else contextlib.nullcontext()
@@ -235,6 +262,7 @@ def _run_stage(stage: int, session: _Session) -> str | None:
     net.train()
     loss_value, reason = parts.loss, None
     tick, last_logged = time.perf_counter(), parts.start
+    val_seconds, stage_start = 0.0, time.monotonic()
     step_seconds, step_start = 0.0, time.monotonic()
     try:
         for step in range(parts.start, total):
@@ -267,6 +295,9 @@ def _run_stage(stage: int, session: _Session) -> str | None:
             # that fits the time box); several processes stop together at the step where the
             # request was agreed on (see distributed.agree).
             stopping = stopping or (session.stop.requested and not ctx.distributed)
+            every = config.log.validate_every
+            if session.val_sets and ((every and done % every == 0) or done == total):
+                val_seconds += _validate(stage, done, parts, session, loss_value)
             if done % config.log.checkpoint_every == 0 or done == total or stopping:
                 save_checkpoint(stage, parts, config, ctx, scan, layout, done, total, loss_value)
             if stopping:
@@ -279,6 +310,9 @@ def _run_stage(stage: int, session: _Session) -> str | None:
                     )
     finally:
         runner.close()
+    if val_seconds:
+        share = 100 * val_seconds / max(time.monotonic() - stage_start, 1e-9)
+        show.note(f"validation took {val_seconds:.0f} s, {share:.1f} % of this invocation's stage")
     show.stage_finished(stage)
     if ctx.is_main:
         save_weights(stage, parts, config, ctx, scan, layout, total, loss_value)
@@ -288,6 +322,38 @@ def _run_stage(stage: int, session: _Session) -> str | None:
     result.steps[stage] = total
     result.final_loss[stage] = loss_value
     return reason
+
+
+def _validate(stage: int, done: int, parts: StageParts, session: _Session, loss: float) -> float:
+    """Score the moving average on the validation sets (rank 0), log it, keep the best stage-II
+    weights; returns the seconds it took."""
+    if not session.ctx.is_main:
+        return 0.0
+    best = session.log.best_score(2) if stage == 2 else None
+    validation = validate(parts.ema.averaged(FNet), session.val_sets)
+    session.log.validation_rows(stage, done, validation)
+    means = "; ".join(
+        f"{name} " + " ".join(f"{k} {v:.3f}" for k, v in values.items())
+        for name, values in validation.per_set.items()
+    )
+    note = (
+        f"validation at {STAGE_NAMES[stage]} iteration {done}: {means}; "
+        f"score {validation.score:.4f}"
+    )
+    if stage == 2 and (best is None or validation.score > best[0]):
+        save_best(
+            parts,
+            session.config,
+            session.ctx,
+            session.scan,
+            session.layout,
+            done,
+            loss,
+            validation.score,
+        )
+        note += f" (best so far: {session.layout.best.name})"
+    session.show.note(note)
+    return validation.seconds
 
 
 def _batch_source(stage: int, start: int, total: int, session: _Session) -> BatchSource:

@@ -310,3 +310,36 @@ def test_gpu_window_config_is_the_paper_recipe_on_the_carried_pairs() -> None:
     ]
     paper = load_config(repo / "configs" / "default.toml")
     assert paper.speed == TrainConfig().speed and paper.max_minutes == 0.0
+
+
+def test_clip_norm_bounds_the_gradient_adam_steps_with() -> None:
+    torch.manual_seed(0)
+    fnet = FNet(ModelConfig(filters=4, kernel_size=3, iterations=2))
+    optimizer = make_adam(fnet.parameters(), OptimConfig(), capturable=False)
+    norms: list[float] = []
+
+    def record(*_: object) -> None:
+        grads = [p.grad for p in fnet.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    optimizer.register_step_pre_hook(record)
+
+    def loss(ir: torch.Tensor, vis: torch.Tensor) -> LossTerms:
+        return stage_two_loss(ir, vis, fnet(ir, vis))
+
+    for clip in (0.0, 1e-3):
+        step = TrainStep(
+            loss,
+            optimizer,
+            ModelEMA(fnet, 0.9),
+            fnet,
+            (2, 1, 16, 16),
+            torch.device("cpu"),
+            clip_norm=clip,
+        )
+        step.ir.copy_(torch.rand(2, 1, 16, 16))
+        step.vis.copy_(torch.rand(2, 1, 16, 16))
+        step.run(0.1)
+    unclipped, clipped = norms
+    assert unclipped > 1e-2  # the loss's gradient is far larger than the bound
+    assert clipped == pytest.approx(1e-3, rel=1e-4)

@@ -11,7 +11,7 @@ The document has top-level run settings and one table per section::
 
     [model]   # ModelConfig: filters, kernel_size, iterations, threshold, gamma, alpha
     [data]    # folders, ir_dir, vis_dir, crop, batch_size, small_images, bad_pairs, cache, workers
-    [optim]   # lr, betas, ema_decay, schedule, warmup
+    [optim]   # lr, betas, ema_decay, ema_warmup, schedule, warmup, clip_norm
     [stage1]  # iterations
     [stage2]  # iterations, init, intensity_weight, gradient_weight, ssim_weight,
               # ssim_positions
@@ -126,6 +126,8 @@ class OptimConfig:
             the average (off in the paper's recipe; see ``ModelEMA``).
         schedule: ``constant`` (the paper) or ``cosine`` decay to zero over the stage.
         warmup: iterations of linear warm-up from 0 (0 = none).
+        clip_norm: clip the gradient's global L2 norm (over every trained parameter) to this
+            before each Adam step (0: no clipping, the paper's recipe).
     """
 
     lr: float = 1e-4
@@ -134,6 +136,7 @@ class OptimConfig:
     ema_warmup: bool = False
     schedule: Schedule = "constant"
     warmup: int = 0
+    clip_norm: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.lr > 0 and math.isfinite(self.lr), "optim.lr", f"must be > 0, got {self.lr}")
@@ -148,6 +151,9 @@ class OptimConfig:
             f"must be in [0, 1), got {self.ema_decay}",
         )
         _check(self.warmup >= 0, "optim.warmup", f"must be >= 0, got {self.warmup}")
+        _check(
+            self.clip_norm >= 0, "optim.clip_norm", f"must be >= 0 (0: off), got {self.clip_norm}"
+        )
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ class TrainStep:
         channels_last: NHWC input buffers (the model is converted by the caller).
         precision: ``fp32``, ``fp64`` (the model's own dtype, no autocast), or ``bf16`` autocast
             over forward and loss.
+        clip_norm: clip the global L2 norm of the gradients of the optimiser's parameters to
+            this before the step (0: no clipping).
 
     Attributes:
         ir, vis: the input buffers, B x 1 x crop x crop in [0, 1] (the model's dtype); fill
@@ -103,8 +105,10 @@ class TrainStep:
         graph: bool = False,
         channels_last: bool = False,
         precision: StepPrecision = "fp32",
+        clip_norm: float = 0.0,
     ) -> None:
         self.loss = loss
+        self.clip_norm = clip_norm
         self.optimizer = optimizer
         self.ema = ema
         self.fnet = fnet
@@ -159,6 +163,9 @@ class TrainStep:
         with self._autocast():
             terms = self.loss(self.ir, self.vis)
         terms.total.backward()
+        if self.clip_norm:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_norm, foreach=True)
         self.optimizer.step()
         self.ema.blend(self.fnet, self.ema_weight)
         self.names = list(terms.parts)

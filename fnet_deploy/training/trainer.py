@@ -256,6 +256,7 @@ def _run_stage(stage: int, session: _Session) -> str | None:
         graph=parts.graph,
         channels_last=config.speed.channels_last,
         precision=config.speed.precision,
+        clip_norm=config.optim.clip_norm,
     )
     log.start_stage(stage, parts.start)
     show.stage_started(stage, total, parts.start)

@@ -218,12 +218,20 @@ class ImageFuser:
     def fuse_files(self, ir_path: Path, vis_path: Path) -> np.ndarray:
         """Fuse two image files; returns the uint8 image to save (H x W, or H x W x 3 BGR).
 
-        With a ``layout`` other than ``fused`` the result is the BGR composite of the visible
-        input, the IR input as the network saw it, and the fused image.
+        :meth:`read_pair` then :meth:`fuse_read`.
 
         Raises:
-            InputError: an image would not fit in memory even in tiles (checked from its
-                header, before decoding).
+            InputError: as :meth:`read_pair` and :meth:`fuse_read`.
+        """
+        return self.fuse_read(self.read_pair(ir_path, vis_path))
+
+    def read_pair(self, ir_path: Path, vis_path: Path) -> ReadPair:
+        """Read and check a pair of image files as the network takes them, before any model is
+        loaded: unreadable files, a pair too large for memory even in tiles (checked from the
+        headers, before decoding) and differing sizes (unless ``options.resize``) are refused.
+
+        Raises:
+            InputError: naming the file at fault.
         """
         for path in (vis_path, ir_path):
             size = image_size(path)
@@ -249,15 +257,45 @@ class ImageFuser:
                     f"{luma.shape[1]}x{luma.shape[0]} (W x H); register the pair or pass "
                     "--resize ir-to-vis or vis-to-ir",
                 )
+        return ReadPair(ir_path, ir, luma, chroma)
+
+    def fuse_read(self, pair: ReadPair) -> np.ndarray:
+        """Fuse a pair from :meth:`read_pair` (activating the runner); returns the uint8 image
+        to save (H x W, or H x W x 3 BGR).
+
+        With a ``layout`` other than ``fused`` the result is the BGR composite of the visible
+        input, the IR input as the network saw it, and the fused image.
+
+        Raises:
+            InputError: the pair does not fit the model's sizes or the memory, even in tiles.
+        """
+        ir, luma, chroma = pair.ir, pair.luma, pair.chroma
         self.runner.activate()
         try:
             self.tile_for(ir.shape[1], ir.shape[0], announce=False)
         except FnetError as err:
-            raise InputError(ir_path, str(err)) from None
+            raise InputError(pair.ir_path, str(err)) from None
         fused = compose_output(self.fuse_luma(ir, luma), chroma)
         if self.options.layout == "fused":
             return fused
         return compose_view(fused, compose_output(luma, chroma), to_uint8(ir), self.options.layout)
+
+
+@dataclass(frozen=True)
+class ReadPair:
+    """A pair of image files read as the network takes them (:meth:`ImageFuser.read_pair`).
+
+    Attributes:
+        ir_path: the infrared file, named by later errors.
+        ir: H x W float32 [0, 1] infrared input.
+        luma: H x W float32 [0, 1] visible luminance input.
+        chroma: H x W x 2 float32 chroma to put back, or ``None`` (grey output).
+    """
+
+    ir_path: Path
+    ir: np.ndarray
+    luma: np.ndarray
+    chroma: np.ndarray | None
 
 
 def _as_batch(image: np.ndarray) -> torch.Tensor:

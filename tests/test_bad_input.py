@@ -39,12 +39,17 @@ CASE_TIMEOUT = 60
 @dataclass(frozen=True)
 class Case:
     """A command line that must be refused: ``names`` is what its one line must contain (the
-    file or option and the problem), ``out`` where nothing may appear."""
+    file or option and the problem), ``out`` where nothing may appear. A refusal that can only
+    come from the work itself (``after_work``: a map found implausible once estimated) may follow
+    the command's progress lines; every other row is refused before its first phase, which the
+    driver announces as it begins (``announce_at_once``), so that a late refusal fails here on
+    every machine, not only on a slow one."""
 
     name: str
     args: tuple[str, ...]
     names: tuple[str, ...]
     out: Path | None = None
+    after_work: bool = False
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -116,6 +121,15 @@ def _inputs(work: Path) -> dict[str, Path]:
         f'[[pair]]\nvis = "{files["vi"].parent}"\nir = "{files["ir"].parent}"\n'
         f'out = "{work / "out" / "u.mp4"}"\nir_offset_ms = -40\n'
     )
+    files["loop"] = work / "loop.png"  # a symlink loop: loop.png -> loop2.png -> loop.png
+    files["loop"].symlink_to(work / "loop2.png")
+    (work / "loop2.png").symlink_to(files["loop"])
+    files["model_dir"] = work / "model_dir"
+    files["model_dir"].mkdir()
+    files["empty_onnx"] = work / "empty.onnx"
+    files["empty_onnx"].write_bytes(b"")
+    files["collinear"] = work / "collinear.txt"  # four point pairs on one line
+    files["collinear"].write_text("".join(f"{i} {i} {i} {i}\n" for i in range(0, 40, 10)))
     files["pairs_garbage"] = work / "pairs_garbage.toml"
     files["pairs_garbage"].write_text("[[pair]\nvis = \n")
     return files
@@ -136,8 +150,14 @@ def _cases(work: Path) -> list[Case]:
     calibrate = ("calibrate", "--ir", str(f["ir"]), "--vis", str(f["vi"]))
     cases: list[Case] = []
 
-    def add(name: str, args: tuple[str, ...], *names: str, target: Path | None = None) -> None:
-        cases.append(Case(name, args, names, target))
+    def add(
+        name: str,
+        args: tuple[str, ...],
+        *names: str,
+        target: Path | None = None,
+        after_work: bool = False,
+    ) -> None:
+        cases.append(Case(name, args, names, target, after_work))
 
     def add_out(name: str, args: tuple[str, ...], where: Path, *names: str) -> None:
         add(name, (*args, "--out", str(where)), *names, target=where)
@@ -439,12 +459,13 @@ def _cases(work: Path) -> list[Case]:
         "calibrate-max-error", (*calibrate, "--max-error", "nan"), out / "r.json", "--max-error"
     )
     corner = ("calibrate", "--ir", str(f["ir_corner"]), "--vis", str(f["vi_corner"]))
-    add_out(
+    add(
         "calibrate-affine-rotated",
-        (*corner, "--transform", "affine"),
-        out / "r.json",
+        (*corner, "--transform", "affine", "--out", str(out / "r.json")),
         "implausible map",
         "rotation",
+        target=out / "r.json",
+        after_work=True,
     )
     add_out(
         "calibrate-max-rotation", (*calibrate, "--max-rotation", "200"), out / "r.json", "rotation"
@@ -456,17 +477,89 @@ def _cases(work: Path) -> list[Case]:
         "fake.png",
     )
 
+    add_out(
+        "calibrate-collinear-points",
+        (*calibrate, "--points", str(f["collinear"])),
+        out / "r.json",
+        "collinear.txt",
+        "one line",
+    )
+    add(  # connecting is the work; FFmpeg's own "Connection refused" line must not show
+        "calibrate-rtsp-unreachable",
+        ("calibrate", "--ir", "rtsp://127.0.0.1:9/ir", "--vis", str(f["vi"])),
+        "rtsp://127.0.0.1:9/ir",
+        "cannot open",
+        after_work=True,
+    )
+
+    # every command: an input that is a symlink loop, a model that is not a model file
+    add_out(
+        "fuse-symlink-loop",
+        (*fuse, "--ir", str(f["loop"]), "--vis", str(f["vi"])),
+        image_out,
+        "loop.png",
+        "symlink loop",
+    )
+    add_out(
+        "fuse-model-folder",
+        ("fuse", *pair, "--model", str(f["model_dir"])),
+        image_out,
+        "model_dir",
+        "is a folder",
+    )
+    add_out(
+        "fuse-missing-engine",
+        ("fuse", *pair, "--model", str(work / "none.engine")),
+        image_out,
+        "none.engine",
+        "not found",
+    )
+    add_out(
+        "fuse-empty-onnx",
+        ("fuse", *pair, "--model", str(f["empty_onnx"])),
+        image_out,
+        "empty.onnx",
+        "empty",
+    )
+    add_out(
+        "fuse-corrupt-onnx",
+        ("fuse", *pair, "--model", str(f["onnx"])),
+        image_out,
+        "corrupt.onnx",
+        "not a readable ONNX model",
+    )
+    add("check-symlink-loop", ("check", str(f["loop"]), *pair, *tiny), "loop.png", "symlink loop")
+    add_out(
+        "stream-model-folder",
+        (*stream, "--model", str(f["model_dir"])),
+        video,
+        "model_dir",
+        "is a folder",
+    )
+    add_out(
+        "eval-missing-engine",
+        (*evaluate, "--model", str(work / "none.engine")),
+        out / "ev",
+        "none.engine",
+        "not found",
+    )
+
     # check and weights
     add("check-corrupt-onnx", ("check", str(f["onnx"]), *pair, *tiny), "corrupt.onnx")
     add("check-missing-model", ("check", str(work / "none.onnx"), *pair, *tiny), "none.onnx")
     add("weights-info-pickled", ("weights", "info", str(f["pickled"])), "pickled.pth")
     add("weights-info-fake", ("weights", "info", str(f["fake"])), "fake.png")
+
+    # stream --metrics-port (issue 36)
+    for port in ("70000", "web", "127.0.0.1:", "[::1]9100"):
+        metrics = (*stream, "--metrics-port", port)
+        add_out(f"stream-metrics-port={port}", metrics, video, "--metrics-port")
     return cases
 
 
 _NAMES = ("ir", "vi", "small", "empty", "truncated", "fake", "huge", "weights", "foreign", "nan")
 _NAMES += ("pickled", "onnx", "blocker", "registration", "ir_corner", "vi_corner", "old_run")
-_NAMES += ("pairs_unknown", "pairs_garbage")
+_NAMES += ("pairs_unknown", "pairs_garbage", "loop", "model_dir", "empty_onnx", "collinear")
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -486,7 +579,11 @@ def outcomes(
     cases = _cases(work)
     before = _digest(work)
     results = run_cases(
-        work, [(c.name, c.args, ()) for c in cases], timeout=600, case_timeout=CASE_TIMEOUT
+        work,
+        [(c.name, c.args, ()) for c in cases],
+        timeout=600,
+        case_timeout=CASE_TIMEOUT,
+        announce_at_once=True,
     )
     return results, cases, before, _digest(work)
 
@@ -513,6 +610,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     assert "Traceback" not in outcome.stdout + outcome.stderr, outcome.stderr
     assert outcome.code == 2, outcome
     lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    if case.after_work:  # the command's progress lines, then its error
+        assert all(line.startswith(f"{case.args[0]}: ") for line in lines[:-1]), lines
+        lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     for word in case.names:
         assert word in lines[0], (word, lines[0])

@@ -52,6 +52,9 @@ for case in json.loads(open(sys.argv[1]).read()):
         for name in [m for m in sys.modules if m.partition(".")[0] in case["hide"]]:
             del sys.modules[name]
         sys.meta_path.insert(0, Hide(case["hide"]))
+        if case.get("announce_at_once"):  # every phase prints its line as it begins
+            import fnet_deploy.commands.common as common
+            common.ANNOUNCE_SECONDS = 0.0
         signal.alarm(case.get("timeout", 0))  # a hang ends in SIGALRM (exit -14), a failure
         try:
             app(case["args"], prog_name="fnet-deploy")
@@ -160,8 +163,11 @@ def outcomes(
             frame = cv2.imread(str(NATO / modality / f"{number:06d}.png"), cv2.IMREAD_GRAYSCALE)
             (work / "pairs" / modality).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(work / "pairs" / modality / f"{number}.png"), frame[100:148, 150:198])
+    (work / "x.engine").write_bytes(b"an engine only TensorRT reads")
     cases = _cases(work)
-    results = run_cases(work, [(c.name, c.args, c.hide) for c in cases], timeout=300)
+    results = run_cases(
+        work, [(c.name, c.args, c.hide) for c in cases], timeout=300, announce_at_once=True
+    )
     return results, cases, work
 
 
@@ -170,14 +176,23 @@ def run_cases(
     cases: list[tuple[str, tuple[str, ...], tuple[str, ...]]],
     timeout: int,
     case_timeout: int = 0,
+    announce_at_once: bool = False,
 ) -> dict[str, Outcome]:
     """Run ``(name, args, hidden packages)`` command lines in one driver process that imports the
     CLI once and forks a child per case; ``case_timeout`` > 0 ends a child that runs longer with
-    SIGALRM (exit code -14). Logs go to ``work/logs``."""
+    SIGALRM (exit code -14). With ``announce_at_once`` every progress phase prints its line as it
+    begins (``ANNOUNCE_SECONDS = 0``), so that a refusal that comes after work has started shows
+    on every machine, not only on a slow one. Logs go to ``work/logs``."""
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     table = [
-        {"hide": list(hide), "args": list(args), "log": str(logs / name), "timeout": case_timeout}
+        {
+            "hide": list(hide),
+            "args": list(args),
+            "log": str(logs / name),
+            "timeout": case_timeout,
+            "announce_at_once": announce_at_once,
+        }
         for name, args, hide in cases
     ]
     (work / "cases.json").write_text(json.dumps(table))

@@ -95,9 +95,16 @@ def test_missing_optional_dependency_names_the_extra(
 @pytest.mark.skipif(
     importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here"
 )
-def test_engine_without_tensorrt_names_the_tensorrt_extra() -> None:
+def test_engine_without_tensorrt_names_the_tensorrt_extra(tmp_path: Path) -> None:
+    engine = tmp_path / "fnet.engine"
+    engine.write_bytes(b"an engine this machine cannot load")
     with pytest.raises(MissingDependencyError, match=r"fnet-deploy\[tensorrt\]"):
-        open_runner("fnet.engine")
+        open_runner(engine)
+
+
+def test_a_missing_engine_is_not_found_not_a_missing_extra(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"fnet\.engine: model file not found"):
+        open_runner(tmp_path / "fnet.engine")
 
 
 def test_onnx_runner_matches_the_torch_runner(tiny_files: tuple[Path, Path]) -> None:

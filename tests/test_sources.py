@@ -199,8 +199,10 @@ def test_empty_folder_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_missing_camera_has_a_clear_error() -> None:
-    source = open_source(parse_uri("v4l2:///dev/video99", "source"))
-    assert isinstance(source, V4L2Source) and source.live
+    with pytest.raises(FnetError, match="cannot open: /dev/video99 does not exist"):
+        open_source(parse_uri("v4l2:///dev/video99", "source"))  # before any work
+    source = V4L2Source(parse_uri("v4l2:///dev/video99", "source"))
+    assert source.live
     with pytest.raises(FnetError, match="cannot open"):
         source.open()
 
@@ -299,7 +301,7 @@ def test_live_capture_reconnects_after_a_drop(tmp_path: Path) -> None:
 
 
 def test_live_capture_gives_up_on_a_device_that_stays_away() -> None:
-    source = open_source(parse_uri("v4l2:///dev/video99", "source"))
+    source = V4L2Source(parse_uri("v4l2:///dev/video99", "source"))
     capture = Capture(source, "vis", reconnect_timeout=1.0)  # never opened: read() says lost
     start = time.monotonic()
     capture.start()
@@ -456,14 +458,14 @@ def thermal_counts() -> np.ndarray:
 def test_y16_camera_frames_stay_16_bit(monkeypatch: pytest.MonkeyPatch) -> None:
     camera = FakeCamera(("YUYV", "Y16"), thermal_counts())
     monkeypatch.setattr(cv2, "VideoCapture", camera)
-    source = open_source(parse_uri("v4l2:///dev/video0?format=Y16", "source"))
+    source = V4L2Source(parse_uri("v4l2:///dev/video0?format=Y16", "source"))
     source.open()
     frame = source.read()
     assert frame is not None and frame.image.dtype == np.uint16 and frame.image.ndim == 2
     np.testing.assert_array_equal(frame.image, camera.counts)
     assert (cv2.CAP_PROP_CONVERT_RGB, 0) in camera.calls
     # Without format=Y16 the same camera's frames arrive as OpenCV's 8-bit BGR.
-    plain = open_source(parse_uri("v4l2:///dev/video0", "source"))
+    plain = V4L2Source(parse_uri("v4l2:///dev/video0", "source"))
     camera.props = {cv2.CAP_PROP_FOURCC: fourcc("Y16")}
     plain.open()
     eight = plain.read()
@@ -472,7 +474,7 @@ def test_y16_camera_frames_stay_16_bit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_format_the_camera_does_not_take_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cv2, "VideoCapture", FakeCamera(("YUYV", "MJPG"), thermal_counts()))
-    source = open_source(parse_uri("v4l2:///dev/video0?format=Y16", "source"))
+    source = V4L2Source(parse_uri("v4l2:///dev/video0?format=Y16", "source"))
     with pytest.raises(FnetError, match=r"did not take format=Y16 \(it gives YUYV; list its"):
         source.open()
 

@@ -24,6 +24,7 @@ from typing import Literal, cast
 from fnet_deploy.atomic import check_writable
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.device import parse_device
+from fnet_deploy.backends.model_files import check_model_file
 from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.optional import require
@@ -91,11 +92,13 @@ def open_runner(
 
     Raises:
         FnetError: contradictory arguments or an unknown backend.
-        InputError: an unknown model file type (or, for the default choice, unreadable
-            weights).
+        InputError: a model file that is missing, not a file or broken
+            (:func:`~fnet_deploy.backends.model_files.check_model_file`), of an unknown type
+            (or, for the default choice, unreadable weights).
         MissingDependencyError: the backend's optional packages are not installed.
     """
     path = Path(model) if model is not None else None
+    metadata = check_model_file(path, tuple(sorted(_BY_SUFFIX))) if path is not None else {}
     if backend is not None and backend not in BACKENDS:
         raise FnetError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     chosen = cast(Backend, backend) if backend else (backend_for(path) if path else "torch")
@@ -126,7 +129,10 @@ def open_runner(
             f"the {chosen} backend needs an exported model file (make one with fnet-deploy export)"
         )
     if chosen == "onnxruntime":
-        from fnet_deploy.backends.onnx_runner import OnnxRunner
+        from fnet_deploy.backends.onnx_runner import PRECISION_KEY, OnnxRunner
+
+        if emulate_fp16 and device == "cpu" and metadata.get(PRECISION_KEY) == "fp16":
+            require("onnx")  # the float16 emulation is built with onnx
 
         return OnnxRunner(
             path, device=device, expected_precision=precision, emulate_fp16=emulate_fp16

@@ -11,7 +11,7 @@ import typer
 
 from fnet_deploy.commands.common import check_output, console, phase, reports_errors
 from fnet_deploy.commands.outputs import Outputs
-from fnet_deploy.data.images import IMAGE_SUFFIXES
+from fnet_deploy.data.images import IMAGE_SUFFIXES, quiet_native_stderr
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.runtime.calibration import (
     Method,
@@ -76,9 +76,14 @@ def calibrate(
     better than a translation or keeps less than half its common area.
     """
     check_output(out, "--out", suffixes=(".json",), inputs=(points, Path(ir), Path(vis)))
-    with phase(f"reading frame {frame} of each source"):
-        ir_image = to_single_channel(_first_frame(ir, frame))
-        vis_image = to_single_channel(_first_frame(vis, frame))
+    stills = [_still_image(text) for text in (ir, vis)]  # image files: read before any work
+    if any(still is None for still in stills):
+        with phase(f"reading frame {frame} of each source"):
+            stills = [
+                _nth_frame(text, frame) if still is None else still
+                for text, still in zip((ir, vis), stills, strict=True)
+            ]
+    ir_image, vis_image = (to_single_channel(still) for still in stills if still is not None)
     limits = Plausibility(
         max_rms_error=max_error, max_anisotropy=max_anisotropy, max_rotation=max_rotation
     )
@@ -97,9 +102,12 @@ def calibrate(
                 raise InputError(
                     points, f"pair {row + 1}: {name} point outside the {width}x{height} frame"
                 )
-        registration = estimate_from_points(
-            ir_points, vis_points, transform, ir_size, vis_size, limits
-        )
+        try:
+            registration = estimate_from_points(
+                ir_points, vis_points, transform, ir_size, vis_size, limits
+            )
+        except FnetError as err:
+            raise InputError(points, str(err)) from None
     else:
         with phase(f"estimating the map from the frames ({method})"):
             registration = estimate_from_images(ir_image, vis_image, transform, method, limits)
@@ -115,26 +123,32 @@ def calibrate(
     outputs.finish()
 
 
-def _first_frame(text: str, index: int) -> np.ndarray:
-    """Frame ``index`` of an image file, a video or another source."""
+def _still_image(text: str) -> np.ndarray | None:
+    """The image of ``text`` when it names an image file, else ``None`` (a video or source)."""
     uri = parse_uri(text, "source")
     if uri.scheme == "file" and uri.path.suffix.lower() in IMAGE_SUFFIXES:
         return _read_image(uri.path)
-    source = open_source(uri, DEFAULT_DIR_FPS)
-    source.open()
-    try:
-        for position in range(index + 1):
-            try:
-                found = source.read()
-            except (CorruptFrame, SourceLost) as err:
-                raise FnetError(f"{text}: {err}") from None
-            if found is None:
-                raise FnetError(f"{text}: has no frame {index}")
-            if position == index:
-                return found.image
-        raise AssertionError("unreachable")
-    finally:
-        source.close()
+    return None
+
+
+def _nth_frame(text: str, index: int) -> np.ndarray:
+    """Frame ``index`` of a video or another source (FFmpeg's own messages kept off stderr)."""
+    source = open_source(parse_uri(text, "source"), DEFAULT_DIR_FPS)
+    with quiet_native_stderr():
+        source.open()
+        try:
+            for position in range(index + 1):
+                try:
+                    found = source.read()
+                except (CorruptFrame, SourceLost) as err:
+                    raise FnetError(f"{text}: {err}") from None
+                if found is None:
+                    raise FnetError(f"{text}: has no frame {index}")
+                if position == index:
+                    return found.image
+            raise AssertionError("unreachable")
+        finally:
+            source.close()
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -232,6 +232,14 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             problem = (err.strerror or str(err) or type(err).__name__).lower()
             typer.echo(f"error: {where}{problem}", err=True)
             raise typer.Exit(2) from None
+        except RuntimeError as err:
+            loop = _symlink_loop(err)
+            if loop is None:
+                raise
+            typer.echo(
+                f"error: {loop}: is a symlink loop (a link that leads back to itself)", err=True
+            )
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(INTERRUPTED_EXIT) from None
@@ -239,6 +247,16 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             _command.reset(running)
 
     return wrapper
+
+
+def _symlink_loop(err: RuntimeError) -> str | None:
+    """The path of pathlib's ``RuntimeError("Symlink loop from '<path>'")`` (Python < 3.13;
+    later versions raise :class:`OSError` ``ELOOP``), else ``None``."""
+    text = str(err)
+    prefix = "Symlink loop from "
+    if not text.startswith(prefix):
+        return None
+    return text.removeprefix(prefix).strip("'\"")
 
 
 def parse_pair(text: str, option: str, example: str = "1,99") -> tuple[float, float]:
@@ -265,7 +283,9 @@ PROGRESS_ENV = "FNET_DEPLOY_PROGRESS_SECONDS"
 DEFAULT_PROGRESS_SECONDS = 5.0
 ANNOUNCE_SECONDS = 1.0
 """A phase is announced once it has lasted this long (or the interval, if that is shorter): work
-that ends sooner, or input refused at once, prints nothing."""
+that ends sooner, or input refused at once, prints nothing. At 0 every phase is announced as it
+begins, in the calling thread (what tests of input refused before any work use: a phase line
+then always shows, however fast the machine)."""
 
 
 def progress_seconds() -> float:
@@ -316,16 +336,21 @@ class ProgressLines:
     def begin(self, label: str, status: Callable[[], str] | None = None) -> None:
         """Start a phase (ending the previous one): ``label`` says what it does, ``status`` what
         it has done so far (called from the background thread)."""
+        at_once = self.delay <= 0
         with self._wake:
             self._label, self._status = label, status
             self._since = time.monotonic()
-            self._announced = False
+            self._announced = at_once
             if self._thread is None:
                 self._closing = False
                 self._last = self._since
                 self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
                 self._thread.start()
+            if at_once:
+                self._last = self._since
             self._wake.notify()
+        if at_once:
+            self._print(label)
 
     def close(self) -> None:
         """End the current phase and stop the thread (idempotent)."""
@@ -341,7 +366,10 @@ class ProgressLines:
         while (due := self._wait()) is not None:
             label, status, elapsed = due
             line = label if elapsed is None else f"{_status_text(label, status)} ({elapsed:.0f} s)"
-            console.print(self.prefix + line, markup=False, highlight=False, soft_wrap=True)
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        console.print(self.prefix + line, markup=False, highlight=False, soft_wrap=True)
 
     def _wait(self) -> tuple[str, Callable[[], str] | None, float | None] | None:
         """Wait for the next line: ``(label, status, elapsed)`` of the phase (``elapsed`` None

@@ -113,8 +113,9 @@ def fuse(
     outputs = Outputs("fuse")
     try:
         if not folders:
+            pair = fuser.read_pair(ir, vis)  # bad images are refused before any phase
             with phase(f"fusing {ir.name} + {vis.name} with {runner.name}"):
-                image = fuser.fuse_files(ir, vis)
+                image = fuser.fuse_read(pair)
             written = outputs.write(out, lambda path: write_image(path, image), "the fused image")
             if written == out:
                 console.print(

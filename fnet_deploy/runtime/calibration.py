@@ -84,6 +84,12 @@ class Plausibility:
     min_overlap_kept: float = 0.5
 
 
+def _collinear(points: np.ndarray) -> bool:
+    """Whether N x 2 ``points`` lie on one line or one spot (to rounding)."""
+    spread = points - points.mean(axis=0)
+    return bool(np.linalg.matrix_rank(spread, tol=1e-6 * (1.0 + np.abs(points).max())) < 2)
+
+
 def fit_points(ir_points: np.ndarray, vis_points: np.ndarray, transform: Transform) -> np.ndarray:
     """Least-squares map from point pairs.
 
@@ -102,9 +108,15 @@ def fit_points(ir_points: np.ndarray, vis_points: np.ndarray, transform: Transfo
     if transform == "translation":
         shift = (dst - src).mean(axis=0)
         return np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]], [0.0, 0.0, 1.0]])
+    for name, points in (("IR", src), ("visible", dst)):
+        if _collinear(points):
+            raise FnetError(
+                f"the {name} points all lie on one line (or one spot): a {transform} needs "
+                "points spread over the frame, not collinear"
+            )
     if transform == "homography":
         matrix, _ = cv2.findHomography(src, dst, 0)
-        if matrix is None:
+        if matrix is None or not abs(matrix[2, 2]) > 1e-12:
             raise FnetError("the points do not determine a homography (collinear or repeated?)")
         return np.asarray(matrix, np.float64) / matrix[2, 2]
     design = np.hstack([src, np.ones((len(src), 1))])

@@ -96,6 +96,11 @@ class Source(abc.ABC):
     def open(self) -> None:
         """Open (or reopen) the source; raises :class:`FnetError` with a clear message."""
 
+    def check_present(self) -> None:
+        """Refuse, before any work, a source that cannot be there (a camera device file that
+        does not exist); what only opening tells is left to :meth:`open`."""
+        return None
+
     @abc.abstractmethod
     def read(self) -> Frame | None:
         """The next frame, or ``None`` at the end of a finite source."""
@@ -349,6 +354,11 @@ class V4L2Source(CaptureSource):
         self.pixel_format = uri.options.get("format", "").upper()
         self.raw_type = RAW_FORMATS.get(self.pixel_format)
 
+    def check_present(self) -> None:
+        device = self.uri.location
+        if device.startswith("/") and not os.path.exists(device):
+            raise FnetError(f"{self.name}: cannot open: {device} does not exist (device missing)")
+
     def _configure(self, capture: cv2.VideoCapture) -> None:
         for prop, value in v4l2_settings(self.uri):
             capture.set(prop, value)
@@ -465,12 +475,19 @@ class GstSource(CaptureSource):
 
 
 def open_source(uri: URI, fps: float = DEFAULT_DIR_FPS) -> Source:
-    """The source for ``uri`` (not opened yet); ``fps`` is the default rate of frame folders.
+    """The source for ``uri`` (not opened yet, but checked to be there:
+    :meth:`Source.check_present`); ``fps`` is the default rate of frame folders.
 
     Raises:
         FnetError: a source this OpenCV build cannot read (``csi://``, ``gst://`` without
-            GStreamer).
+            GStreamer), or a camera device that does not exist.
     """
+    source = _source_for(uri, fps)
+    source.check_present()
+    return source
+
+
+def _source_for(uri: URI, fps: float) -> Source:
     if uri.scheme == "file":
         return FileSource(uri)
     if uri.scheme == "dir":

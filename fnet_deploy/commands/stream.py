@@ -54,6 +54,12 @@ from fnet_deploy.model.weights import resolve_weights
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.gst_pipelines import ENCODER_NAMES
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline, stop_on_signals
+from fnet_deploy.runtime.prometheus import (
+    SINGLE_PAIR,
+    StreamMetrics,
+    open_metrics,
+    parse_metrics_address,
+)
 from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import Sink, TeeSink, open_sink
 from fnet_deploy.runtime.sources import DEFAULT_DIR_FPS, open_source
@@ -164,6 +170,15 @@ def stream(
     stats: Annotated[
         Path | None, typer.Option(help="Write the run's statistics to this JSON file.")
     ] = None,
+    metrics_port: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus metrics at http://...:PORT/metrics while the run lasts: PORT "
+            "(every interface) or HOST:PORT (127.0.0.1:9100: this machine only); 0 picks a free "
+            "port. An http:// output serves them at /metrics too.",
+        ),
+    ] = None,
     max_errors: Annotated[
         int, typer.Option(min=1, help="Consecutive backend errors that stop the run.")
     ] = 10,
@@ -236,6 +251,7 @@ def stream(
     143, as for any interrupted command); a run that fused no frame exits with 1.
     """
     reconnect_timeout = parse_reconnect_timeout(reconnect)
+    metrics_address = None if metrics_port is None else parse_metrics_address(metrics_port)
     if pair or pairs is not None:
         defaults = {
             "registration": registration,
@@ -270,8 +286,13 @@ def stream(
             max_batch,
             live,
             encoder,
+            _metrics(metrics_address, [spec.out for spec in specs]),
         )
-        stream_pairs(specs, settings, _runtime_logging)
+        try:
+            stream_pairs(specs, settings, _runtime_logging)
+        finally:
+            if settings.metrics is not None:
+                settings.metrics.close()
         return
     if (vis is None) != (ir is None):
         raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
@@ -321,40 +342,52 @@ def stream(
     run_stats = RunStats()
     stop = StopFlag()
     runner = open_runner(model, backend, device, precision, weights, notify=notice)
+    try:
+        metrics = _metrics(metrics_address, out_uris)
+    except BaseException:
+        sink.close()  # a served output listens already
+        raise
+    if metrics is not None:
+        metrics.add_pair(SINGLE_PAIR, run_stats)
+    sink.attach(run_stats, metrics)
     outputs = Outputs("stream")
     stats_at = stats
-    with phase(f"preparing {runner.name}"):
-        runner.activate()
-    with runner:
-        run_stats.info.update(
-            {
-                "backend": runner.name,
-                "model": str(model or resolve_weights(weights)),
-                "device": device,
-                "precision": precision or "default",
-                "registration": str(registration) if registration else None,
-                "codecs": sink.codecs(),
-            }
-        )
-        pipeline = StreamPipeline(
-            vis_source, ir_source, runner, sink, registrar, gain, options, run_stats
-        )
-        show = console.is_terminal if live is None else live
-        try:
-            with (
-                _runtime_logging(),
-                _live_view(
-                    show, run_stats, f"fusing {vis_uri} + {ir_uri} -> {sink.name}"
-                ) as update,
-                stop_on_signals(stop),
-            ):
-                pipeline.run(stop, update)
-        finally:
-            if stats is not None:
-                stats_at = outputs.write(stats, run_stats.write_json, "the statistics")
-                # a run that failed ends with its own error: say here where the statistics went
-                if outputs.kept and sys.exc_info()[0] is not None:
-                    notice(f"warning: {outputs.kept[0]}")
+    try:
+        with phase(f"preparing {runner.name}"):
+            runner.activate()
+        with runner:
+            run_stats.info.update(
+                {
+                    "backend": runner.name,
+                    "model": str(model or resolve_weights(weights)),
+                    "device": device,
+                    "precision": precision or "default",
+                    "registration": str(registration) if registration else None,
+                    "codecs": sink.codecs(),
+                }
+            )
+            pipeline = StreamPipeline(
+                vis_source, ir_source, runner, sink, registrar, gain, options, run_stats
+            )
+            show = console.is_terminal if live is None else live
+            try:
+                with (
+                    _runtime_logging(),
+                    _live_view(
+                        show, run_stats, f"fusing {vis_uri} + {ir_uri} -> {sink.name}"
+                    ) as update,
+                    stop_on_signals(stop),
+                ):
+                    pipeline.run(stop, update)
+            finally:
+                if stats is not None:
+                    stats_at = outputs.write(stats, run_stats.write_json, "the statistics")
+                    # a run that failed ends with its own error: say here where the statistics went
+                    if outputs.kept and sys.exc_info()[0] is not None:
+                        notice(f"warning: {outputs.kept[0]}")
+    finally:
+        if metrics is not None:
+            metrics.close()
     _summary(run_stats, stats_at)
     outputs.finish()
     if run_stats.stopped_by.startswith("signal "):
@@ -402,6 +435,15 @@ def _open_sinks(uris: list[URI], fps: float | None, encoder: str | None) -> Sink
             sink.close()
         raise
     return sinks[0] if len(sinks) == 1 else TeeSink(sinks)
+
+
+def _metrics(address: tuple[str, int] | None, outputs: list[URI]) -> StreamMetrics | None:
+    """The run's Prometheus metrics when ``--metrics-port`` or an ``http://`` output asks for
+    them, served on ``address`` from now on (and said where, in one line)."""
+    metrics = open_metrics(address, any(uri.scheme == "http" for uri in outputs))
+    if metrics is not None and metrics.url is not None:
+        notice(f"Prometheus metrics at {metrics.url}")
+    return metrics
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Group
@@ -46,6 +47,9 @@ from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import open_sink
 from fnet_deploy.runtime.sources import open_source
 
+if TYPE_CHECKING:
+    from fnet_deploy.runtime.prometheus import StreamMetrics
+
 STATE_WIDTH = 20
 """Characters of a pair's state shown in the live table (errors are printed whole at the end)."""
 
@@ -66,6 +70,8 @@ class RunSettings:
     max_batch: int | None
     live: bool | None
     encoder: str | None
+    metrics: StreamMetrics | None = None
+    """The run's Prometheus metrics (served by ``stream``), each pair's added when it is made."""
 
 
 def stream_pairs(
@@ -129,6 +135,11 @@ def stream_pairs(
             stats.pairs[spec.name].info["registration"] = (
                 str(spec.registration) if spec.registration else None
             )
+        for camera_pair in pairs:  # exported, and served by the browser views among the outputs
+            pair_stats = stats.pairs[camera_pair.name]
+            if settings.metrics is not None:
+                settings.metrics.add_pair(camera_pair.name, pair_stats)
+            camera_pair.sink.attach(pair_stats, settings.metrics)
         show = console.is_terminal if settings.live is None else settings.live
         label = f"fusing {len(specs)} pairs: " + ", ".join(
             f"{spec.name} -> {spec.out}" for spec in specs

@@ -17,6 +17,7 @@ Faults and what the run does:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -38,7 +39,7 @@ from fnet_deploy.runtime.registration import Registrar
 from fnet_deploy.runtime.sinks import Sink
 from fnet_deploy.runtime.sources import Frame, Source
 from fnet_deploy.runtime.stats import RunStats
-from fnet_deploy.runtime.sync import FramePairer, Paired, Unpaired, default_max_skew
+from fnet_deploy.runtime.sync import Decision, FramePairer, Unpaired, default_max_skew
 from fnet_deploy.signals import stop_signals_handled
 from fnet_deploy.views import Layout, compose_view
 
@@ -146,6 +147,7 @@ class StreamPipeline:
         self._errors_in_row = 0
         self._warned_unpaired = False
         self._pairer: FramePairer | None = None
+        self._counts_lock = threading.Lock()
 
     def run(
         self,
@@ -174,6 +176,7 @@ class StreamPipeline:
                 )
                 # from here on the capture owns the source (and closes it when its thread ends)
             vis_cap, ir_cap = captures
+            stats.refresh = functools.partial(self._update_counts, captures)
             pairer = self._start(vis_cap, ir_cap)
             self._loop(vis_cap, ir_cap, pairer, stop, progress)
         except FnetError as err:
@@ -189,6 +192,7 @@ class StreamPipeline:
                 self.vis.close()
             self.sink.close()
             self._update_counts(captures)
+            stats.refresh = None
             stats.info["frame_size"] = list(self.registrar.size)
             stats.finished = time.monotonic()
         return stats
@@ -230,9 +234,10 @@ class StreamPipeline:
             _fps_text(ir_fps),
             max_skew * 1000.0,
         )
+        self._pairer = FramePairer(max_skew, opts.ir_offset)
+        self.stats.start_fusing()
         vis_cap.start()
         ir_cap.start()
-        self._pairer = FramePairer(max_skew, opts.ir_offset)
         return self._pairer
 
     def _loop(
@@ -268,14 +273,12 @@ class StreamPipeline:
                 item = vis_cap.get(POLL_SECONDS)
                 if isinstance(item, End):
                     self._report_end("vis", self.vis, item)
-                    for decision in pairer.finish():
-                        self._handle(decision)
+                    self._decide(pairer.finish)
                     stats.stopped_by = "end of input"
                     return
                 if item is not None:
                     pairer.add_vis(item)
-            for decision in pairer.pop():
-                self._handle(decision)
+            self._decide(pairer.pop)
             now = time.monotonic()
             if now - last_progress >= PROGRESS_SECONDS:
                 self._update_counts([vis_cap, ir_cap])
@@ -294,7 +297,17 @@ class StreamPipeline:
             raise FnetError(message)
         log.warning(message)
 
-    def _handle(self, decision: Paired | Unpaired) -> None:
+    def _decide(self, decisions: Callable[[], list[Decision]]) -> None:
+        """Take the pairer's final decisions (``pop`` or ``finish``) and handle each, the time
+        the pairer took shared among them."""
+        start = time.monotonic()
+        decided = decisions()
+        if decided:
+            cost = (time.monotonic() - start) / len(decided)
+            for decision in decided:
+                self._handle(decision, cost)
+
+    def _handle(self, decision: Decision, pairing_seconds: float) -> None:
         stats = self.stats
         if isinstance(decision, Unpaired):
             self._note_unpaired(decision)
@@ -304,13 +317,15 @@ class StreamPipeline:
         oldest = min(vis.grabbed_at, ir.grabbed_at)
         stats.skew.add(abs(decision.skew))
         stats.latency["capture"].add(max(vis.read_seconds, ir.read_seconds))
-        stats.latency["sync"].add(taken - oldest)
+        stats.latency["sync_wait"].add(max(0.0, taken - oldest - pairing_seconds))
+        stats.latency["sync"].add(pairing_seconds)
         fused = self._fuse(vis, ir)
         if fused is None:
             return
         start = time.monotonic()
         self.sink.write(fused)
         end = time.monotonic()
+        stats.frame_written()
         stats.latency["write"].add(end - start)
         stats.latency["end_to_end"].add(end - oldest)
         stats.counts.written = self.sink.written
@@ -371,9 +386,19 @@ class StreamPipeline:
         )
 
     def _update_counts(self, captures: list[Capture]) -> None:
+        """Bring the counts and queue depths up to date (from the pipeline's thread, or any
+        other through ``stats.refresh``)."""
+        with self._counts_lock:
+            self._count(captures)
+
+    def _count(self, captures: list[Capture]) -> None:
         counts = self.stats.counts
         by_role = {capture.role: capture for capture in captures}
         pairer = self._pairer
+        depth = self.stats.queue_depth
+        for capture in captures:
+            depth[capture.role] = capture.queued_frames()
+        depth["pairing"] = pairer.pending if pairer else 0
         if "vis" in by_role:
             vis = by_role["vis"]
             # the queue first: a frame the capture thread reads meanwhile then counts as read

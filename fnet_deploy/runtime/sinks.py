@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
@@ -36,6 +36,9 @@ from fnet_deploy.runtime.gst_pipelines import (
 from fnet_deploy.runtime.h264 import H264Writer, h264_encoder
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import URI, VIDEO_SUFFIXES
+
+if TYPE_CHECKING:
+    from fnet_deploy.runtime.prometheus import StreamMetrics
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
 """Codecs OpenCV's FFmpeg backend writes (and reads back) in the PyPI wheels; H.264 is not one."""
@@ -82,6 +85,12 @@ class Sink(abc.ABC):
         """Called by the pipeline a few times a second with the run's statistics (counts up to
         date); sinks that show them (the browser view) take them here, others ignore them."""
         del stats
+
+    def attach(self, stats: RunStats, metrics: StreamMetrics | None) -> None:
+        """Give the sink the run's statistics and metrics, before the run starts; sinks that
+        serve them (the browser view's ``/stats.json`` and ``/metrics``) keep them, others
+        ignore them."""
+        del stats, metrics
 
     def codecs(self) -> dict[str, str]:
         """The codec (FFmpeg's name: ``h264``, ``mpeg4`` ...) of each video file this sink
@@ -366,6 +375,10 @@ class TeeSink(Sink):
     def observe(self, stats: RunStats) -> None:
         for sink in self.sinks:
             sink.observe(stats)
+
+    def attach(self, stats: RunStats, metrics: StreamMetrics | None) -> None:
+        for sink in self.sinks:
+            sink.attach(stats, metrics)
 
     def codecs(self) -> dict[str, str]:
         """Every output's video codec (:meth:`Sink.codecs`)."""

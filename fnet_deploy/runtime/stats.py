@@ -3,8 +3,10 @@
 Stages of one output frame (milliseconds):
 
 - ``capture``: reading and decoding the visible and IR frames (the slower of the two);
-- ``sync``: from the older grab of the pair until the pair was formed (time in the capture
-  queues and waiting for the partner frame);
+- ``sync_wait``: from the older grab of the pair until the pipeline handled it, less the pairing
+  itself: time in the capture queues (a recording is read ahead of a slower model) and waiting
+  for the partner frame;
+- ``sync``: the pairing itself (deciding which IR frame goes with the visible one);
 - ``register``, ``preprocess``, ``infer``, ``postprocess``, ``write``: the pipeline's steps
   (``infer`` is the runner's own measurement);
 - ``end_to_end``: from the older grab of the pair until its fused frame was written.
@@ -16,6 +18,7 @@ import collections
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from fnet_deploy.atomic import write_text_atomic
 
 STAGES: tuple[str, ...] = (
     "capture",
+    "sync_wait",
     "sync",
     "register",
     "preprocess",
@@ -40,13 +44,19 @@ WINDOW = 100_000
 
 
 class LatencySeries:
-    """Durations of one stage: count, mean and max over the run, percentiles over a window."""
+    """Durations of one stage: count, mean and max over the run, percentiles over a window.
+
+    Attributes:
+        observer: also called with every duration (a Prometheus histogram's ``observe``), or
+            ``None``.
+    """
 
     def __init__(self, window: int = WINDOW) -> None:
         self._values = np.zeros(window, np.float64)
         self.count = 0
         self.total = 0.0
         self.max = 0.0
+        self.observer: Callable[[float], None] | None = None
 
     def add(self, seconds: float) -> None:
         """Record one duration."""
@@ -54,6 +64,8 @@ class LatencySeries:
         self.count += 1
         self.total += seconds
         self.max = max(self.max, seconds)
+        if self.observer is not None:
+            self.observer(seconds)
 
     def recent(self, last: int | None = None) -> np.ndarray:
         """The recorded durations still in the window, oldest first (at most ``last``)."""
@@ -178,7 +190,18 @@ class OutageLog:
 
 @dataclass
 class RunStats:
-    """Everything measured during one stream run."""
+    """Everything measured during one stream run.
+
+    A run has two phases: setting up (from this object's creation: loading the model, an export
+    on first use) and fusing (from :meth:`start_fusing`, when the pipeline opens its sources);
+    ``throughput`` counts the fusing time only.
+
+    Attributes:
+        queue_depth: frames waiting at the last count update: ``vis`` and ``ir`` in the
+            capture queues, ``pairing`` visible frames in the pairer.
+        refresh: set by a running pipeline: brings ``counts`` and ``queue_depth`` up to date
+            (thread-safe; :meth:`current` calls it).
+    """
 
     info: dict[str, Any] = field(default_factory=dict)
     counts: FrameCounts = field(default_factory=FrameCounts)
@@ -190,8 +213,22 @@ class RunStats:
     outages: OutageLog = field(default_factory=OutageLog)
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
+    fusing_started: float | None = None
+    first_written: float | None = None
     finished: float | None = None
     stopped_by: str = "running"
+    queue_depth: dict[str, int] = field(default_factory=dict)
+    refresh: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def start_fusing(self) -> None:
+        """The setup is over: fusing starts now (the first call counts)."""
+        if self.fusing_started is None:
+            self.fusing_started = time.monotonic()
+
+    def frame_written(self) -> None:
+        """A fused frame was written (the first one's time is kept)."""
+        if self.first_written is None:
+            self.first_written = time.monotonic()
 
     def event(self, message: str) -> None:
         """Record something that happened (reconnection, skipped frame, backend error)."""
@@ -203,21 +240,54 @@ class RunStats:
         return (self.finished or time.monotonic()) - self.started
 
     @property
+    def setup_seconds(self) -> float:
+        """Seconds from the run's start until fusing started (so far, while setting up)."""
+        end = self.fusing_started or self.finished or time.monotonic()
+        return end - self.started
+
+    @property
+    def fusing_seconds(self) -> float:
+        """Seconds of fusing: from :meth:`start_fusing` until the run finished (or now)."""
+        if self.fusing_started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.fusing_started
+
+    @property
+    def phase(self) -> str:
+        """``setting up``, ``fusing`` or ``finished``."""
+        if self.finished is not None:
+            return "finished"
+        return "setting up" if self.fusing_started is None else "fusing"
+
+    @property
     def throughput(self) -> float:
-        """Fused frames written per second of wall time."""
-        elapsed = self.elapsed
-        return self.counts.written / elapsed if elapsed > 0 else 0.0
+        """Fused frames written per second of fusing time (the setup not counted)."""
+        seconds = self.fusing_seconds
+        return self.counts.written / seconds if seconds > 0 else 0.0
+
+    def current(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the counts brought up to date first (from any thread)."""
+        refresh = self.refresh
+        if refresh is not None:
+            refresh()
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """The stats JSON document (see ``docs/runtime.md``)."""
+        first = self.first_written
         return {
             "format": FORMAT_NAME,
             **self.info,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_wall)),
+            "phase": self.phase,
             "wall_time_s": round(self.elapsed, 3),
+            "setup_s": round(self.setup_seconds, 3),
+            "fusing_s": round(self.fusing_seconds, 3),
+            "first_frame_s": None if first is None else round(first - self.started, 3),
             "stopped_by": self.stopped_by,
             "throughput_fps": round(self.throughput, 3),
             "frames": asdict(self.counts),
+            "queue_depth": dict(self.queue_depth),
             "latency_ms": {stage: series.summary() for stage, series in self.latency.items()},
             "pair_skew_ms": self.skew.summary(),
             "outages": self.outages.summary(self.started, self.finished or time.monotonic()),

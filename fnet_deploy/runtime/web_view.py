@@ -9,11 +9,12 @@ library's HTTP server in a thread:
 - ``/stream.mjpg``: ``multipart/x-mixed-replace`` JPEG frames; every client gets the newest frame
   (a slow client skips frames and never holds the run back);
 - ``/frame.jpg``: the newest frame;
-- ``/stats.json``: the run's statistics document (what ``--stats`` writes at the end), live.
+- ``/stats.json``: the run's statistics document (what ``--stats`` writes at the end), built
+  when asked, so always current (``phase``: ``setting up`` while the model loads);
+- ``/metrics``: the run's Prometheus metrics (:mod:`~fnet_deploy.runtime.prometheus`).
 
 Frames are encoded to JPEG by the serving threads, once per frame and only while someone
-watches; the statistics document is built on the pipeline's progress ticks while the page asks
-for it. There is no authentication: serve on every interface only on a network you trust.
+watches. There is no authentication: serve on every interface only on a network you trust.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import json
 import logging
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -33,12 +34,13 @@ from fnet_deploy.runtime.sinks import Sink
 from fnet_deploy.runtime.stats import FORMAT_NAME, RunStats
 from fnet_deploy.runtime.uri import URI, endpoint
 
+if TYPE_CHECKING:
+    from fnet_deploy.runtime.prometheus import StreamMetrics
+
 log = logging.getLogger("fnet_deploy.runtime")
 
 DEFAULT_QUALITY = 80
 """JPEG quality of the streamed frames (``?quality=``)."""
-STATS_INTEREST_SECONDS = 2.0
-"""The statistics document is rebuilt while a client asked for it within this many seconds."""
 WAIT_SECONDS = 0.5
 """How long a streaming thread waits for a new frame before checking that the view is open."""
 BOUNDARY = "fnetframe"
@@ -71,8 +73,8 @@ class WebViewSink(Sink):
         self._frame: np.ndarray | None = None
         self._sequence = 0
         self._jpeg: tuple[int, bytes] | None = None
-        self._stats = json.dumps({"format": FORMAT_NAME, "stopped_by": "starting"}).encode()
-        self._stats_wanted_until = 0.0
+        self._stats: RunStats | None = None
+        self._metrics: StreamMetrics | None = None
         self._closed = False
         self._announced = False
         server_class = _Server6 if ":" in where.host else _Server
@@ -99,13 +101,17 @@ class WebViewSink(Sink):
             self._sequence += 1
             self._cond.notify_all()
 
+    def attach(self, stats: RunStats, metrics: StreamMetrics | None) -> None:
+        """Serve ``stats`` as ``/stats.json`` and ``metrics`` as ``/metrics``."""
+        with self._cond:
+            self._stats, self._metrics = stats, metrics
+
     def observe(self, stats: RunStats) -> None:
-        """Rebuild the statistics document while a client has asked for it recently."""
+        """Say where the view is (once), and serve ``stats`` if none was attached."""
         self._announce()
-        if time.monotonic() < self._stats_wanted_until:
-            document = json.dumps(stats.to_dict()).encode()
-            with self._cond:
-                self._stats = document
+        with self._cond:
+            if self._stats is None:
+                self._stats = stats
 
     def close(self) -> None:
         """Stop serving: streams end, the port is released; idempotent."""
@@ -119,10 +125,19 @@ class WebViewSink(Sink):
         self._thread.join(timeout=5)
 
     def stats_document(self) -> bytes:
-        """The latest statistics document (JSON bytes); asking keeps it up to date."""
+        """The run's statistics document as of now (JSON bytes); before the run is attached,
+        a document saying it is starting."""
         with self._cond:
-            self._stats_wanted_until = time.monotonic() + STATS_INTEREST_SECONDS
-            return self._stats
+            stats = self._stats
+        if stats is None:
+            return json.dumps({"format": FORMAT_NAME, "stopped_by": "starting"}).encode()
+        return json.dumps(stats.current()).encode()
+
+    def metrics_document(self) -> tuple[bytes, str] | None:
+        """The run's Prometheus metrics and their content type, ``None`` without metrics."""
+        with self._cond:
+            metrics = self._metrics
+        return None if metrics is None else metrics.exposition()
 
     def next_jpeg(self, after: int, timeout: float) -> tuple[int, bytes] | None:
         """The newest frame as ``(sequence number, JPEG bytes)`` once one newer than ``after``
@@ -171,6 +186,12 @@ def _handler(view: WebViewSink) -> type[BaseHTTPRequestHandler]:
                 self._send("text/html; charset=utf-8", PAGE.encode())
             elif path == "/stats.json":
                 self._send("application/json", view.stats_document())
+            elif path == "/metrics":
+                metrics = view.metrics_document()
+                if metrics is None:
+                    self.send_error(404, "no metrics in this run")
+                else:
+                    self._send(metrics[1], metrics[0])
             elif path == "/frame.jpg":
                 item = view.next_jpeg(-1, 0.0)
                 if item is None:
@@ -256,7 +277,8 @@ function fmt(x) { return typeof x === "number" ? x.toFixed(1) : "-"; }
 function render(s) {
   const f = s.frames || {}, o = s.outages || {count: 0, total_s: 0, recent: []};
   document.getElementById("summary").textContent =
-    `${f.written ?? 0} fused, ${fmt(s.throughput_fps)} fps, ${s.stopped_by ?? ""}`;
+    `${f.written ?? 0} fused, ${fmt(s.throughput_fps)} fps, ` +
+    (s.phase && s.phase !== "finished" ? s.phase : s.stopped_by ?? "");
   fill("counts", [
     ["frames read (vis / ir)", `${f.vis_read ?? 0} / ${f.ir_read ?? 0}`],
     ["dropped live (vis / ir)", `${f.vis_dropped_live ?? 0} / ${f.ir_dropped_live ?? 0}`],

@@ -130,6 +130,13 @@ def _inputs(work: Path) -> dict[str, Path]:
     files["empty_onnx"].write_bytes(b"")
     files["collinear"] = work / "collinear.txt"  # four point pairs on one line
     files["collinear"].write_text("".join(f"{i} {i} {i} {i}\n" for i in range(0, 40, 10)))
+    files["pairs_scalar"] = work / "pairs_scalar.toml"
+    files["pairs_scalar"].write_text("pair = 3\n")
+    files["pairs_one_table"] = work / "pairs_one_table.toml"  # [pair], not [[pair]]
+    files["pairs_one_table"].write_text(f'[pair]\nvis = "{files["vi"].parent}"\n')
+    files["flat_data"] = work / "flat_data"  # images, but no ir/ and vi/ sub-folders
+    files["flat_data"].mkdir()
+    cv2.imwrite(str(files["flat_data"] / "1.png"), np.zeros((48, 48), np.uint8))
     files["pairs_garbage"] = work / "pairs_garbage.toml"
     files["pairs_garbage"].write_text("[[pair]\nvis = \n")
     return files
@@ -332,6 +339,22 @@ def _cases(work: Path) -> list[Case]:
     )
     add("stream-pair-and-vis", (*stream, "--pair", f"{both},out={video}"), "--vis", target=out)
     add("stream-pair-no-out", (*pairs, "--pair", both), "--pair 1", "missing out", target=out)
+    add(  # a key that --pair does not know, after out= (not taken as part of its path)
+        "stream-pair-unknown-key-after-out",
+        (*pairs, "--pair", f"{both},out={video},fsp=3"),
+        "--pair 1",
+        "unknown key 'fsp'",
+        target=video,
+    )
+    for kind, what in (("scalar", "pair = 3"), ("one_table", "one [pair] table")):
+        add(
+            f"stream-pairs-{kind}",
+            (*pairs, "--pairs", str(f[f"pairs_{kind}"])),
+            f"pairs_{kind}.toml",
+            what,
+            "[[pair]]",
+            target=out,
+        )
     add(
         "stream-pair-offset-nan",
         (*pairs, "--pair", f"{both},out={video},ir-offset-ms=nan"),
@@ -415,6 +438,8 @@ def _cases(work: Path) -> list[Case]:
     add_out("export-float-layers", (*int8, *layers), out / "e", "--float-layers", "nope")
     missing = ("--calib-ir", str(work / "none"), *calib[2:])
     add_out("export-calib-missing", (*int8, *missing), out / "e", "none", "not found")
+    a_file = ("--calib-ir", str(f["ir"]), *calib[2:])
+    add_out("export-calib-is-file", (*int8, *a_file), out / "e", "5.png", "expected a folder")
     implicit = ("export", *tiny, "--implicit-int8")
     add_out("export-implicit-int8", implicit, out / "e", "--implicit-int8", "--engine")
     add_out("export-nan-weights", ("export", "--weights", str(f["nan"])), out / "e", "nan")
@@ -444,6 +469,13 @@ def _cases(work: Path) -> list[Case]:
         "train-data-twice", (*train, "--data", f"{work}/./pairs/"), out / "run", "--data", "twice"
     )
     add_out("train-missing-data", ("train", "--data", str(work / "nodata")), out / "run", "nodata")
+    add_out(
+        "train-data-without-ir-vi",
+        ("train", "--data", str(f["flat_data"])),
+        out / "run",
+        "flat_data",
+        "no ir/ and no vi/",
+    )
 
     # eval
     add_out("eval-out-under-file", (*evaluate, "--baseline", "average"), under / "ev", "blocker")
@@ -544,6 +576,19 @@ def _cases(work: Path) -> list[Case]:
         "not found",
     )
 
+    # options that contradict each other: refused, not one of them silently dropped
+    both_models = ("--model", str(f["onnx"]), "--weights", str(f["weights"]))
+    add_out("fuse-model-and-weights", ("fuse", *pair, *both_models), image_out, "not both")
+    add_out("stream-model-and-weights", ("stream", "--no-live", *both_models), video, "not both")
+    add_out("eval-model-and-weights", (*evaluate, *both_models), out / "ev", "not both")
+    add_out(
+        "eval-backend-without-model",
+        (*evaluate, "--baseline", "average", "--backend", "torch"),
+        out / "ev",
+        "--backend",
+        "--weights or --model",
+    )
+
     # check and weights
     add("check-corrupt-onnx", ("check", str(f["onnx"]), *pair, *tiny), "corrupt.onnx")
     add("check-missing-model", ("check", str(work / "none.onnx"), *pair, *tiny), "none.onnx")
@@ -559,7 +604,8 @@ def _cases(work: Path) -> list[Case]:
 
 _NAMES = ("ir", "vi", "small", "empty", "truncated", "fake", "huge", "weights", "foreign", "nan")
 _NAMES += ("pickled", "onnx", "blocker", "registration", "ir_corner", "vi_corner", "old_run")
-_NAMES += ("pairs_unknown", "pairs_garbage", "loop", "model_dir", "empty_onnx", "collinear")
+_NAMES += ("pairs_unknown", "pairs_garbage", "pairs_scalar", "pairs_one_table", "flat_data")
+_NAMES += ("loop", "model_dir", "empty_onnx", "collinear")
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -78,7 +78,7 @@ def test_open_runner_refuses_contradictions(tiny_files: tuple[Path, Path]) -> No
         open_runner(onnx_path, backend="torch")
     with pytest.raises(FnetError, match="needs an exported model file"):
         open_runner(None, backend="onnxruntime", weights=weights)
-    with pytest.raises(FnetError, match="give the weights once"):
+    with pytest.raises(FnetError, match="give --model or --weights, not both"):
         open_runner(weights, weights=weights)
     with pytest.raises(FnetError, match="--device 'gpu0': unknown device"):
         open_runner(weights, device="gpu0")

@@ -91,13 +91,20 @@ def open_runner(
             export into the cache, a fallback to PyTorch).
 
     Raises:
-        FnetError: contradictory arguments or an unknown backend.
+        FnetError: contradictory arguments (``model`` and ``weights`` both given) or an unknown
+            backend.
         InputError: a model file that is missing, not a file or broken
             (:func:`~fnet_deploy.backends.model_files.check_model_file`), of an unknown type
             (or, for the default choice, unreadable weights).
         MissingDependencyError: the backend's optional packages are not installed.
     """
     path = Path(model) if model is not None else None
+    if path is not None and weights is not None:
+        raise FnetError(
+            f"give --model or --weights, not both: --model {path.name} is the model to run "
+            f"(an exported model carries its own weights), --weights {Path(weights).name} "
+            "would be ignored"
+        )
     metadata = check_model_file(path, tuple(sorted(_BY_SUFFIX))) if path is not None else {}
     if backend is not None and backend not in BACKENDS:
         raise FnetError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -112,8 +119,6 @@ def open_runner(
     if family == "torch":
         from fnet_deploy.backends.torch_runner import TorchRunner
 
-        if path is not None and weights is not None:
-            raise FnetError("give the weights once: as the model or as --weights, not both")
         _check_torch_options(device, precision)
         source = path if path is not None else resolve_weights(weights)
         if backend is None:

@@ -152,6 +152,15 @@ def eval_command(
     if unknown:
         raise FnetError(f"--baseline {unknown[0]}: unknown; choose from {', '.join(BASELINES)}")
     fusing = weights is not None or model is not None
+    if weights is not None and model is not None:
+        raise FnetError(
+            f"give --model or --weights, not both: --model {model.name} carries its own weights"
+        )
+    ignored = [opt for opt, given in (("--backend", backend), ("--name", name != "fnet")) if given]
+    if ignored and not fusing:
+        raise FnetError(
+            f"{ignored[0]} applies to fusing on the fly: give --weights or --model with it"
+        )
     generated = ([name] if fusing else []) + baselines
     clash = next((m for m in generated if m in methods or generated.count(m) > 1), None)
     if clash is not None:

@@ -182,6 +182,9 @@ REQUIRED = ("vis", "ir", "out")
 DEFAULTED = tuple(key for key in KEYS if key not in ("name", *REQUIRED))
 """The keys whose default is the command-line option of the same name."""
 _SPLIT = re.compile(r",(?=\s*(?:" + "|".join(re.escape(key) for key in KEYS) + r")\s*=)")
+_GLUED_KEY = re.compile(r",\s*([A-Za-z][\w-]*)\s*=")
+"""A ``,name=`` inside a value: an unknown key that :data:`_SPLIT` (known keys only, so that a
+GStreamer pipeline's ``caps,width=640`` stays whole) left glued to the value before it."""
 
 
 def read_pairs(
@@ -236,6 +239,11 @@ def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[Pa
                 raise FnetError(f"{where}: expected key=value items joined by commas, got {part!r}")
             if key in items:
                 raise FnetError(f"{where}: {key} is given twice")
+            glued = _GLUED_KEY.search(value)
+            if glued and not value.strip().startswith("gst://"):
+                raise FnetError(
+                    f"{where}: unknown key {glued.group(1)!r} (accepted: {', '.join(KEYS)})"
+                )
             items[key] = value
         specs.append(_spec(items, number, defaults, where))
     check_pairs(specs, "--pair")
@@ -263,6 +271,13 @@ def pairs_from_file(path: Path, defaults: Mapping[str, Any]) -> list[PairSpec]:
             path, f"unknown key(s) {', '.join(unknown)} (a pairs file holds [[pair]] tables)"
         )
     tables = doc.get("pair")
+    if "pair" in doc and not isinstance(tables, list):
+        given = "one [pair] table" if isinstance(tables, dict) else f"pair = {tables!r:.40}"
+        raise InputError(
+            path,
+            f"{given} is not a list of tables: write each pair as a [[pair]] table "
+            "(two brackets) with vis, ir and out",
+        )
     if not isinstance(tables, list) or not tables:
         raise InputError(path, "lists no pair (expected [[pair]] tables with vis, ir and out)")
     specs = []

@@ -231,6 +231,15 @@ def train(
             raise InputError(
                 folder, "not a folder" if folder.exists() else "validation folder not found"
             )
+    subfolders = (run_config.data.ir_dir, run_config.data.vis_dir)
+    for folder in inputs + val_inputs:
+        missing = [name for name in subfolders if not (folder / name).is_dir()]
+        if missing:
+            raise InputError(
+                folder,
+                f"has no {' and no '.join(f'{name}/' for name in missing)} sub-folder (a "
+                f"data folder holds {subfolders[0]}/ and {subfolders[1]}/, images paired by name)",
+            )
     if (run_config.device or "cpu") == "cpu":
         crop, batch = run_config.data.crop, run_config.data.batch_size
         require_memory(

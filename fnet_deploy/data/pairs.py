@@ -40,10 +40,13 @@ def list_images(folder: str | Path) -> dict[str, Path]:
     """Image files directly in ``folder``, keyed by stem (sorted by name; hidden files skipped).
 
     Raises:
-        InputError: the folder is missing, or two images share a stem (``a.png`` and ``a.jpg``).
+        InputError: the folder is missing or a file, or two images share a stem (``a.png`` and
+            ``a.jpg``).
     """
     folder = Path(folder)
     if not folder.is_dir():
+        if folder.exists():
+            raise InputError(folder, "is a file, expected a folder of images")
         raise InputError(folder, "folder not found")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -270,3 +271,25 @@ def test_several_pairs_are_exported_each_with_its_name(
         assert found[("fnet_frames_fused_total", (("pair", name),))] == count
         stage = (("pair", name), ("stage", "batch_wait"))
         assert found[("fnet_stage_latency_seconds_count", stage)] == count
+
+
+def test_a_metrics_port_in_use_is_refused_before_any_work(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = tmp_path / "fused.mp4"
+        result = CliRunner().invoke(
+            app,
+            [
+                "stream", "--weights", str(tiny_weights), "--no-live", "--out", str(out),
+                "--metrics-port", f"127.0.0.1:{port}",
+            ],
+        )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("error: --metrics-port: cannot serve on ")
+    assert f"port {port}" in lines[0]
+    assert not out.exists() and os.listdir(tmp_path) == []

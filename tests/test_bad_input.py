@@ -391,7 +391,7 @@ def _cases(work: Path) -> list[Case]:
         )
     for name, sink, names in (
         ("http-port", "http://127.0.0.1:99999", ("'99999'",)),
-        ("http-path", "http://:8080/view", ("'/view'",)),
+        ("http-path", "http://:8080/view", ("'/view'", "this machine only", "every interface")),
         ("http-quality", "http://:0?quality=0", ("quality='0'",)),
         ("rtsp-out-path", "rtsp://@:8554", ("rtsp://@:8554", "path")),
         ("rtsp-out-bitrate", "rtsp://@:0/fused?bitrate=fast", ("bitrate='fast'",)),

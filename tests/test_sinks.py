@@ -323,6 +323,16 @@ def _mjpeg_parts(url: str, count: int) -> list[np.ndarray]:
     return parts
 
 
+def test_a_view_served_on_port_0_is_named_by_its_real_port() -> None:
+    sink = open_sink(parse_uri("http://@:0", "sink"), fps=10)
+    try:
+        host, port = sink.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        assert host == "0.0.0.0" and int(port) > 0  # every interface, as "@" asks
+        assert sink.name == sink.url  # every line that names the output gives the real port
+    finally:
+        sink.close()
+
+
 def test_browser_view_serves_page_frames_and_live_stats() -> None:
     sink = open_sink(parse_uri("http://:0?quality=95", "sink"), fps=10)
     try:

@@ -142,7 +142,7 @@ def stream_pairs(
             camera_pair.sink.attach(pair_stats, settings.metrics)
         show = console.is_terminal if settings.live is None else settings.live
         label = f"fusing {len(specs)} pairs: " + ", ".join(
-            f"{spec.name} -> {spec.out}" for spec in specs
+            f"{camera_pair.name} -> {camera_pair.sink.name}" for camera_pair in pairs
         )
         try:
             with (

@@ -82,6 +82,12 @@ class RtspServerSink(Sink):
         shown = f"[{where.host}]" if ":" in where.host else where.host
         self.url = f"rtsp://{shown}:{port}{self.path}"
 
+    @property
+    def name(self) -> str:
+        """Where it serves, with the port the system chose for ``:0`` (the URI as written
+        says ``:0``, which no client can connect to)."""
+        return self.url
+
     def _write(self, image: np.ndarray) -> None:
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)

@@ -288,8 +288,9 @@ def _http_location(text: str, rest: str) -> str:
     netloc, _, path = rest.partition("/")
     if path.strip("/"):
         raise FnetError(
-            f"{text}: the browser view is served at '/', not '/{path}' (http://@:8080, "
-            "http://0.0.0.0:8080 or http://:8080 for this machine only)"
+            f"{text}: the browser view is served at '/', not '/{path}' (http://:8080 or "
+            "http://127.0.0.1:8080: this machine only; http://@:8080 or http://0.0.0.0:8080: "
+            "every interface, reachable from the network)"
         )
     return f"http://{netloc}"
 

@@ -94,6 +94,12 @@ class WebViewSink(Sink):
         self._thread.daemon = True
         self._thread.start()
 
+    @property
+    def name(self) -> str:
+        """Where it serves, with the port the system chose for ``:0`` (the URI as written
+        says ``:0``, which no client can connect to)."""
+        return self.url
+
     def _write(self, image: np.ndarray) -> None:
         self._announce()
         with self._cond:

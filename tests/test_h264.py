@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -19,6 +22,18 @@ from fnet_deploy.runtime.sinks import VideoFileSink, open_sink
 from fnet_deploy.runtime.uri import parse_uri
 from tests.videos import count_frames
 
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+"""Names a Chromium-based browser has on PATH (Debian, Ubuntu, Google's packages)."""
+PLAYER = """<!doctype html><html><body><video id="v" src="{name}" muted></video>
+<div id="result">pending</div><script>
+const v = document.getElementById("v"), result = document.getElementById("result");
+v.addEventListener("loadeddata", () => {{
+  result.textContent = `played ${{v.videoWidth}}x${{v.videoHeight}} ${{v.duration.toFixed(2)}} s`;
+}});
+v.addEventListener("error", () => {{ result.textContent = `error ${{v.error.code}}`; }});
+</script></body></html>
+"""
+"""A page whose video element says whether the browser decoded the file's first frame."""
 ENCODER = h264_encoder()
 needs_h264 = pytest.mark.skipif(
     ENCODER is None,
@@ -110,3 +125,27 @@ def test_the_stream_statistics_name_the_codec(tmp_path: Path, tiny_weights: Path
     assert result.exit_code == 0, result.output
     assert json.loads(stats.read_text())["codecs"] == {str(out): "h264"}
     assert codec_of(out) == "h264"
+
+
+@needs_h264
+def test_chromium_plays_the_video(tmp_path: Path) -> None:
+    browser = next((found for name in CHROMIUM if (found := shutil.which(name)) is not None), None)
+    if browser is None:
+        pytest.skip(f"no Chromium here (looked for {', '.join(CHROMIUM)})")
+    with VideoFileSink(parse_uri(str(tmp_path / "fused.mp4"), "sink"), fps=10) as sink:
+        for image in frames(20):
+            sink.write(image)
+    page = tmp_path / "player.html"
+    page.write_text(PLAYER.format(name="fused.mp4"))
+    done = subprocess.run(
+        [
+            browser, "--headless", "--no-sandbox", "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert re.search(r'<div id="result">played 64x48 2\.00 s</div>', done.stdout), done.stdout

@@ -20,7 +20,7 @@ from fnet_deploy.runtime import sinks
 from fnet_deploy.runtime.h264 import h264_encoder
 from fnet_deploy.runtime.sinks import VideoFileSink, open_sink
 from fnet_deploy.runtime.uri import parse_uri
-from tests.videos import count_frames
+from tests.videos import count_frames, write_video
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 """Names a Chromium-based browser has on PATH (Debian, Ubuntu, Google's packages)."""
@@ -149,3 +149,24 @@ def test_chromium_plays_the_video(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert re.search(r'<div id="result">played 64x48 2\.00 s</div>', done.stdout), done.stdout
+
+
+@needs_h264
+def test_each_pairs_statistics_name_its_codec(tmp_path: Path, tiny_weights: Path) -> None:
+    pairs = []
+    for name in ("a", "b"):
+        vis = write_video(tmp_path / f"{name}_vis.avi", 10, 3)
+        ir = write_video(tmp_path / f"{name}_ir.avi", 10, 3)
+        suffix = ".mp4" if name == "a" else ".avi"
+        pairs += ["--pair", f"vis={vis},ir={ir},out={tmp_path / name}{suffix},name={name}"]
+    stats = tmp_path / "s.json"
+    result = CliRunner().invoke(
+        app,
+        ["stream", "--weights", str(tiny_weights), "--backend", "torch", "--no-live", *pairs,
+         "--stats", str(stats)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(stats.read_text())["pairs"]
+    assert doc["a"]["codecs"] == {str(tmp_path / "a.mp4"): "h264"}
+    assert doc["b"]["codecs"] == {str(tmp_path / "b.avi"): "mjpeg"}
+    assert codec_of(tmp_path / "a.mp4") == "h264"

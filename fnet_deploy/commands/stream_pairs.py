@@ -137,6 +137,7 @@ def stream_pairs(
             )
         for camera_pair in pairs:  # exported, and served by the browser views among the outputs
             pair_stats = stats.pairs[camera_pair.name]
+            pair_stats.info["codecs"] = camera_pair.sink.codecs()
             if settings.metrics is not None:
                 settings.metrics.add_pair(camera_pair.name, pair_stats)
             camera_pair.sink.attach(pair_stats, settings.metrics)

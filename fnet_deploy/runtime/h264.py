@@ -19,8 +19,9 @@ ENCODERS: tuple[str, ...] = ("libx264", "h264", "libopenh264")
 """PyAV encoder names that write H.264, in order of preference (``h264`` is FFmpeg's default
 H.264 encoder, whichever library provides it)."""
 X264_OPTIONS = {"preset": "veryfast", "crf": "20"}
-"""libx264's settings: ``veryfast`` keeps encoding at a few milliseconds per 640x480 frame on
-one core; constant quality 20 is visually lossless for fused infrared video."""
+"""libx264's settings. Measured 2026-12-08 on the project's 2-core CPU at load average 6, on 60
+frames of the shipped visible sequence scaled to 640x480: 13.7 ms per frame, PSNR 36.0-36.8 dB
+against the input and 405 kB, where OpenCV's mp4v took 3.4 ms, 36.5-37.0 dB and 675 kB."""
 
 
 def h264_encoder() -> str | None:

@@ -174,9 +174,9 @@ def stream(
         str | None,
         typer.Option(
             "--metrics-port",
-            help="Serve Prometheus metrics at http://...:PORT/metrics while the run lasts: PORT "
-            "(every interface) or HOST:PORT (127.0.0.1:9100: this machine only); 0 picks a free "
-            "port. An http:// output serves them at /metrics too.",
+            help="Serve Prometheus metrics (path /metrics) while the run lasts, on PORT (every "
+            "interface) or HOST:PORT (127.0.0.1:9100: this machine only); port 0 picks a free "
+            "one. An http:// output serves them at /metrics too.",
         ),
     ] = None,
     max_errors: Annotated[

@@ -27,11 +27,13 @@ def _unwritable(path: Path, err: OSError) -> InputError:
 
 
 def check_writable(path: str | Path, *, folder: bool = False) -> None:
-    """Raise :class:`InputError` unless ``path`` could be written, without creating anything.
+    """Raise :class:`InputError` unless ``path`` could be written, leaving nothing behind.
 
     ``path`` is a file to write (or, with ``folder``, a folder to write files into): it must not
-    be a folder (a regular file), and the nearest existing folder above it must be a writable
-    folder, not a regular file.
+    be a folder (a regular file), and the nearest existing folder above it must be a folder, not
+    a regular file, in which a file can be created: this is tried (a hidden probe file, removed
+    at once), since permission bits and ``os.access`` say yes to root where creating fails
+    (``/proc``, an immutable or read-only folder).
     """
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
@@ -42,8 +44,15 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
     existing = next(p for p in (start, *start.parents) if p.exists())
     if not existing.is_dir():
         raise InputError(path, f"cannot write here: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(path, f"cannot write here: {existing} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fnet-deploy-probe-", dir=existing)
+    except OSError as err:
+        problem = (err.strerror or type(err).__name__).lower()
+        raise InputError(
+            path, f"cannot write here: {existing} is not writable ({problem})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextlib.contextmanager

@@ -286,6 +286,14 @@ def _cases(work: Path) -> list[Case]:
         "blocker",
         target=under,
     )
+    if Path("/proc/self").is_dir():  # root may write anywhere by the permission bits, not here
+        add(
+            "stream-stats-unwritable",
+            (*stream, "--stats", "/proc/fnet-deploy-none/s.json", "--out", str(video)),
+            "/proc",
+            "not writable",
+            target=video,
+        )
     add(
         "stream-stats-suffix",
         (*stream, "--stats", str(out / "s.txt"), "--out", str(video)),

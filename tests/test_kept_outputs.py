@@ -115,8 +115,8 @@ def test_fuse_keeps_the_fused_image(
     out = tmp_path / "out" / "fused.png"
     from fnet_deploy.fuse import ImageFuser
 
-    blocked = then(ImageFuser.fuse_files, lambda: block(out.parent))
-    monkeypatch.setattr(ImageFuser, "fuse_files", blocked)
+    blocked = then(ImageFuser.fuse_read, lambda: block(out.parent))
+    monkeypatch.setattr(ImageFuser, "fuse_read", blocked)
     result = run("fuse", *pair, *model, "--out", out)
     kept = kept_line(result, out, "is a file, not a folder")
     assert kept.parent.parent == fallback and kept.name == "fused.png"

@@ -19,6 +19,7 @@ from fnet_deploy.bench.targets import TARGET_NAMES
 from fnet_deploy.commands.common import (
     INTERRUPTED_EXIT,
     check_output,
+    cleans_up_on_signals,
     console,
     parse_size,
     phase,
@@ -109,6 +110,7 @@ def _table(results: list[CellResult]) -> Table:
 
 
 @reports_errors
+@cleans_up_on_signals
 def bench(
     backend: Annotated[
         str,

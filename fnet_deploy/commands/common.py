@@ -156,6 +156,20 @@ def interrupt_on_signals() -> Iterator[None]:
         yield
 
 
+def cleans_up_on_signals(command: Callable[P, R]) -> Callable[P, R]:
+    """Run ``command`` inside :func:`interrupt_on_signals`, so that SIGTERM, like Ctrl-C, unwinds
+    it: its temporary folders and files are removed on the way out (SIGTERM would otherwise end
+    the process on the spot and leave them behind). Put it under :func:`reports_errors`, which
+    turns the interruption into exit status 128 + the signal's number."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with interrupt_on_signals():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
 def option_name(parameter: str) -> str:
     """The command-line spelling of a command function's parameter: ``out_fps`` -> ``--out-fps``."""
     return "--" + parameter.rstrip("_").replace("_", "-")
@@ -214,7 +228,8 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     and so is ``$FNET_DEPLOY_PROGRESS_SECONDS`` (:func:`progress_seconds`).
     An :class:`OSError` that reaches the command (an output folder under a regular file, a
     read-only place, a full disk) is reported the same way, as ``error: <path>: <problem>``.
-    Ctrl-C exits with :data:`INTERRUPTED_EXIT`.
+    Ctrl-C exits with :data:`INTERRUPTED_EXIT`, a signal caught by :func:`interrupt_on_signals`
+    with 128 + its number.
     """
 
     @functools.wraps(command)
@@ -240,9 +255,10 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
                 f"error: {loop}: is a symlink loop (a link that leads back to itself)", err=True
             )
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             typer.echo("interrupted", err=True)
-            raise typer.Exit(INTERRUPTED_EXIT) from None
+            code = signal_exit_code(err.signum) if isinstance(err, Interrupted) else None
+            raise typer.Exit(code or INTERRUPTED_EXIT) from None
         finally:
             _command.reset(running)
 

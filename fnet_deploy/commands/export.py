@@ -15,6 +15,7 @@ from fnet_deploy.backends.engine_info import EnginePrecision, ShapeProfile, form
 from fnet_deploy.commands.common import (
     ColorOption,
     check_output,
+    cleans_up_on_signals,
     console,
     luminance_of,
     notice,
@@ -56,6 +57,7 @@ ENGINE_FILES: dict[EnginePrecision, str] = {
 
 
 @reports_errors
+@cleans_up_on_signals
 def export(
     out: Annotated[Path, typer.Option(help="Output folder (created if needed).")],
     weights: Annotated[

@@ -28,6 +28,8 @@ from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.optional import require
 
+ORT_FATAL_ONLY = 4
+"""ONNX Runtime's log severity that prints fatal messages only (0 verbose ... 3 error, 4 fatal)."""
 PRECISION_KEY = "fnet_deploy.precision"
 CONFIG_KEY = "fnet_deploy.model_config"
 
@@ -134,6 +136,11 @@ class OnnxRunner(Runner):
         )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ONNX Runtime's own log lines (coloured, with source locations: a failed allocation
+        # prints several) never reach the user raw: what fails comes back as an exception, which
+        # the command reports in one line.
+        options.log_severity_level = ORT_FATAL_ONLY
+        ort.set_default_logger_severity(ORT_FATAL_ONLY)
         if providers == ["CPUExecutionProvider"]:
             # ONNX Runtime's memory pattern planning keeps a per-shape plan on top of its arena:
             # off, the peak of a 360x270 stream frame drops from 1,004 to 630 MiB (PyTorch's

@@ -35,7 +35,7 @@ from typing import Any
 from fnet_deploy.commands.common import ColorMode
 from fnet_deploy.data.thermal import THERMAL_NORMS, ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source
+from fnet_deploy.runtime.uri import URI, parse_uri
 from fnet_deploy.views import LAYOUTS, Layout
 
 if sys.version_info >= (3, 11):
@@ -351,35 +351,58 @@ def check_pairs(specs: list[PairSpec], what: str) -> None:
     """Refuse pairs that would collide: one name twice, one output twice (or a folder output
     holding another), an output that is any pair's input.
 
+    Linear in the number of pairs: each path is resolved once, and collisions are looked up by
+    path (a folder output holding another path is found among that path's parents).
+
     Raises:
-        FnetError: the first collision, naming both pairs.
+        FnetError: a collision, naming both pairs.
     """
     seen: dict[str, PairSpec] = {}
     for spec in specs:
         if spec.name in seen:
             raise FnetError(f"{what}: two pairs are named {spec.name!r}")
         seen[spec.name] = spec
-    for i, spec in enumerate(specs):
-        for other in specs[i + 1 :]:
-            if _same_output(spec.out, other.out):
+    outputs: dict[Path | tuple[str, str], PairSpec] = {}
+    folders: dict[Path, PairSpec] = {}  # the dir:// outputs, which hold the files under them
+    for spec in specs:
+        path = _local_path(spec.out)
+        key = path if path is not None else (spec.out.scheme, spec.out.location)
+        if key in outputs:
+            _both_write(what, outputs[key], spec)
+        outputs[key] = spec
+        if path is not None and spec.out.scheme == "dir":
+            folders[path] = spec
+    for spec in specs:
+        path = _local_path(spec.out)
+        holder = _folder_holding(path, folders) if path is not None else None
+        if holder is not None:
+            _both_write(what, holder, spec)
+    for spec in specs:
+        for source in (spec.vis, spec.ir):
+            path = _local_path(source)
+            if path is None:
+                continue
+            owner = outputs.get(path) or _folder_holding(path, folders)
+            if owner is not None:
+                whose = "its own" if owner is spec else f"pair {spec.name!r}'s"
                 raise FnetError(
-                    f"{what}: pairs {spec.name!r} and {other.name!r} both write to "
-                    f"{spec.out} / {other.out}; give each pair its own out"
-                )
-        for other in specs:
-            source = sink_overwrites_source(spec.out, [other.vis, other.ir])
-            if source is not None:
-                whose = "its own" if other is spec else f"pair {other.name!r}'s"
-                raise FnetError(
-                    f"{what}: pair {spec.name!r} would write its output {spec.out} over "
+                    f"{what}: pair {owner.name!r} would write its output {owner.out} over "
                     f"{whose} input {source}"
                 )
 
 
-def _same_output(one: URI, other: URI) -> bool:
-    if one.scheme in ("file", "dir") and other.scheme in ("file", "dir"):
-        return (
-            sink_overwrites_source(one, [other]) is not None
-            or sink_overwrites_source(other, [one]) is not None
-        )
-    return one.scheme == other.scheme and one.location == other.location
+def _local_path(uri: URI) -> Path | None:
+    """The resolved path of a ``file://`` or ``dir://`` URI, else ``None``."""
+    return uri.path.resolve() if uri.scheme in ("file", "dir") else None
+
+
+def _folder_holding(path: Path, folders: dict[Path, PairSpec]) -> PairSpec | None:
+    """The pair whose folder output lies above ``path``, if any."""
+    return next((folders[parent] for parent in path.parents if parent in folders), None)
+
+
+def _both_write(what: str, one: PairSpec, other: PairSpec) -> None:
+    raise FnetError(
+        f"{what}: pairs {one.name!r} and {other.name!r} both write to "
+        f"{one.out} / {other.out}; give each pair its own out"
+    )

@@ -235,7 +235,10 @@ def stream(
     max_batch: Annotated[
         int | None,
         typer.Option(
-            min=1, help="With several pairs: most frames per model call (default: one per pair)."
+            min=1,
+            help="With several pairs: most frames per model call (default: one per pair, at "
+            "most 2 on a CPU and 16 on a GPU, fewer if memory is short; a stop waits for the "
+            "call in progress).",
         ),
     ] = None,
 ) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import typer
 from rich.console import Group
 from rich.live import Live
@@ -36,8 +37,9 @@ from fnet_deploy.commands.common import (
 )
 from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.commands.pair_specs import PairSpec
+from fnet_deploy.data.images import IMAGE_SUFFIXES, image_size, quiet_native_stderr
 from fnet_deploy.errors import FnetError
-from fnet_deploy.memory import require_memory
+from fnet_deploy.memory import available_memory, gib, require_memory
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.weights import resolve_weights
 from fnet_deploy.runtime.gain import ThermalGain
@@ -46,10 +48,18 @@ from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, stop_on_signal
 from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.sinks import open_sink
 from fnet_deploy.runtime.sources import open_source
+from fnet_deploy.runtime.uri import URI
 
 if TYPE_CHECKING:
     from fnet_deploy.runtime.prometheus import StreamMetrics
 
+DEFAULT_MAX_BATCH = {"cpu": 2}
+"""Default most frames per model call by device: a stop (SIGTERM, Ctrl-C) waits for the call in
+progress, and on this project's 2-core CPU one 360x270 frame of the default model takes 1-3 s
+(more under load), so 2 keeps a stop well under 10 s; batches buy no speed on a CPU (the
+benchmark in docs/runtime.md, "What batching buys")."""
+DEFAULT_MAX_BATCH_GPU = 16
+"""Default most frames per call on a GPU, where a frame takes milliseconds."""
 STATE_WIDTH = 20
 """Characters of a pair's state shown in the live table (errors are printed whole at the end)."""
 
@@ -97,12 +107,17 @@ def stream_pairs(
             suffixes=(".json",),
             inputs=tuple(spec.registration for spec in specs),
         )
-    _check_memory(specs, settings)
+    max_batch = max_batch_for(specs, settings)
     registrations = {
         spec.name: Registration.load(spec.registration) if spec.registration else None
         for spec in specs
     }
-    pairs = [_camera_pair(spec, registrations[spec.name], settings) for spec in specs]
+    pairs: list[CameraPair] = []
+    with phase(
+        f"setting up {len(specs)} pairs", lambda: f"{len(pairs)} of {len(specs)} pairs set up"
+    ):
+        for spec in specs:
+            pairs.append(_camera_pair(spec, registrations[spec.name], settings))
     stop = StopFlag()
     runner = open_runner(
         settings.model,
@@ -128,7 +143,7 @@ def stream_pairs(
         run = MultiStream(
             pairs,
             runner,
-            BatchOptions(settings.batch_timeout_ms / 1000.0, settings.max_batch),
+            BatchOptions(settings.batch_timeout_ms / 1000.0, max_batch),
             stats,
         )
         for spec in specs:
@@ -197,21 +212,74 @@ def _camera_pair(
     )
 
 
-def _check_memory(specs: list[PairSpec], settings: RunSettings) -> None:
-    """On a CPU, refuse batches of the pairs that give ``size`` that do not fit in memory."""
+def max_batch_for(specs: list[PairSpec], settings: RunSettings) -> int:
+    """The most frames per model call: ``--max-batch``, or by default at most
+    :data:`DEFAULT_MAX_BATCH` (a stop waits for the call in progress), and on a CPU no more than
+    fit in the available memory at the largest frame size known before the run (``size``, or the
+    first frame of a file or folder source; a live source's size is known once it runs).
+
+    Raises:
+        FnetError: a batch of ``--max-batch`` frames, or a single frame, does not fit in memory;
+            one line with the estimate and the largest batch that fits.
+    """
+    given = settings.max_batch
+    wanted = given or min(len(specs), DEFAULT_MAX_BATCH.get(settings.device, DEFAULT_MAX_BATCH_GPU))
     if settings.device != "cpu":
-        return
-    by_size: dict[tuple[int, int], int] = {}
+        return wanted
+    counts: dict[tuple[int, int], int] = {}
     for spec in specs:
-        if spec.size is not None:
-            by_size[spec.size] = by_size.get(spec.size, 0) + 1
-    for (width, height), count in by_size.items():
-        batch = min(count, settings.max_batch or count)
-        require_memory(
-            inference_bytes(ModelConfig(), height, width, batch),
-            f"size {width}x{height} in batches of {batch}",
-            "give a smaller size or --max-batch",
+        size = spec.size or _first_frame_size(spec.vis)
+        if size is not None:
+            counts[size] = counts.get(size, 0) + 1
+    if not counts:
+        return wanted
+    (width, height), count = max(counts.items(), key=lambda item: item[0][0] * item[0][1])
+    batch = min(wanted, count)
+    needed = inference_bytes(ModelConfig(), height, width, batch)
+    available = available_memory()
+    if available is None or needed <= available:
+        return wanted
+    fitting = max(
+        (
+            b
+            for b in range(batch, 0, -1)
+            if inference_bytes(ModelConfig(), height, width, b) <= available
+        ),
+        default=0,
+    )
+    what = f"batches of {batch} frames of {width}x{height}"
+    if fitting == 0:
+        require_memory(needed, f"a frame of {width}x{height}", "give a smaller size")
+    if given is not None:
+        raise FnetError(
+            f"--max-batch {given}: {what} need about {gib(needed)} of memory, {gib(available)} "
+            f"is available: give --max-batch {fitting} or less"
         )
+    notice(
+        f"batches of at most {fitting} frames: {what} would need about {gib(needed)} of memory, "
+        f"{gib(available)} is available (--max-batch sets the size)"
+    )
+    return fitting
+
+
+def _first_frame_size(uri: URI) -> tuple[int, int] | None:
+    """``(width, height)`` of a file or folder source's first frame, read from its header
+    (folders of PNG or JPEG frames) or by OpenCV (video files); ``None`` when unknown."""
+    if uri.scheme == "dir":
+        frames = sorted(
+            path for path in uri.path.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES
+        )
+        return image_size(frames[0]) if frames else None
+    if uri.scheme != "file":
+        return None
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(uri.path), cv2.CAP_FFMPEG)
+        try:
+            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            capture.release()
+    return (width, height) if width > 0 and height > 0 else None
 
 
 @contextlib.contextmanager

@@ -334,3 +334,28 @@ def test_bench_times_int8_beside_fp32_on_onnxruntime(tmp_path: Path) -> None:
     assert results[3].skipped is not None and "int8" in results[3].skipped
     assert all(r.median_ms is not None and r.median_ms > 0 for r in results[:3])
     assert read_metadata(tmp_path / "fnet_int8.onnx")["precision"] == "int8"
+
+
+@pytest.mark.parametrize(
+    ("error", "nan", "exported", "verdict"),
+    [
+        (1.0, False, True, "PASS, p99.9 <= 2"),
+        (3.0, False, True, "OVER the 2-level criterion"),  # what the published weights give
+        (6.0, False, False, "FAIL, p99.9 > 4"),  # beyond INT8: a broken quantization
+        (1.0, True, False, "FAIL"),
+    ],
+)
+def test_export_writes_an_int8_model_over_the_criterion_with_its_verdict(
+    error: float, nan: bool, exported: bool, verdict: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fnet_deploy.commands.export import _report_int8
+
+    reference = np.zeros((1, 1, 40, 50), np.float32)
+    candidate = np.full_like(reference, error / 255.0)
+    if nan:
+        candidate[0, 0, 0, 0] = np.nan
+    stats = ErrorStats()
+    stats.add(reference, candidate)
+    assert _report_int8("fnet_int8.onnx", stats) is exported
+    said = capsys.readouterr()
+    assert verdict in " ".join((said.out + said.err).split())

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fnet_deploy.backends.torch_runner import TorchRunner
+from fnet_deploy.bench import matrix
 from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.matrix import Cell, add_speedups, run_cell
-from fnet_deploy.bench.peaks import Peaks
+from fnet_deploy.bench.peaks import Peaks, peaks_per_precision
 from fnet_deploy.bench.timing import Timing, time_runner
 from fnet_deploy.cli import app
 from fnet_deploy.model import FNet, ModelConfig
@@ -94,7 +96,9 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
-    assert document["peaks"]["flops_per_s"] > 0 and document["peaks"]["bytes_per_s"] > 0
+    peaks = document["peaks"]["fp32"]  # per precision, each measured in its own dtype
+    assert peaks["dtype"] == "float32" and peaks["flops_per_s"] > 0 and peaks["bytes_per_s"] > 0
+    assert document["complete"] is True and document["cells"] == 4
     rows = document["results"]
     cells = [(r["backend"], r["batch"], r["height"], r["width"]) for r in rows]
     assert cells == [  # the default: the training form (the baseline) and the deploy form
@@ -151,11 +155,58 @@ def test_deploy_and_onnxruntime_cells_with_speedups(tmp_path: Path) -> None:
     assert (tmp_path / "fnet_fp32.onnx").exists()
     add_speedups(results)
     assert results[0].speedup == pytest.approx(1.0)
+    base = results[0].median_ms
+    assert base is not None
     for r in results[1:]:
-        assert r.median_ms is not None and r.speedup == pytest.approx(
-            results[0].median_ms / r.median_ms
-        )
+        assert r.median_ms is not None and r.speedup == pytest.approx(base / r.median_ms)
     if importlib.util.find_spec("tensorrt") is None:
         trt = run_cell(Cell("tensorrt", "fp16", 20, 28, 1), model, "cpu", None, 0, 1, 1.0, tmp_path)
         assert trt.skipped is not None and "tensorrt" in trt.skipped  # a reason, not a number
         assert trt.median_ms is None
+
+
+def test_each_precision_gets_the_peaks_of_its_own_dtype() -> None:
+    measured: list[tuple[str, torch.dtype]] = []
+
+    def measure(device: str, dtype: torch.dtype) -> Peaks:
+        measured.append((device, dtype))
+        return Peaks(device, str(dtype).removeprefix("torch."), 1.0, 1.0, 1.0, 1.0)
+
+    found = peaks_per_precision(["fp32", "fp16", "int8"], "cuda", measure)
+    assert {name: p.dtype for name, p in found.items()} == {
+        "fp32": "float32",
+        "fp16": "float16",
+        "int8": "float32",
+    }
+    assert measured == [("cuda", torch.float32), ("cuda", torch.float16)]  # once per dtype
+    on_cpu = peaks_per_precision(["fp32", "fp16"], "cpu", measure)
+    assert {p.dtype for p in on_cpu.values()} == {"float32"}
+
+
+def test_a_cell_runs_on_its_own_copy_of_the_model(tmp_path: Path) -> None:
+    model = FNet(TINY).double()  # the training-form runner casts what it is given to float32
+    result = run_cell(
+        Cell("torch-training", "fp32", 16, 24, 1), model, "cpu", None, 0, 1, 10.0, tmp_path
+    )
+    assert result.median_ms is not None
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+def test_a_failing_cell_is_recorded_and_the_others_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> TorchRunner:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setitem(matrix.BACKENDS, "torch-nhwc", broken)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--no-peaks", "--backend", "torch-nhwc,torch", "--size", "24x16"]
+    result = CliRunner().invoke(
+        app, [*args, "--iterations", "1", "--warmup", "0", "--json", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "1 of 2 benchmark cells failed" in " ".join(result.stderr.split())
+    rows = json.loads(out.read_text())["results"]
+    assert rows[0]["backend"] == "torch-nhwc" and rows[0]["median_ms"] is None
+    assert rows[0]["error"] == "RuntimeError: CUDA out of memory (simulated)"
+    assert rows[1]["backend"] == "torch" and rows[1]["error"] is None and rows[1]["median_ms"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -41,7 +42,9 @@ class Cell:
 
 @dataclass
 class CellResult:
-    """Timing of one cell beside the floors of its shape; ``skipped`` says why it did not run.
+    """Timing of one cell beside the floors of its shape; ``skipped`` says why it did not run
+    (the backend cannot run here: the project's own error), ``error`` what else stopped it
+    (``"<exception type>: <message>"``, e.g. a CUDA out-of-memory error or a failed capture).
 
     Latencies are end to end (inputs copied in, output copied out, device synchronised);
     ``device_median_ms`` is the forward pass alone on the device (CUDA events), where the runner
@@ -60,6 +63,7 @@ class CellResult:
     memory_floor_ms: float | None = None
     speedup: float | None = None
     skipped: str | None = None
+    error: str | None = None
 
     @property
     def fraction_of_floor(self) -> float | None:
@@ -250,7 +254,14 @@ def run_cell(
     max_seconds: float,
     work: Path,
 ) -> CellResult:
-    """Time one cell; a backend that cannot run here is returned as skipped with the reason."""
+    """Time one cell on its own copy of ``model`` (runners cast and move the model they are
+    given: a later cell must not see an fp16 or CUDA copy).
+
+    A backend that cannot run here is returned as skipped with the reason; any other exception
+    of the backend is returned as the cell's ``error``, so that the other cells still run.
+    ``peaks`` are those of the cell's precision (:func:`~fnet_deploy.bench.peaks.
+    peaks_per_precision`).
+    """
     bytes_per_element = 2 if cell.precision == "fp16" else 4
     cost = forward_cost(model.config, cell.height, cell.width, cell.batch, bytes_per_element)
     result = CellResult(cell=cell, gflop=cost.flops / 1e9)
@@ -261,11 +272,15 @@ def run_cell(
     try:
         require_backend(cell.backend)
         factory = BACKENDS[cell.backend]
-        runner = factory(model, device, cell.precision, (cell.batch, cell.height, cell.width), work)
+        shape = (cell.batch, cell.height, cell.width)
+        runner = factory(copy.deepcopy(model), device, cell.precision, shape, work)
         with runner:
             timing = time_runner(runner, feed, warmup, iterations, max_seconds)
     except FnetError as err:
         result.skipped = str(err)
+        return result
+    except Exception as err:  # recorded in the cell's row; KeyboardInterrupt still stops all
+        result.error = f"{type(err).__name__}: {err}"
         return result
     result.samples = timing.samples
     result.median_ms = 1e3 * timing.median

@@ -79,3 +79,34 @@ def measure_peaks(
         matmul_flops_per_s=matmul,
         conv_flops_per_s=conv,
     )
+
+
+def peak_dtype(precision: str, device: str) -> torch.dtype:
+    """The dtype whose peaks bound a cell of ``precision`` on ``device``: float16 for fp16 on
+    CUDA (tensor cores), float32 otherwise (fp32; int8 is bounded by the float32 figures here;
+    fp16 off CUDA does not run)."""
+    cuda = torch.device(device).type == "cuda"
+    return torch.float16 if precision == "fp16" and cuda else torch.float32
+
+
+def peaks_per_precision(
+    precisions: list[str],
+    device: str,
+    measure: Callable[[str, torch.dtype], Peaks] = measure_peaks,
+) -> dict[str, Peaks]:
+    """Each precision's peaks, measured once per dtype (:func:`peak_dtype`) in that dtype, so
+    that fp32 cells are judged by float32 figures and fp16 cells by float16 ones.
+
+    Args:
+        precisions: the matrix's precisions (``fp32``, ``fp16``, ``int8``).
+        device: where the cells run.
+        measure: ``(device, dtype) -> Peaks`` (default :func:`measure_peaks`).
+    """
+    by_dtype: dict[torch.dtype, Peaks] = {}
+    found = {}
+    for precision in precisions:
+        dtype = peak_dtype(precision, device)
+        if dtype not in by_dtype:
+            by_dtype[dtype] = measure(device, dtype)
+        found[precision] = by_dtype[dtype]
+    return found

@@ -96,8 +96,8 @@ def _table(results: list[CellResult]) -> Table:
     for r in results:
         c = r.cell
         row = [c.backend, c.precision, f"{c.height}x{c.width}", str(c.batch)]
-        if r.skipped:
-            table.add_row(*row, "skipped", *[""] * 9)
+        if r.skipped or r.error:
+            table.add_row(*row, "skipped" if r.skipped else "failed", *[""] * 9)
             continue
         fraction = r.fraction_of_floor
         row += [_fmt(r.median_ms), _fmt(r.p95_ms), _fmt(r.p99_ms)]
@@ -170,7 +170,7 @@ def bench(
         require_backend,
         run_cell,
     )
-    from fnet_deploy.bench.peaks import measure_peaks
+    from fnet_deploy.bench.peaks import peaks_per_precision
     from fnet_deploy.model.fnet import FNet
 
     if json_out is not None:
@@ -183,10 +183,11 @@ def bench(
     if threads is not None:
         torch.set_num_threads(threads)
     backends = _choices(backend, "--backend", TARGET_NAMES)
+    precisions = _choices(precision, "--precision", ("fp32", "fp16", "int8"))
     matrix = list(
         cells(
             backends,
-            _choices(precision, "--precision", ("fp32", "fp16", "int8")),
+            precisions,
             _shapes(size),
             _batches(batch),
         )
@@ -203,18 +204,37 @@ def bench(
                 f"--size {cell.width}x{cell.height} --batch {cell.batch}",
                 "give a smaller --size or --batch",
             )
-    measured = None
+    measured: dict[str, Peaks] = {}  # precision -> the peaks of its dtype
     if peaks:
         with phase("measuring compute and memory-bandwidth peaks", spinner=True):
-            dtype = (
-                torch.float16
-                if "fp16" in _split(precision) and compute_device.type == "cuda"
-                else torch.float32
-            )
-            measured = measure_peaks(str(compute_device), dtype)
-        console.print(_describe_peaks(measured))
-    results = []
+            measured = peaks_per_precision(precisions, str(compute_device))
+        for described in dict.fromkeys(_describe_peaks(p) for p in measured.values()):
+            console.print(described)
+    results: list[CellResult] = []
     interrupted = False
+    outputs = Outputs("bench")
+    json_target = json_out
+
+    def write_json(complete: bool) -> None:
+        """The results so far, after every cell once one has run (a stopped or failing run
+        keeps the finished cells; a matrix of skipped cells alone writes nothing)."""
+        nonlocal json_target
+        if json_target is None or all(r.skipped for r in results):
+            return
+        add_speedups(results)
+        document = {
+            "machine": machine_info(str(compute_device)),
+            "weights": str(weights) if weights else "random init",
+            "peaks": {name: asdict(p) for name, p in measured.items()} or None,
+            "cells": len(matrix),
+            "complete": complete,
+            "results": [r.to_dict() for r in results],
+        }
+        text = json.dumps(document, indent=2)
+        json_target = outputs.write(
+            json_target, lambda path: write_text_atomic(path, text), "the results"
+        )
+
     with tempfile.TemporaryDirectory(prefix="fnet-bench-") as work, progress_bar() as progress:
         task = progress.add_task("benchmarking", total=len(matrix))
         try:
@@ -229,24 +249,31 @@ def bench(
                         cell,
                         model,
                         str(compute_device),
-                        measured,
+                        measured.get(cell.precision),
                         warmup,
                         iterations,
                         max_seconds,
                         Path(work),
                     )
                 )
+                write_json(complete=False)
                 progress.advance(task)
         except KeyboardInterrupt:
             interrupted = True
     add_speedups(results)
-    outputs = Outputs("bench")
     out = Console()
     out.width = max(out.width, 160)
     out.print(_table(results))
     reasons = sorted({r.skipped for r in results if r.skipped})
     for reason in reasons:
         out.print(f"skipped: {reason}", markup=False)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        c = r.cell
+        out.print(
+            f"failed: {c.backend} {c.precision} {c.height}x{c.width} b{c.batch}: {r.error}",
+            markup=False,
+        )
     if results and not interrupted and all(r.skipped for r in results):
         raise FnetError(f"no benchmark cell could run here: {'; '.join(reasons)}")
     if plot is not None:
@@ -260,18 +287,15 @@ def bench(
         written = outputs.write(plot, lambda path: plot_latency(latencies, path), "the plot")
         if written == plot:
             console.print(f"wrote {plot}")
-    if json_out is not None:
-        document = {
-            "machine": machine_info(str(compute_device)),
-            "weights": str(weights) if weights else "random init",
-            "peaks": asdict(measured) if measured else None,
-            "results": [r.to_dict() for r in results],
-        }
-        text = json.dumps(document, indent=2)
-        written = outputs.write(json_out, lambda path: write_text_atomic(path, text), "the results")
-        if written == json_out:
-            console.print(f"wrote {json_out}")
+    write_json(complete=not interrupted)
+    if json_out is not None and json_target == json_out:
+        console.print(f"wrote {json_out}")
     outputs.finish()
     if interrupted:
         console.print(f"interrupted: {len(results)} of {len(matrix)} cells finished (shown above)")
         raise typer.Exit(INTERRUPTED_EXIT)
+    if failed:
+        raise FnetError(
+            f"{len(failed)} of {len(matrix)} benchmark cells failed (the others ran; their "
+            f"errors are in the table{' and the JSON' if json_out else ''}): {failed[0].error}"
+        )

@@ -377,6 +377,7 @@ class TeeSink(Sink):
             sink.observe(stats)
 
     def attach(self, stats: RunStats, metrics: StreamMetrics | None) -> None:
+        """Give every output the run's statistics and metrics (:meth:`Sink.attach`)."""
         for sink in self.sinks:
             sink.attach(stats, metrics)
 

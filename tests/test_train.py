@@ -141,11 +141,19 @@ def test_shipped_configs_read_and_differ_from_the_defaults_only_where_documented
     assert differences(TrainConfig(), cpu) == [
         "data.batch_size: 16 -> 2",
         "data.folders: [] -> ['../shared/data/MSRS_train', '../shared/data/RoadScene_train']",
-        "log.checkpoint_every: 500 -> 100",
+        "log.checkpoint_every: 500 -> 50",
+        "log.tensorboard: True -> False",
+        "log.validate_every: 500 -> 250",
+        "optim.clip_norm: 0.0 -> 0.5",
         "optim.ema_warmup: False -> True",
-        "out: 'runs/fnet' -> 'runs/default-cpu'",
-        "stage1.iterations: 20000 -> 4000",
-        "stage2.iterations: 20000 -> 4000",
+        "optim.lr: 0.0001 -> 0.0002",
+        "optim.schedule: 'constant' -> 'cosine'",
+        "optim.warmup: 0 -> 100",
+        "out: 'runs/fnet' -> 'runs_cpu/default'",
+        "stage1.iterations: 20000 -> 5000",
+        "stage2.iterations: 20000 -> 15000",
+        "threads: 0 -> 1",
+        "val.folders: [] -> ['../shared/data/MSRS_test', '../shared/data/RoadScene_train']",
     ]
 
 

@@ -1,8 +1,9 @@
 """The stage-II training loss of several weights files on the same random crops of real pairs.
 
 The loss is the trainer's own (:func:`fnet_deploy.training.losses.stage_two_loss`), computed in
-float64 on ``--crops`` random ``--crop`` x ``--crop`` windows per data set (visible read as the
-trainer reads it: BT.601 studio-range Y), the same windows for every weights file (seeded).
+float64 (convolutions in tap-GEMM form) on ``--crops`` random ``--crop`` x ``--crop`` windows
+per data set (visible read as the trainer reads it: BT.601 studio-range Y), the same windows for
+every weights file (seeded).
 Both SSIM forms are reported: ``same`` (the authors' pytorch-ssim, the default) and ``valid``.
 Lower is better; the loss tracks quality on the distribution the authors trained on (MSRS).
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from fnet_deploy.model import load_fnet
+from fnet_deploy.model.tap_conv import set_conv_form
 from fnet_deploy.training.config import DataConfig, StageTwoConfig
 from fnet_deploy.training.dataset import scan_pairs
 from fnet_deploy.training.losses import stage_two_loss
@@ -52,6 +54,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     models = {path.name: load_fnet(path)[0].double() for path in args.weights}
+    for model in models.values():
+        set_conv_form(model, "tap")  # PyTorch's float64 CPU convolution is very slow here
     results: list[dict[str, Any]] = []
     print(f"stage-II loss, float64, {args.crops} crops of {args.crop}x{args.crop} per set")
     for folder in args.data:

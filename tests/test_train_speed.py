@@ -28,6 +28,7 @@ from fnet_deploy.training.config import (
 from fnet_deploy.training.dataset import CropStream, StepBatches, scan_pairs
 from fnet_deploy.training.ema import ModelEMA
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
+from fnet_deploy.training.reporter import SilentReporter
 from fnet_deploy.training.stage import InverseFusion
 from fnet_deploy.training.step import WARMUP_STEPS, TrainStep, graph_blocker, make_adam
 from fnet_deploy.training.stopping import TimeBoxReached
@@ -343,3 +344,27 @@ def test_clip_norm_bounds_the_gradient_adam_steps_with() -> None:
     unclipped, clipped = norms
     assert unclipped > 1e-2  # the loss's gradient is far larger than the bound
     assert clipped == pytest.approx(1e-3, rel=1e-4)
+
+
+class _Notes(SilentReporter):
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def test_the_convolution_form_is_recorded_and_a_resume_in_another_says_so(
+    pairs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    train(tiny(pairs, out, "stages=1", "stage1.iterations=2", "speed.conv=native"))
+    assert load_train_state(out / "state" / "stage1.safetensors").info["execution"]["conv"] == (
+        "native"
+    )
+    shown = _Notes()
+    resumed = tiny(pairs, out, "stages=1", "stage1.iterations=3", "speed.conv=auto")
+    train(resumed, resume=True, reporter=shown)
+    assert any("speed.conv=native and resumes with tap" in note for note in shown.notes)
+    _, info = load_fnet(out / "fnet_stage1.safetensors")
+    assert info.metadata["training"]["stage1"]["execution"]["conv"] == "tap"

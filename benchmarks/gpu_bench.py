@@ -1,9 +1,13 @@
-"""Helpers of benchmarks/gpu_window.sh: precision errors on real pairs, the layout choice, the
-training state's progress, and the window's summary (results.json plus a short table).
+"""Helpers of benchmarks/gpu_window.sh and its prepare / collect scripts: the CPU run carried to
+the GPU and back, precision errors on real pairs, the layout choice, the training state's
+progress, and the window's summary (results.json plus a short table).
 
+    python benchmarks/gpu_bench.py carry-run --run runs_cpu/default --carry .gpu_carry
+    python benchmarks/gpu_bench.py adopt --from UNPACKED --into runs_cpu/default
+    python benchmarks/gpu_bench.py tiny-weights tiny.safetensors      # dry runs
     python benchmarks/gpu_bench.py errors --device cuda --data DIR [DIR ...] --json errors.json
     python benchmarks/gpu_bench.py choose-layout train_step.json      # prints true / false / ""
-    python benchmarks/gpu_bench.py steps runs_gpu/paper               # {"1": n, "2": m} as JSON
+    python benchmarks/gpu_bench.py steps runs_cpu/default             # {"1": n, "2": m} as JSON
     python benchmarks/gpu_bench.py summary --work W --run R --before '{"1": 0}' --json results.json
 """
 
@@ -14,6 +18,7 @@ import copy
 import csv
 import json
 import platform
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -25,12 +30,20 @@ from fnet_deploy.backends.torch_runner import Precision, TorchRunner
 from fnet_deploy.cuda_math import tf32_convolutions
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError
-from fnet_deploy.model import load_fnet
+from fnet_deploy.model import FNet, ModelConfig, load_fnet
 from fnet_deploy.model.deploy import to_deploy
-from fnet_deploy.model.weights import packaged_weights
+from fnet_deploy.model.weights import packaged_weights, save_fnet
 from fnet_deploy.training.checkpoint import read_train_info
-from fnet_deploy.training.config import load_config
+from fnet_deploy.training.config import TrainConfig, load_config
 from fnet_deploy.training.dataset import load_pair
+from fnet_deploy.training.layout import RunLayout
+from fnet_deploy.training.validation import pick_evenly
+
+TINY = ModelConfig(filters=4, kernel_size=3, iterations=2)
+"""The dry run's model (4 filters, 3 x 3 kernels, 2 iterations)."""
+RUN_FILES = ("log.csv", "validation.csv", "loss_curves.png", "fnet_best.safetensors")
+"""The files of a run folder carried to the GPU beside its config and state (the stage
+weights are rewritten by the trainer when it needs them)."""
 
 VARIANTS: list[tuple[str, bool, Precision, bool]] = [
     ("training form fp32 (IEEE)", False, "fp32", False),
@@ -55,6 +68,116 @@ def _pairs(
                 ir, vis = ir[:crop, : crop * 5 // 4], vis[:crop, : crop * 5 // 4]
             found.append((f"{folder.name}/{pair.name}", ir, vis))
     return found
+
+
+def _position(run: Path) -> tuple[int, int]:
+    """``(stage, iteration)`` of the furthest state saved in ``run``; ``(0, 0)`` for none."""
+    found = _steps(run)
+    stage = max((int(s) for s in found), default=0)
+    return (stage, found[str(stage)]) if stage else (0, 0)
+
+
+def _copy_pairs(source: Path, target: Path, config: TrainConfig, names: list[str] | None) -> None:
+    """The ir/vis images of ``source`` (those of the pair stems ``names``, or all) into
+    ``target``, replacing what was there."""
+    shutil.rmtree(target, ignore_errors=True)
+    for sub in (config.data.ir_dir, config.data.vis_dir):
+        (target / sub).mkdir(parents=True)
+        for image in sorted((source / sub).iterdir()):
+            if image.is_file() and (names is None or image.stem in names):
+                shutil.copy2(image, target / sub / image.name)
+
+
+def carry_run(args: argparse.Namespace) -> None:
+    """Copy the run folder ``--run`` (its config, log, validation record, best weights and the
+    state of its current stage) into ``<carry>/run``, its training folders whole and, of a
+    validation folder that is not a training folder, the pairs validation picks (the same picks:
+    ``pick_evenly`` of all the pairs there is the list itself) into ``<carry>/data/<name>``, and
+    write ``<carry>/train_args``: the ``fnet-deploy train`` options, one a line, that point the
+    resumed run at the carried data (and ``--stage 2`` when only the stage-II state travels)."""
+    layout = RunLayout(args.run)
+    if not layout.config.is_file():
+        raise FnetError(f"{args.run} holds no run to carry (no config.toml)")
+    config = load_config(layout.config)
+    carry: Path = args.carry
+    target = RunLayout(carry / "run")
+    for _ in range(3):  # the CPU run may save while we copy: copy again until it did not
+        before = _position(args.run)
+        if before == (0, 0):
+            raise FnetError(f"{args.run} holds no training state to carry")
+        shutil.rmtree(target.out, ignore_errors=True)
+        (target.out / "state").mkdir(parents=True)
+        shutil.copy2(layout.state(before[0]), target.state(before[0]))
+        for name in ("config.toml", *RUN_FILES):
+            if (args.run / name).is_file():
+                shutil.copy2(args.run / name, target.out / name)
+        if _position(target.out) == before == _position(args.run):
+            break
+    else:
+        raise FnetError(f"{args.run} kept changing while it was copied; try again")
+    train_args: list[str] = ["--stage", "2"] if before[0] == 2 else []
+    carried: dict[str, Path] = {}
+    training = {Path(folder).resolve() for folder in config.data.folders}
+    for option, folders in (("--data", config.data.folders), ("--val-data", config.val.folders)):
+        for folder in map(Path, folders):
+            place = carry / "data" / folder.name
+            if carried.setdefault(folder.name, folder.resolve()) != folder.resolve():
+                raise FnetError(f"two data folders are called {folder.name}: cannot carry both")
+            if not place.is_dir() or option == "--data":
+                picked = None
+                if folder.resolve() not in training:
+                    listing = pair_folders(
+                        folder / config.data.ir_dir, folder / config.data.vis_dir
+                    )
+                    picked = pick_evenly([p.name for p in listing.pairs], config.val.pairs)
+                _copy_pairs(folder, place, config, picked)
+            train_args += [option, str(place)]
+    (carry / "train_args").write_text("".join(f"{arg}\n" for arg in train_args))
+    stage, step = before
+    print(f"carried {args.run} (stage {stage}, iteration {step}) into {target.out}")
+
+
+def adopt(args: argparse.Namespace) -> None:
+    """Put a run that came back from the GPU (``--from``: its files unpacked, states under
+    ``state/``) into ``--into`` if and only if it is further on (stage, iteration) than the
+    state there now: every file that came back except ``config.toml`` (the run goes on with its
+    own config, on its own device); otherwise nothing changes. Refused while a process trains
+    into ``--into`` (it would overwrite the states at its next checkpoint)."""
+    source, into = args.source, args.into
+    came, here = _position(source), _position(into)
+    if came <= here:
+        print(
+            f"kept {into}: it is at stage {here[0]} iteration {here[1]}, the GPU run came back "
+            f"at stage {came[0]} iteration {came[1]} (not ahead)"
+        )
+        return
+    for proc in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = proc.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train" in words and b"--out" in words:
+            out = words[words.index(b"--out") + 1].decode(errors="replace")
+            if Path(out).resolve() == into.resolve():
+                raise FnetError(
+                    f"process {proc.parent.name} trains into {into}: stop it (SIGTERM saves), "
+                    "then collect again; it resumes from the GPU's state when restarted"
+                )
+    (into / "state").mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and path.name != "config.toml":
+            target = into / path.relative_to(source)
+            shutil.copyfile(path, target)  # not copy2: the source may be read-only
+    print(
+        f"adopted the GPU run into {into}: stage {here[0]} iteration {here[1]} -> stage "
+        f"{came[0]} iteration {came[1]}"
+    )
+
+
+def tiny_weights(args: argparse.Namespace) -> None:
+    """Seeded random weights of the dry run's tiny model (:data:`TINY`)."""
+    torch.manual_seed(0)
+    save_fnet(args.path, FNet(TINY), provenance="seeded random weights for gpu_window dry runs")
 
 
 def errors(args: argparse.Namespace) -> None:
@@ -110,8 +233,10 @@ def errors(args: argparse.Namespace) -> None:
 
 
 def choose_layout(args: argparse.Namespace) -> None:
-    """``true`` when the graphed NHWC step beats the graphed NCHW one by 3 % over both stages,
-    ``false`` when it does not, empty when the benchmark did not time both."""
+    """``true`` when the NHWC step (``nhwc``) beats the NCHW one (``eager``) by 3 % over both
+    stages, ``false`` when it does not, empty when the benchmark did not time both. These are
+    the eager steps: the carried CPU recipe's warm-up and cosine schedule rule out a CUDA graph
+    (a graph needs a constant learning rate)."""
     try:
         rows = json.loads(args.train_step.read_text())["rows"]
     except (OSError, ValueError, KeyError):
@@ -122,10 +247,10 @@ def choose_layout(args: argparse.Namespace) -> None:
     for row in rows:
         total[row["variant"]] = total.get(row["variant"], 0.0) + row["seconds"]
         stages.setdefault(row["variant"], set()).add(row["stage"])
-    if stages.get("graph") != stages.get("graph-nhwc") or "graph" not in total:
+    if stages.get("eager") != stages.get("nhwc") or "eager" not in total:
         print("")
         return
-    print("true" if total["graph-nhwc"] < 0.97 * total["graph"] else "false")
+    print("true" if total["nhwc"] < 0.97 * total["eager"] else "false")
 
 
 def _steps(run: Path) -> dict[str, int]:
@@ -153,11 +278,14 @@ def _training(run: Path, before: dict[str, int]) -> dict[str, Any]:
     """What the window's training did, from the run's state files and log."""
     after = _steps(run)
     config = load_config(run / "config.toml") if (run / "config.toml").is_file() else None
+    if "2" in after and "1" not in after:  # only stage II's state travelled: stage I is done
+        before = {"1": config.iterations(1) if config else 0} | before
+        after["1"] = before["1"]
     rows: list[dict[str, str]] = []
     if (run / "log.csv").is_file():
         with (run / "log.csv").open(newline="") as handle:
             rows = list(csv.DictReader(handle))
-    stages = {}
+    stages: dict[str, dict[str, Any]] = {}
     for stage in ("1", "2"):
         start, end = before.get(stage, 0), after.get(stage, 0)
         window = [
@@ -245,6 +373,14 @@ def summary(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    carry = commands.add_parser("carry-run", help=carry_run.__doc__)
+    carry.add_argument("--run", type=Path, required=True)
+    carry.add_argument("--carry", type=Path, required=True)
+    back = commands.add_parser("adopt", help=adopt.__doc__)
+    back.add_argument("--from", dest="source", type=Path, required=True)
+    back.add_argument("--into", type=Path, required=True)
+    tiny = commands.add_parser("tiny-weights", help=tiny_weights.__doc__)
+    tiny.add_argument("path", type=Path)
     err = commands.add_parser("errors", help=errors.__doc__)
     err.add_argument("--device", default="cuda")
     err.add_argument("--weights", type=Path, help="default: the packaged weights")
@@ -263,9 +399,15 @@ def main() -> None:
     gather.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
     try:
-        {"errors": errors, "choose-layout": choose_layout, "steps": steps, "summary": summary}[
-            args.command
-        ](args)
+        {
+            "carry-run": carry_run,
+            "adopt": adopt,
+            "tiny-weights": tiny_weights,
+            "errors": errors,
+            "choose-layout": choose_layout,
+            "steps": steps,
+            "summary": summary,
+        }[args.command](args)
     except FnetError as err:
         parser.exit(2, f"{err}\n")
 

@@ -22,8 +22,9 @@
 #    restart benchmarks/train_default.sh, which resumes from the adopted state on the CPU), and
 #    keeps the window's record in benchmarks/results; record the numbers (docs/training.md, "The
 #    GPU window").
-# Everything that travels: tracked files (about 6 MiB), untracked files (runs_cpu/: 9-20 MiB),
-# .gpu_carry (about 31 MiB in stage I, 29 MiB in stage II): under the 64 MiB limit
+# Everything that travels: tracked files (about 6 MiB), untracked files (runs_cpu/: 9 MiB in
+# stage I, about 19 MiB in stage II), .gpu_carry (29 MiB in stage I, about 30 MiB in stage II):
+# 44 MiB measured in stage I, about 55 MiB in stage II, under the 64 MiB limit
 # (gpu_window_prepare.sh prints the total). Files back: at most 6, each < 16 MiB.
 #
 # --- How its minutes are spent (budget WINDOW_SECONDS=510 from the start of this script) -----
@@ -62,8 +63,10 @@
 # an H100 / H200 is bound by kernel launches and small-kernel latency, not by its 400+ TFLOP/s:
 # guess 10-25 ms per eager iteration (the CPU takes 2-4 s), i.e. 8,000-20,000 iterations in the
 # ~3.5 minutes of training of a first window; the recipe (5,000 + 15,000 iterations, validation
-# every 250) in one to three windows. The step benchmark of the first window replaces this guess
-# with a measurement.
+# every 250) in one to three windows. The trainer validates on the CPU (12 pairs at 192 x 192,
+# a few seconds each time): the window log's "validation took" line says what share of the
+# training that is. The step benchmark of the first window replaces this guess with a
+# measurement.
 #
 # --- Dry run on a CPU ------------------------------------------------------------------------
 #   GPU_WINDOW_DRY_RUN=1 OUT=/tmp/gw_out DRY_ROOT=/tmp/gw_dry bash benchmarks/gpu_window.sh

@@ -8,6 +8,7 @@ of the inference weights (``training`` and ``provenance``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +18,27 @@ from fnet_deploy.cuda_math import tf32_allowed
 from fnet_deploy.training.config import TrainConfig
 from fnet_deploy.training.dataset import PairScan, folder_names
 from fnet_deploy.training.distributed import DistContext
+from fnet_deploy.training.layout import RunLayout
 from fnet_deploy.training.stage import StageParts
 
 
-def stage_info(
-    stage: int,
-    parts: StageParts,
-    config: TrainConfig,
-    ctx: DistContext,
-    scan: PairScan,
-    total: int,
-    loss: float,
-) -> dict[str, Any]:
-    """The record of ``stage`` trained to ``total`` iterations with last loss ``loss`` (NaN:
-    none yet, recorded as null)."""
+@dataclass(frozen=True)
+class RunFacts:
+    """What every file of a run is made from besides the stage itself: the config, the
+    processes, the training pairs and the output folder."""
+
+    config: TrainConfig
+    ctx: DistContext
+    scan: PairScan
+    layout: RunLayout
+
+
+def stage_info(parts: StageParts, run: RunFacts, total: int, loss: float) -> dict[str, Any]:
+    """The record of stage ``parts.stage`` trained to ``total`` iterations with last loss
+    ``loss`` (NaN: none yet, recorded as null)."""
+    config, ctx, scan = run.config, run.ctx, run.scan
     return {
-        "stage": stage,
+        "stage": parts.stage,
         "total": total,
         "config": config.to_dict(),
         "world_size": ctx.world_size,
@@ -63,17 +69,12 @@ def _execution(parts: StageParts, config: TrainConfig, ctx: DistContext) -> dict
 
 
 def weights_provenance(
-    stage: int,
-    parts: StageParts,
-    config: TrainConfig,
-    ctx: DistContext,
-    scan: PairScan,
-    done: int,
-    loss: float,
+    parts: StageParts, run: RunFacts, done: int, loss: float
 ) -> tuple[str, dict[str, Any]]:
     """The inference weights' one-line ``provenance`` and their ``training`` record (this stage,
     and stage I's when stage II started from it)."""
-    info = stage_info(stage, parts, config, ctx, scan, done, loss)
+    stage, config, scan = parts.stage, run.config, run.scan
+    info = stage_info(parts, run, done, loss)
     training: dict[str, Any] = {f"stage{stage}": info}
     if stage == 2 and "stage1" in parts.init_info:
         training["stage1"] = parts.init_info["stage1"]

@@ -10,32 +10,18 @@ from fnet_deploy.model import FNet
 from fnet_deploy.model.weights import load_fnet, save_fnet
 from fnet_deploy.training import distributed
 from fnet_deploy.training.checkpoint import TrainState, capture_rng, save_train_state
-from fnet_deploy.training.config import TrainConfig
-from fnet_deploy.training.dataset import PairScan
-from fnet_deploy.training.distributed import DistContext
-from fnet_deploy.training.layout import RunLayout
-from fnet_deploy.training.provenance import stage_info, weights_provenance
+from fnet_deploy.training.provenance import RunFacts, stage_info, weights_provenance
 from fnet_deploy.training.stage import StageParts
 
 
-def save_checkpoint(
-    stage: int,
-    parts: StageParts,
-    config: TrainConfig,
-    ctx: DistContext,
-    scan: PairScan,
-    layout: RunLayout,
-    done: int,
-    total: int,
-    loss: float,
-) -> None:
-    """Write the state of ``stage`` after iteration ``done`` (rank 0), then wait for every
-    process."""
-    if ctx.is_main:
-        info = stage_info(stage, parts, config, ctx, scan, total, loss)
-        info["samples_seen"] = done * config.data.batch_size * ctx.world_size
+def save_checkpoint(parts: StageParts, run: RunFacts, done: int, total: int, loss: float) -> None:
+    """Write the state of stage ``parts.stage`` after iteration ``done`` (rank 0), then wait for
+    every process."""
+    if run.ctx.is_main:
+        info = stage_info(parts, run, total, loss)
+        info["samples_seen"] = done * run.config.data.batch_size * run.ctx.world_size
         state = TrainState(
-            stage=stage,
+            stage=parts.stage,
             step=done,
             modules=parts.modules(),
             optimizer=parts.optimizer.state_dict(),
@@ -43,8 +29,8 @@ def save_checkpoint(
             rng=capture_rng(),
             info=info,
         )
-        save_train_state(layout.state(stage), state)
-    distributed.barrier(ctx)
+        save_train_state(run.layout.state(parts.stage), state)
+    distributed.barrier(run.ctx)
 
 
 def weights_step(path: Path, stage: int) -> int | None:
@@ -65,44 +51,22 @@ def weights_step(path: Path, stage: int) -> int | None:
 
 
 def save_weights(
-    stage: int,
-    parts: StageParts,
-    config: TrainConfig,
-    ctx: DistContext,
-    scan: PairScan,
-    layout: RunLayout,
-    done: int,
-    loss: float,
+    parts: StageParts, run: RunFacts, done: int, loss: float, score: float | None = None
 ) -> None:
-    """Write the moving-average FNet of ``stage`` after ``done`` iterations as inference
-    weights (called by rank 0 only)."""
-    provenance, training = weights_provenance(stage, parts, config, ctx, scan, done, loss)
+    """Write the moving-average FNet of stage ``parts.stage`` after ``done`` iterations as
+    inference weights (called by rank 0 only): the stage's weights file, or with a validation
+    ``score`` the best-so-far file ``fnet_best.safetensors``, recording that score."""
+    provenance, training = weights_provenance(parts, run, done, loss)
+    extra: dict[str, object] = {"training": training}
+    path = run.layout.weights(parts.stage)
+    if score is not None:
+        path = run.layout.best
+        provenance += f"; best validation score {score:.4f} (iteration {done})"
+        extra["validation"] = {"step": done, "score": score}
     save_fnet(
-        layout.weights(stage),
+        path,
         parts.ema.averaged(FNet),
         luminance="ycbcr",
         provenance=provenance,
-        extra={"training": training},
-    )
-
-
-def save_best(
-    parts: StageParts,
-    config: TrainConfig,
-    ctx: DistContext,
-    scan: PairScan,
-    layout: RunLayout,
-    done: int,
-    loss: float,
-    score: float,
-) -> None:
-    """Write the stage-II moving average after ``done`` iterations as ``fnet_best.safetensors``,
-    recording its validation score (called by rank 0 only)."""
-    provenance, training = weights_provenance(2, parts, config, ctx, scan, done, loss)
-    save_fnet(
-        layout.best,
-        parts.ema.averaged(FNet),
-        luminance="ycbcr",
-        provenance=f"{provenance}; best validation score {score:.4f} (iteration {done})",
-        extra={"training": training, "validation": {"step": done, "score": score}},
+        extra=extra,
     )

@@ -48,9 +48,10 @@ from fnet_deploy.training.distributed import DistContext
 from fnet_deploy.training.layout import STAGE_NAMES, RunLayout
 from fnet_deploy.training.losses import LossTerms, stage_one_loss, stage_two_loss
 from fnet_deploy.training.metric_log import MetricLog
+from fnet_deploy.training.provenance import RunFacts
 from fnet_deploy.training.reporter import Reporter, SilentReporter
 from fnet_deploy.training.resume import check_existing
-from fnet_deploy.training.saving import save_best, save_checkpoint, save_weights, weights_step
+from fnet_deploy.training.saving import save_checkpoint, save_weights, weights_step
 from fnet_deploy.training.stage import StageParts, build_stage
 from fnet_deploy.training.step import TrainStep
 from fnet_deploy.training.stopping import (
@@ -99,6 +100,11 @@ class _Session:
     result: TrainResult
     deadline: float | None
     val_sets: list[ValSet]
+
+    @property
+    def facts(self) -> RunFacts:
+        """What the stage's files are made from besides the stage."""
+        return RunFacts(self.config, self.ctx, self.scan, self.layout)
 
     def out_of_time(self, next_step: float) -> bool:
         """Whether an iteration of ``next_step`` seconds, started now, would end past the time
@@ -232,13 +238,13 @@ def _run_stage(stage: int, session: _Session) -> str | None:
         session.show,
         session.log,
     )
-    scan, result = session.scan, session.result
+    result = session.result
     total = config.iterations(stage)
     parts = build_stage(stage, config, ctx, layout, session.resume, show)
     if parts.start >= total:
         show.note(f"{STAGE_NAMES[stage]} already complete ({parts.start} iterations)")
         if weights_step(layout.weights(stage), stage) != parts.start and ctx.is_main:
-            save_weights(stage, parts, config, ctx, scan, layout, parts.start, parts.loss)
+            save_weights(parts, session.facts, parts.start, parts.loss)
         result.weights[stage] = layout.weights(stage)
         result.models[stage] = parts.ema.averaged(FNet)
         result.steps[stage] = parts.start
@@ -300,7 +306,7 @@ def _run_stage(stage: int, session: _Session) -> str | None:
             if session.val_sets and ((every and done % every == 0) or done == total):
                 val_seconds += _validate(stage, done, parts, session, loss_value)
             if done % config.log.checkpoint_every == 0 or done == total or stopping:
-                save_checkpoint(stage, parts, config, ctx, scan, layout, done, total, loss_value)
+                save_checkpoint(parts, session.facts, done, total, loss_value)
             if stopping:
                 reason = "time" if late and not session.stop.requested else "signal"
                 if done < total:
@@ -316,7 +322,7 @@ def _run_stage(stage: int, session: _Session) -> str | None:
         show.note(f"validation took {val_seconds:.0f} s, {share:.1f} % of this invocation's stage")
     show.stage_finished(stage)
     if ctx.is_main:
-        save_weights(stage, parts, config, ctx, scan, layout, total, loss_value)
+        save_weights(parts, session.facts, total, loss_value)
     distributed.barrier(ctx)
     result.weights[stage] = layout.weights(stage)
     result.models[stage] = parts.ema.averaged(FNet)
@@ -342,16 +348,7 @@ def _validate(stage: int, done: int, parts: StageParts, session: _Session, loss:
         f"score {validation.score:.4f}"
     )
     if stage == 2 and (best is None or validation.score > best[0]):
-        save_best(
-            parts,
-            session.config,
-            session.ctx,
-            session.scan,
-            session.layout,
-            done,
-            loss,
-            validation.score,
-        )
+        save_weights(parts, session.facts, done, loss, score=validation.score)
         note += f" (best so far: {session.layout.best.name})"
     session.show.note(note)
     return validation.seconds

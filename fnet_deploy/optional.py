@@ -25,6 +25,8 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tensorrt": ("tensorrt", ("tensorrt",)),
     "polygraphy": ("polygraphy", ("tensorrt",)),
     "gi": ("pygobject", ("rtsp-server",)),
+    "tritonclient": ("tritonclient", ("serve",)),
+    "pytriton": ("nvidia-pytriton", ("serve",)),
 }
 """Top-level import name -> (pip package, extras that install it; the first is the usual one).
 Mirrors ``[project.optional-dependencies]`` in pyproject.toml (a test keeps them in step)."""

@@ -11,6 +11,7 @@ import typer
 
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.base import Runner
+from fnet_deploy.backends.device import parse_device
 from fnet_deploy.backends.engine_info import EnginePrecision, ShapeProfile, format_shape
 from fnet_deploy.commands.common import (
     ColorOption,
@@ -40,6 +41,14 @@ from fnet_deploy.export.parity import (
     ImagePair,
     compare_runners,
     read_pair,
+)
+from fnet_deploy.export.triton_repo import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_NAME,
+    Accelerator,
+    TritonOptions,
+    graph_facts,
+    write_repo,
 )
 from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
 from fnet_deploy.optional import require
@@ -145,7 +154,24 @@ def export(
     timing_cache: Annotated[
         Path | None, typer.Option(help="TensorRT timing cache (default: OUT/timing.cache).")
     ] = None,
-    device: Annotated[str, typer.Option(help="GPU for engines: cuda or cuda:N.")] = "cuda:0",
+    device: Annotated[
+        str, typer.Option(help="GPU for engines and the Triton model: cuda, cuda:N or cpu.")
+    ] = "cuda:0",
+    triton_repo: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a Triton model repository: DIR/NAME/config.pbtxt and "
+            "DIR/NAME/1/model.onnx (model.plan and platform tensorrt_plan with --engine)."
+        ),
+    ] = None,
+    triton_name: Annotated[str, typer.Option(help="The Triton model's name.")] = DEFAULT_NAME,
+    triton_accelerator: Annotated[
+        str,
+        typer.Option(
+            help="ONNX Runtime's TensorRT provider inside Triton (GPU): none, tensorrt or "
+            "tensorrt-fp16."
+        ),
+    ] = "none",
 ) -> None:
     """Export FNet's deploy form to ONNX (and TensorRT), checking parity with PyTorch.
 
@@ -181,9 +207,16 @@ def export(
             "--col2im graphs use Col2Im, which TensorRT does not support: build engines "
             "without --col2im"
         )
+    triton = (
+        _triton_options(triton_name, triton_accelerator, device, engine)
+        if triton_repo is not None
+        else None
+    )
     import torch
 
     check_output(out, "--out", folder=True, inputs=(ir, vis, weights))
+    if triton_repo is not None:
+        check_output(triton_repo, "--triton-repo", folder=True, inputs=(ir, vis, weights))
     if timing_cache is not None:
         check_output(timing_cache, "--timing-cache", inputs=(ir, vis, weights))
     needed = ["onnxruntime", "onnx", "onnxscript"] + (["tensorrt", "polygraphy"] if engine else [])
@@ -287,9 +320,35 @@ def export(
         )
         with phase("building TensorRT engines"):
             failures += _engines(model, info, onnx_paths, pair, plan)
+    if triton_repo is not None and triton is not None:
+        engine_path = out / ENGINE_FILES["fp32"] if engine else None
+        facts = graph_facts(onnx.load(onnx_paths["fp32"]))
+        written = write_repo(triton_repo, onnx_paths["fp32"], facts, triton, engine_path)
+        console.print(f"wrote {written}/config.pbtxt  (Triton {triton.platform}, {triton.name})")
     outputs.finish()
     if failures:
         raise typer.Exit(1)
+
+
+def _triton_options(name: str, accelerator: str, device: str, engine: bool) -> TritonOptions:
+    """The Triton model's choices from the options (instance on ``--device``; a plan with
+    ``--engine``, its batch bounded by the default profile's).
+
+    Raises:
+        FnetError: a bad --triton-name, --triton-accelerator or --device, in one line.
+    """
+    parsed = parse_device(device)
+    gpu = None if parsed.kind == "cpu" else parsed.index
+    try:
+        return TritonOptions(
+            name=name,
+            platform="tensorrt_plan" if engine else "onnxruntime_onnx",
+            max_batch_size=DEFAULT_PROFILE[2][0] if engine else DEFAULT_MAX_BATCH,
+            gpu=gpu,
+            accelerator=cast(Accelerator, accelerator),
+        )
+    except FnetError as err:
+        raise FnetError(f"--triton-repo: {err}") from None
 
 
 def _profile(

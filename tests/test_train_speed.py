@@ -297,9 +297,9 @@ def test_time_box_from_the_command_line_exits_75_and_resumes(pairs: Path, tmp_pa
     assert json.loads(json.dumps(execution)) == execution
 
 
-def test_gpu_window_config_is_the_paper_recipe_on_the_carried_pairs() -> None:
-    """configs/gpu.toml (benchmarks/gpu_window.sh) differs from the paper's recipe only in where
-    the data are, the device, the run folder and how often it logs."""
+def test_gpu_config_is_the_paper_recipe_on_the_carried_pairs() -> None:
+    """configs/gpu.toml (the paper's recipe on one GPU) differs from the paper's recipe only in
+    where the data are, the device, the run folder and how often it logs."""
     repo = Path(__file__).resolve().parents[1]
     assert differences(TrainConfig(), load_config(repo / "configs" / "gpu.toml")) == [
         "data.folders: [] -> ['.gpu_carry/data/MSRS_train', '.gpu_carry/data/RoadScene_train']",

@@ -337,7 +337,7 @@ def _validate(stage: int, done: int, parts: StageParts, session: _Session, loss:
     if not session.ctx.is_main:
         return 0.0
     best = session.log.best_score(2) if stage == 2 else None
-    validation = validate(parts.ema.averaged(FNet), session.val_sets)
+    validation = validate(parts.ema.averaged(FNet), session.val_sets, str(session.ctx.device))
     session.log.validation_rows(stage, done, validation)
     means = "; ".join(
         f"{name} " + " ".join(f"{k} {v:.3f}" for k, v in values.items())

@@ -131,6 +131,13 @@ def _cases(work: Path) -> list[Case]:
         Case("bench-plot", ("matplotlib",), (*bench, "--plot", str(work / "b.png")), "plot"),
         case("eval-plot", "matplotlib", ("eval", *folders, "--plot"), "plot"),
         case("explain", "matplotlib", ("explain", *pair), "plot"),
+        case(
+            "fuse-triton",
+            "tritonclient",
+            ("fuse", "--ir", str(ir), "--vis", str(vis), "--model", "triton://127.0.0.1:8001/fnet"),
+            "serve",
+            ".png",
+        ),
         case("stream-onnxruntime", "onnxruntime", ("stream", "--model", str(fp32)), "onnx", ".mp4"),
         Case(
             "stream-rtsp-server",

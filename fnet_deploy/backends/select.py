@@ -8,7 +8,9 @@
 - ``--backend torch``: the PyTorch deploy form; ``--backend torch-training``: the PyTorch
   training form (the reference the other forms are measured against);
 - ``.onnx``: ``onnxruntime`` (:class:`OnnxRunner`);
-- ``.engine``, ``.plan``: ``tensorrt`` (:class:`TensorRTRunner`).
+- ``.engine``, ``.plan``: ``tensorrt`` (:class:`TensorRTRunner`);
+- ``triton://HOST:PORT/MODEL`` (gRPC), ``triton+http://HOST:PORT/MODEL``: a model served by
+  Triton Inference Server (:class:`~fnet_deploy.backends.triton_runner.TritonRunner`).
 
 A missing optional dependency of an asked-for backend is reported as
 :class:`MissingDependencyError` naming the extra to install, before anything is loaded; the
@@ -75,7 +77,9 @@ def open_runner(
 
     Args:
         model: an exported ``.onnx``, a TensorRT ``.engine`` / ``.plan``, a weights file
-            (``.pth`` / ``.safetensors``), or ``None`` to run ``weights``.
+            (``.pth`` / ``.safetensors``), a Triton URI (``triton://HOST:PORT/MODEL``,
+            ``triton+http://...``; a ``Path`` of one, whose ``//`` became ``/``, too), or
+            ``None`` to run ``weights``.
         backend: ``torch`` (deploy form), ``torch-training`` (training form), ``onnxruntime`` or
             ``tensorrt``; ``None`` chooses by file type, and for weights the fastest exact form
             on the device (:func:`fastest_runner`).
@@ -98,6 +102,10 @@ def open_runner(
             (or, for the default choice, unreadable weights).
         MissingDependencyError: the backend's optional packages are not installed.
     """
+    from fnet_deploy.backends.triton_runner import is_triton_uri
+
+    if model is not None and is_triton_uri(str(model)):
+        return _triton_runner(str(model), backend, precision, weights)
     path = Path(model) if model is not None else None
     if path is not None and weights is not None:
         raise FnetError(
@@ -147,6 +155,35 @@ def open_runner(
     return TensorRTRunner(
         path, device="cuda:0" if device == "cpu" else device, expected_precision=precision
     )
+
+
+def _triton_runner(
+    uri: str, backend: str | None, precision: str | None, weights: str | Path | None
+) -> Runner:
+    """A (not yet activated) runner of a Triton-served model.
+
+    Raises:
+        FnetError: a bad URI, or options that only a local model takes.
+    """
+    from fnet_deploy.backends.triton_runner import TritonRunner, TritonUri
+
+    parsed = TritonUri.parse(uri)
+    given = [
+        option
+        for option, value in (
+            ("--backend", backend),
+            ("--precision", precision),
+            ("--weights", weights),
+        )
+        if value is not None
+    ]
+    if given:
+        raise FnetError(
+            f"--model {parsed}: the Triton server runs its own model; {', '.join(given)} "
+            "do not apply"
+        )
+    require("tritonclient")
+    return TritonRunner(parsed)
 
 
 def _check_torch_options(device: str, precision: str | None) -> str:

@@ -370,6 +370,7 @@ def _cases(work: Path) -> list[Case]:
         "ir-offset-ms",
         target=video,
     )
+    add_out("stream-max-batch-one-pair", (*stream, "--max-batch", "4"), video, "--max-batch")
     add(
         "stream-pair-batch-timeout",
         (*pairs, "--pair", f"{both},out={video}", "--batch-timeout-ms", "-1"),
@@ -568,6 +569,13 @@ def _cases(work: Path) -> list[Case]:
         "corrupt.onnx",
         "not a readable ONNX model",
     )
+    add_out(
+        "stream-symlink-loop",
+        ("stream", "--no-live", "--vis", str(f["loop"]), "--ir", str(f["ir"].parent)),
+        video,
+        "loop.png",
+        "symlink loop",
+    )
     add("check-symlink-loop", ("check", str(f["loop"]), *pair, *tiny), "loop.png", "symlink loop")
     add_out(
         "stream-model-folder",
@@ -645,9 +653,9 @@ def outcomes(
 NAMES = [c.name for c in _cases(Path("/nonexistent-work"))]
 
 
-def test_the_table_covers_every_command_with_at_least_60_rows() -> None:
+def test_the_table_covers_every_command_with_at_least_120_rows() -> None:
     cases = _cases(Path("/nonexistent-work"))
-    assert len(cases) >= 60
+    assert len(cases) >= 120
     commands = {c.args[0] for c in cases}
     assert commands >= {"fuse", "stream", "explain", "export", "bench", "train", "eval"}
     assert commands >= {"calibrate", "check", "weights"}

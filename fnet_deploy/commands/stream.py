@@ -297,6 +297,11 @@ def stream(
             if settings.metrics is not None:
                 settings.metrics.close()
         return
+    if max_batch is not None:
+        raise FnetError(
+            "--max-batch applies to several pairs (--pair or --pairs); one pair is fused a "
+            "frame at a time"
+        )
     if (vis is None) != (ir is None):
         raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
     if vis is None or ir is None:

@@ -307,6 +307,8 @@ def _bare_path(text: str, role: Role) -> URI:
         if role == "sink" and path.suffix.lower() not in VIDEO_SUFFIXES:
             raise InputError(path, _suffix_problem(path))
         return URI(scheme="file", location=str(path), text=text)
+    if path.is_symlink():  # a link to nothing: a loop, or a target that is gone
+        raise InputError(path, "is a symlink loop or a link to nothing")
     if role == "source":
         raise InputError(path, "not found (expected a video file, a folder of frames or a URI)")
     if not path.suffix:

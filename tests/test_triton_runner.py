@@ -99,8 +99,10 @@ def test_unreachable_server_is_one_line(
     args = ["fuse", "--ir", str(ir), "--vis", str(vis), "--out", str(out), "--model", uri]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
-    assert f"--model {uri}: no Triton server answers at 127.0.0.1:" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith(f"error: --model {uri}: no Triton server answers at 127.0.0.1:")
+    # a slow refusal may first show the phase's progress line; the error itself is one line
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
     assert not out.exists()
 
 
@@ -166,14 +168,21 @@ def server(tiny_weights: Path) -> Iterator[tuple[int, int]]:
 
 
 def served_result(runner: Runner, feed: dict[str, np.ndarray]) -> np.ndarray:
-    """The served ``fused``; a skip where this PyTriton build returns empty outputs (measured
-    with PyTriton 0.7.0 on this project's CPU machines: requests reach the bound function, the
-    responses come back with their shape but no data, for plain Python-backend models too)."""
+    """The served ``fused``; a skip where the server's Python backend returns empty outputs.
+
+    Measured with PyTriton 0.7.0 on this project's CPU machines: its backend stub is built for
+    numpy 1 (the wheel declares numpy<2); under numpy 2 requests reach the bound function but
+    every response comes back with its shape and no data (a plain Python-backend model too; the
+    same model with numpy 1.26 in the stub returns the data).
+    """
     try:
         return runner.infer(feed)["fused"]
     except FnetError as err:
         if "cannot reshape array of size 0" in str(err):
-            pytest.skip(f"this Triton server returns empty output tensors ({err})")
+            pytest.skip(
+                f"the Triton server's Python backend returns empty outputs under numpy "
+                f"{np.__version__} (PyTriton's stub is built for numpy 1): {err}"
+            )
         raise
 
 

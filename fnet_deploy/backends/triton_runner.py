@@ -111,8 +111,9 @@ class TritonRunner(Runner):
             client = module.InferenceServerClient(
                 self.uri.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
             )
+        bound = {"client_timeout": self.timeout_s} if self.uri.protocol == "grpc" else {}
         try:
-            live = client.is_server_live()
+            live = client.is_server_live(**bound)
         except Exception as err:  # any failure to connect is the same to a user
             client.close()
             raise FnetError(

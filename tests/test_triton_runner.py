@@ -6,8 +6,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import sysconfig
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,30 +171,141 @@ def server(tiny_weights: Path) -> Iterator[tuple[int, int]]:
     local.deactivate()
 
 
+MODEL_PY = """
+import json
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from fnet_deploy.backends.select import open_runner
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        torch.set_num_threads(1)
+        parameters = json.loads(args["model_config"])["parameters"]
+        weights = parameters["weights"]["string_value"]
+        self.runner = open_runner(None, "torch", weights=weights)
+        self.runner.activate()
+
+    def execute(self, requests):
+        responses = []
+        self.sent = []  # the arrays behind the DLPack outputs, alive until the next call
+        for request in requests:
+            feed = {  # through DLPack: as_numpy() and pb_utils.Tensor(name, array) are built
+                # for numpy 1's ABI and misread arrays under numpy 2
+                name: torch.from_dlpack(
+                    pb_utils.get_input_tensor_by_name(request, name).to_dlpack()
+                ).numpy()
+                for name in ("ir", "vis")
+            }
+            fused = np.ascontiguousarray(self.runner.infer(feed)["fused"])
+            self.sent.append(fused)
+            tensor = pb_utils.Tensor.from_dlpack("fused", fused)
+            responses.append(pb_utils.InferenceResponse([tensor]))
+        return responses
+"""
+
+
+@pytest.fixture(scope="module")
+def backend_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path
+) -> Iterator[tuple[int, int]]:
+    """The Triton server that nvidia-pytriton bundles, run directly on loopback with a Python-
+    backend ``fnet`` (the tiny model's PyTorch deploy form, max batch 4, dynamic batching), whose
+    outputs are built through DLPack so that they survive numpy 2 (see :func:`served_result`).
+
+    Yields:
+        (gRPC port, HTTP port).
+    """
+    import tritonclient.grpc as grpcclient
+    from pytriton.utils.distribution import get_libs_path, get_root_module_path, get_stub_path
+
+    root = tmp_path_factory.mktemp("tritonserver")
+    bundled = get_root_module_path() / "tritonserver"
+    backend = root / "backends" / "python"
+    backend.mkdir(parents=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy(bundled / "backends" / "python" / name, backend / name)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    shutil.copy(get_stub_path(version), backend / "triton_python_backend_stub")
+    model = root / "models" / "fnet"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(MODEL_PY)
+    (model / "config.pbtxt").write_text(
+        'name: "fnet"\nbackend: "python"\nmax_batch_size: 4\n'
+        'input [ { name: "ir" data_type: TYPE_FP32 dims: [1, -1, -1] },'
+        ' { name: "vis" data_type: TYPE_FP32 dims: [1, -1, -1] } ]\n'
+        'output [ { name: "fused" data_type: TYPE_FP32 dims: [1, -1, -1] } ]\n'
+        "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
+        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        f'parameters {{ key: "weights" value: {{ string_value: "{tiny_weights}" }} }}\n'
+    )
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    libdir = str(sysconfig.get_config_var("LIBDIR"))
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{libdir}:{get_libs_path()}"}
+    command = [
+        str(bundled / "bin" / "tritonserver"),
+        f"--model-repository={root / 'models'}",
+        f"--backend-directory={root / 'backends'}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc_port}",
+        "--http-address=127.0.0.1",
+        f"--http-port={http_port}",
+        f"--metrics-port={metrics_port}",
+    ]
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        for _ in range(240):  # until the model is ready (or the server exited)
+            if process.poll() is not None:
+                pytest.fail(f"tritonserver exited: {(root / 'server.log').read_text()[-2000:]}")
+            with contextlib.suppress(Exception):
+                if client.is_model_ready("fnet"):
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"fnet not ready: {(root / 'server.log').read_text()[-2000:]}")
+        yield grpc_port, http_port
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(60)
+        log.close()
+
+
 def served_result(runner: Runner, feed: dict[str, np.ndarray]) -> np.ndarray:
     """The served ``fused``; a skip where the server's Python backend returns empty outputs.
 
     Measured with PyTriton 0.7.0 on this project's CPU machines: its backend stub is built for
-    numpy 1 (the wheel declares numpy<2); under numpy 2 requests reach the bound function but
-    every response comes back with its shape and no data (a plain Python-backend model too; the
-    same model with numpy 1.26 in the stub returns the data).
+    numpy 1 (the wheel declares numpy<2); under numpy 2 the stub's ``as_numpy()`` misreads the
+    inputs and ``pb_utils.Tensor(name, array)`` sends outputs with their shape and no data.
+    PyTriton's proxy uses both; :func:`backend_server` goes through DLPack instead.
     """
     try:
         return runner.infer(feed)["fused"]
     except FnetError as err:
         if "cannot reshape array of size 0" in str(err):
             pytest.skip(
-                f"the Triton server's Python backend returns empty outputs under numpy "
-                f"{np.__version__} (PyTriton's stub is built for numpy 1): {err}"
+                f"PyTriton's Python backend stub (built for numpy 1) returns empty outputs "
+                f"under numpy {np.__version__}: {err}"
             )
         raise
 
 
+SERVERS = ["server", "backend_server"]
+"""PyTriton binding a Python function, and the bundled server running a Python-backend model."""
+
+
 @needs_server
 @pytest.mark.parametrize("scheme", ["triton", "triton+http"])
+@pytest.mark.parametrize("server_fixture", SERVERS)
 def test_served_model_is_checked_and_fuses_as_the_local_runner(
-    server: tuple[int, int], tiny_weights: Path, scheme: str
+    request: pytest.FixtureRequest, server_fixture: str, tiny_weights: Path, scheme: str
 ) -> None:
+    server: tuple[int, int] = request.getfixturevalue(server_fixture)
     port = server[0] if scheme == "triton" else server[1]
     runner = open_runner(f"{scheme}://127.0.0.1:{port}/fnet")
     assert isinstance(runner, TritonRunner)
@@ -209,9 +324,15 @@ def test_served_model_is_checked_and_fuses_as_the_local_runner(
 
 
 @needs_server
+@pytest.mark.parametrize("server_fixture", SERVERS)
 def test_fuse_cli_through_the_server_matches_the_local_runner(
-    server: tuple[int, int], tiny_weights: Path, crop_pair: tuple[Path, Path], tmp_path: Path
+    request: pytest.FixtureRequest,
+    server_fixture: str,
+    tiny_weights: Path,
+    crop_pair: tuple[Path, Path],
+    tmp_path: Path,
 ) -> None:
+    server: tuple[int, int] = request.getfixturevalue(server_fixture)
     ir, vis = crop_pair
     runner = open_runner(f"triton://127.0.0.1:{server[0]}/fnet")
     probe = np.full((1, 1, 8, 8), 0.5, np.float32)

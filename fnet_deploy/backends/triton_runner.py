@@ -192,7 +192,7 @@ class TritonRunner(Runner):
             fused = result.as_numpy(OUTPUT_NAME)
         except Exception as err:  # server, network and decoding errors alike
             raise FnetError(f"triton {self.uri}: inference failed ({_first_line(err)})") from None
-        return {OUTPUT_NAME: np.asarray(fused, dtype=np.float32)}
+        return {OUTPUT_NAME: np.array(fused, dtype=np.float32)}  # writable (torch wraps it)
 
     def _deactivate(self) -> None:
         if self._client is not None:

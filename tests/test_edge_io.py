@@ -38,7 +38,7 @@ from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import Registrar
 from fnet_deploy.runtime.sinks import open_sink
-from fnet_deploy.runtime.sources import open_source
+from fnet_deploy.runtime.sources import V4L2Source, open_source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import parse_uri
 from tests.conftest import nato
@@ -280,8 +280,8 @@ def test_a_y16_thermal_camera_stays_16_bit_into_the_gain(
 
     with TorchRunner(tiny_weights) as runner:
         stats = StreamPipeline(
-            open_source(parse_uri("v4l2:///dev/video0", "source")),
-            open_source(parse_uri("v4l2:///dev/video1?format=Y16", "source")),
+            V4L2Source(parse_uri("v4l2:///dev/video0", "source")),  # faked: no device file
+            V4L2Source(parse_uri("v4l2:///dev/video1?format=Y16", "source")),
             runner,
             open_sink(parse_uri(f"dir://{tmp_path / 'fused'}", "sink")),
             Registrar(None, MODEL_SIZE),

@@ -34,6 +34,7 @@ HELPERS = {
     "atomic",
     "cuda_math",
     "errors",
+    "lazy",
     "memory",
     "optional",
     "plots",

@@ -6,8 +6,9 @@ as :mod:`fnet_deploy.training.config` (``fnet-deploy train --help``) does not im
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fnet_deploy.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from fnet_deploy.training.config import TrainConfig, load_config, to_toml, with_overrides
@@ -44,10 +45,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's submodule when the name is first asked for."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES)

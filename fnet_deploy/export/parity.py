@@ -219,3 +219,10 @@ def compare_runners(
         if on_pair is not None:
             on_pair(pair.name)
     return reports
+
+
+def pair_error(reference: Runner, candidate: Runner, pair: ImagePair, batch: int = 1) -> ErrorStats:
+    """The error of ``candidate`` against ``reference`` (active) on one pair; ``candidate`` is
+    activated for the comparison and released after it."""
+    with candidate:
+        return compare_runners(reference, [candidate], [pair], batch=batch)[0].overall

@@ -1,23 +1,35 @@
-"""``fnet-deploy bench``: latency and throughput per backend, precision, size (W x H) and batch."""
+"""``fnet-deploy bench``: latency and throughput per backend, precision, size (W x H) and batch.
+
+The options become a :class:`~fnet_deploy.bench.plan.BenchPlan`;
+:func:`~fnet_deploy.bench.run.run_bench` times it and this module prints what it says, the
+table of results included.
+"""
 
 from __future__ import annotations
 
-import json
-import tempfile
-from dataclasses import asdict
+import contextlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from fnet_deploy.atomic import write_text_atomic
-from fnet_deploy.backends.device import torch_device
-from fnet_deploy.bench.cost import inference_bytes
+from fnet_deploy.bench.plan import (
+    PRECISIONS,
+    BenchPlan,
+    parse_batches,
+    parse_choices,
+    split_list,
+)
+from fnet_deploy.bench.run import run_bench
 from fnet_deploy.bench.targets import TARGET_NAMES
 from fnet_deploy.commands.common import (
     INTERRUPTED_EXIT,
+    PlainProgress,
     check_output,
     cleans_up_on_signals,
     console,
@@ -28,59 +40,18 @@ from fnet_deploy.commands.common import (
 )
 from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.errors import FnetError
-from fnet_deploy.memory import require_memory
-from fnet_deploy.model.weights import load_fnet
-from fnet_deploy.optional import require
-from fnet_deploy.plots import plot_latency
 
 if TYPE_CHECKING:  # PyTorch is imported by the benchmark itself, not with `bench --help`
     from fnet_deploy.bench.matrix import CellResult
-    from fnet_deploy.bench.peaks import Peaks
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _batches(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in _split(text)]
-    except ValueError:
-        raise FnetError(f"--batch expects sizes like 1,2,4, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise FnetError(f"--batch expects positive sizes like 1,2,4, got {text!r}")
-    return values
-
-
-def _choices(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
-    values = _split(text)
-    unknown = [v for v in values if v not in allowed]
-    if not values or unknown:
-        got = repr(unknown[0]) if unknown else "nothing"
-        raise FnetError(
-            f"{option}: expected a comma-separated list of {', '.join(allowed)}, got {got}"
-        )
-    return values
-
-
-def _shapes(text: str) -> list[tuple[int, int]]:
+def _shapes(text: str) -> tuple[tuple[int, int], ...]:
     """``--size`` (comma-separated WIDTHxHEIGHT) -> (height, width) per cell."""
-    return [parse_size(part, "--size")[::-1] for part in _split(text)]
+    return tuple(parse_size(part, "--size")[::-1] for part in split_list(text))
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _describe_peaks(peaks: Peaks) -> str:
-    flops, matmul, conv = (
-        f"{v / 1e9:,.0f}"
-        for v in (peaks.flops_per_s, peaks.matmul_flops_per_s, peaks.conv_flops_per_s)
-    )
-    return (
-        f"peaks on {peaks.device} ({peaks.dtype}): {flops} GFLOP/s (matmul {matmul}, "
-        f"9x9 conv {conv}), {peaks.bytes_per_s / 1e9:,.0f} GB/s copy"
-    )
 
 
 def _table(results: list[CellResult]) -> Table:
@@ -161,141 +132,85 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark FNet: median/p95/p99 latency and fps per cell, beside the hardware's floors."""
-    import torch  # here, not with `bench --help`
-
-    from fnet_deploy.bench.matrix import (
-        add_speedups,
-        cells,
-        machine_info,
-        require_backend,
-        run_cell,
+    plan = BenchPlan(
+        backends=parse_choices(backend, "--backend", TARGET_NAMES),
+        precisions=parse_choices(precision, "--precision", PRECISIONS),
+        shapes=_shapes(size),
+        batches=parse_batches(batch),
+        device=device,
+        weights=weights,
+        warmup=warmup,
+        iterations=iterations,
+        max_seconds=max_seconds,
+        peaks=peaks,
+        threads=threads,
+        plot=plot,
+        json_out=json_out,
     )
-    from fnet_deploy.bench.peaks import peaks_per_precision
-    from fnet_deploy.model.fnet import FNet
-
     if json_out is not None:
         check_output(json_out, "--json", suffixes=(".json",), inputs=(weights,))
     if plot is not None:
         check_output(plot, "--plot", suffixes=(".png", ".pdf", ".svg"), inputs=(weights, json_out))
-    compute_device = torch_device(device)
-    if compute_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # each cell has one shape: let cuDNN pick per shape
-    if threads is not None:
-        torch.set_num_threads(threads)
-    backends = _choices(backend, "--backend", TARGET_NAMES)
-    precisions = _choices(precision, "--precision", ("fp32", "fp16", "int8"))
-    matrix = list(
-        cells(
-            backends,
-            precisions,
-            _shapes(size),
-            _batches(batch),
-        )
-    )
-    for name in backends:
-        require_backend(name)
-    if plot is not None:
-        require("matplotlib")
-    model = load_fnet(weights)[0] if weights is not None else FNet().eval()
-    if compute_device.type == "cpu":
-        for cell in matrix:
-            require_memory(
-                inference_bytes(model.config, cell.height, cell.width, cell.batch),
-                f"--size {cell.width}x{cell.height} --batch {cell.batch}",
-                "give a smaller --size or --batch",
-            )
-    measured: dict[str, Peaks] = {}  # precision -> the peaks of its dtype
-    if peaks:
-        with phase("measuring compute and memory-bandwidth peaks", spinner=True):
-            measured = peaks_per_precision(precisions, str(compute_device))
-        for described in dict.fromkeys(_describe_peaks(p) for p in measured.values()):
-            console.print(described)
-    results: list[CellResult] = []
-    interrupted = False
     outputs = Outputs("bench")
-    json_target = json_out
-
-    def write_json(complete: bool) -> None:
-        """The results so far, after every cell once one has run (a stopped or failing run
-        keeps the finished cells; a matrix of skipped cells alone writes nothing)."""
-        nonlocal json_target
-        if json_target is None or all(r.skipped for r in results):
-            return
-        add_speedups(results)
-        document = {
-            "machine": machine_info(str(compute_device)),
-            "weights": str(weights) if weights else "random init",
-            "peaks": {name: asdict(p) for name, p in measured.items()} or None,
-            "cells": len(matrix),
-            "complete": complete,
-            "results": [r.to_dict() for r in results],
-        }
-        text = json.dumps(document, indent=2)
-        json_target = outputs.write(
-            json_target, lambda path: write_text_atomic(path, text), "the results"
-        )
-
-    with tempfile.TemporaryDirectory(prefix="fnet-bench-") as work, progress_bar() as progress:
-        task = progress.add_task("benchmarking", total=len(matrix))
-        try:
-            for cell in matrix:
-                progress.update(
-                    task,
-                    description=f"{cell.backend} {cell.precision} {cell.height}x{cell.width} "
-                    f"b{cell.batch}",
-                )
-                results.append(
-                    run_cell(
-                        cell,
-                        model,
-                        str(compute_device),
-                        measured.get(cell.precision),
-                        warmup,
-                        iterations,
-                        max_seconds,
-                        Path(work),
-                    )
-                )
-                write_json(complete=False)
-                progress.advance(task)
-        except KeyboardInterrupt:
-            interrupted = True
-    add_speedups(results)
-    out = Console()
-    out.width = max(out.width, 160)
-    out.print(_table(results))
-    reasons = sorted({r.skipped for r in results if r.skipped})
-    for reason in reasons:
-        out.print(f"skipped: {reason}", markup=False)
-    failed = [r for r in results if r.error]
-    for r in failed:
-        c = r.cell
-        out.print(
-            f"failed: {c.backend} {c.precision} {c.height}x{c.width} b{c.batch}: {r.error}",
-            markup=False,
-        )
-    if results and not interrupted and all(r.skipped for r in results):
-        raise FnetError(f"no benchmark cell could run here: {'; '.join(reasons)}")
-    if plot is not None:
-        latencies = {
-            f"{r.cell.backend} {r.cell.precision} {r.cell.height}x{r.cell.width} b{r.cell.batch}": [
-                1e3 * s for s in r.samples
-            ]
-            for r in results
-            if r.samples
-        }
-        written = outputs.write(plot, lambda path: plot_latency(latencies, path), "the plot")
-        if written == plot:
-            console.print(f"wrote {plot}")
-    write_json(complete=not interrupted)
-    if json_out is not None and json_target == json_out:
-        console.print(f"wrote {json_out}")
+    outcome = run_bench(plan, _ConsoleReport(), outputs)
     outputs.finish()
-    if interrupted:
-        console.print(f"interrupted: {len(results)} of {len(matrix)} cells finished (shown above)")
+    if outcome.interrupted:
+        console.print(
+            f"interrupted: {len(outcome.results)} of {outcome.cells} cells finished (shown above)"
+        )
         raise typer.Exit(INTERRUPTED_EXIT)
+    failed = outcome.failed
     if failed:
         raise FnetError(
-            f"{len(failed)} of {len(matrix)} benchmark cells failed (the others ran; their "
+            f"{len(failed)} of {outcome.cells} benchmark cells failed (the others ran; their "
             f"errors are in the table{' and the JSON' if json_out else ''}): {failed[0].error}"
         )
+
+
+class _ConsoleReport:
+    """The benchmark's lines on the commands' console (stderr), its progress as a bar (plain
+    lines without a terminal) and its results as a table on stdout."""
+
+    def line(self, text: str) -> None:
+        """A result line (rich markup)."""
+        console.print(text)
+
+    def phase(self, label: str) -> AbstractContextManager[object]:
+        """A spinner (progress lines without a terminal) while the work lasts."""
+        return phase(label, spinner=True)
+
+    @contextlib.contextmanager
+    def cells(self, total: int) -> Iterator[_CellBar]:
+        """The progress bar of the matrix."""
+        with progress_bar() as progress:
+            yield _CellBar(progress, progress.add_task("benchmarking", total=total))
+
+    def results(self, results: list[CellResult]) -> None:
+        """The table, then why cells were skipped and how they failed."""
+        out = Console()
+        out.width = max(out.width, 160)
+        out.print(_table(results))
+        for reason in sorted({r.skipped for r in results if r.skipped}):
+            out.print(f"skipped: {reason}", markup=False)
+        for r in results:
+            if r.error:
+                c = r.cell
+                out.print(
+                    f"failed: {c.backend} {c.precision} {c.height}x{c.width} b{c.batch}: {r.error}",
+                    markup=False,
+                )
+
+
+class _CellBar:
+    """One task of a progress bar, described by the cell it times."""
+
+    def __init__(self, progress: Progress | PlainProgress, task: TaskID) -> None:
+        self.progress, self.task = progress, task
+
+    def start(self, description: str) -> None:
+        """Show the cell that begins."""
+        self.progress.update(self.task, description=description)
+
+    def advance(self) -> None:
+        """Count the cell done."""
+        self.progress.advance(self.task)

@@ -371,6 +371,13 @@ def _cases(work: Path) -> list[Case]:
         target=video,
     )
     add_out("stream-max-batch-one-pair", (*stream, "--max-batch", "4"), video, "--max-batch")
+    add_out(
+        "stream-batch-timeout-one-pair",
+        (*stream, "--batch-timeout-ms", "10"),
+        video,
+        "--batch-timeout-ms",
+        "several pairs",
+    )
     add(
         "stream-pair-batch-timeout",
         (*pairs, "--pair", f"{both},out={video}", "--batch-timeout-ms", "-1"),

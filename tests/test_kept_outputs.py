@@ -193,10 +193,10 @@ def test_stream_keeps_the_statistics(
     tiny_weights: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fnet_deploy.commands import stream
+    from fnet_deploy.runtime.pipeline import StreamPipeline
 
     stats = tmp_path / "o" / "stats.json"
-    pipeline = stream.StreamPipeline
+    pipeline = StreamPipeline
     monkeypatch.setattr(pipeline, "run", then(pipeline.run, lambda: block(stats.parent)))
     result = run(
         "stream", "--backend", "torch", "--weights", tiny_weights, "--no-live",

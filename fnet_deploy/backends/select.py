@@ -102,6 +102,21 @@ def open_runner(
             (or, for the default choice, unreadable weights).
         MissingDependencyError: the backend's optional packages are not installed.
     """
+    runner = _runner_for(model, backend, device, precision, weights, emulate_fp16, notify)
+    runner.source = str(model if model is not None else resolve_weights(weights))
+    return runner
+
+
+def _runner_for(
+    model: str | Path | None,
+    backend: str | None,
+    device: str,
+    precision: str | None,
+    weights: str | Path | None,
+    emulate_fp16: bool,
+    notify: Callable[[str], None] | None,
+) -> Runner:
+    """The runner :func:`open_runner` describes (its :attr:`~Runner.source` not set yet)."""
     from fnet_deploy.backends.triton_runner import is_triton_uri
 
     if model is not None and is_triton_uri(str(model)):

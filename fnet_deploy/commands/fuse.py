@@ -34,7 +34,6 @@ from fnet_deploy.data.images import can_encode, write_image
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode
-from fnet_deploy.model.weights import resolve_weights
 from fnet_deploy.views import Layout
 
 
@@ -109,7 +108,7 @@ def fuse(
     runner = open_runner(model, backend, device, precision, weights, notify=notice)
     compute_device = parse_device(device, ANY_KIND).as_torch()
     fuser = ImageFuser(runner, None, compute_device, options, notify=notice)
-    used = (model or resolve_weights(weights)).name
+    used = Path(runner.source).name
     outputs = Outputs("fuse")
     try:
         if not folders:

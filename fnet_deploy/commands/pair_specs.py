@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fnet_deploy.commands.common import ColorMode
+from fnet_deploy.commands.common import ColorMode, parse_pair, parse_percentiles, parse_size
 from fnet_deploy.data.thermal import THERMAL_NORMS, ThermalNorm
 from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.runtime.uri import URI, parse_uri
+from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source
 from fnet_deploy.views import LAYOUTS, Layout
 
 if sys.version_info >= (3, 11):
@@ -52,6 +52,8 @@ MAX_RECONNECT_S = 86_400.0
 MIN_SIDE = 8
 """Smallest model input side accepted by ``size``."""
 COLORS = ("keep", "gray")
+ONE_PAIR = "main"
+"""The name of the pair of ``--vis``/``--ir`` (as its Prometheus metrics label it)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,9 @@ class PairSpec:
 
     Attributes:
         name: unique in the run (default ``pair<N>``, N counting from 1).
-        vis, ir, out: the parsed source and sink URIs.
+        vis, ir: the parsed source URIs.
+        outs: the parsed sink URIs (one per ``out``; a single pair of ``--vis``/``--ir`` takes
+            every ``--out``).
         registration: calibration file, or ``None``.
         size: model input ``(width, height)``, or ``None`` (the registered crop's size).
         fps: frame rate of folder sources without their own.
@@ -75,7 +79,7 @@ class PairSpec:
     name: str
     vis: URI
     ir: URI
-    out: URI
+    outs: tuple[URI, ...]
     registration: Path | None
     size: tuple[int, int] | None
     fps: float
@@ -218,6 +222,51 @@ def read_pairs(
     )
 
 
+def one_pair(vis: str, ir: str, outs: list[str], defaults: Mapping[str, Any]) -> PairSpec:
+    """The pair of ``--vis``, ``--ir`` and every ``--out``, with the run's options.
+
+    Args:
+        vis, ir, outs: the options' values (each a URI or a bare path).
+        defaults: the command-line value of every key in :data:`DEFAULTED`, as typed (sizes
+            and number pairs as text).
+
+    Raises:
+        FnetError: a value or URI with a problem, named by its option.
+        InputError: an output that would overwrite an input, or one output given twice.
+    """
+    low_high = parse_percentiles(defaults["ir-percentiles"])
+    ir_range = defaults["ir-range"]
+    vis_uri, ir_uri = parse_uri(vis, "source"), parse_uri(ir, "source")
+    out_uris = tuple(parse_uri(text, "sink") for text in outs)
+    for number, out_uri in enumerate(out_uris):
+        overwritten = sink_overwrites_source(out_uri, [vis_uri, ir_uri])
+        if overwritten is not None:
+            raise InputError(
+                out_uri.path, f"would overwrite the input {overwritten}; choose another --out"
+            )
+        if sink_overwrites_source(out_uri, list(out_uris[:number])) is not None:
+            raise InputError(out_uri.path, "is given twice as --out")
+    size = defaults["size"]
+    return PairSpec(
+        name=ONE_PAIR,
+        vis=vis_uri,
+        ir=ir_uri,
+        outs=out_uris,
+        registration=defaults["registration"],
+        size=None if size is None else parse_size(size, "--size", minimum=MIN_SIDE),
+        fps=defaults["fps"],
+        out_fps=defaults["out-fps"],
+        max_skew_ms=defaults["max-skew-ms"],
+        ir_offset_ms=defaults["ir-offset-ms"],
+        color=defaults["color"],
+        layout=defaults["layout"],
+        ir_gain=defaults["ir-gain"],
+        ir_percentiles=low_high,
+        ir_range=parse_pair(ir_range, "--ir-range", "0,4095") if ir_range else None,
+        gain_smoothing=defaults["gain-smoothing"],
+    )
+
+
 def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[PairSpec]:
     """The pairs of repeated ``--pair key=value,...`` options.
 
@@ -331,7 +380,7 @@ def _spec(
         name=values["name"],
         vis=vis,
         ir=ir,
-        out=out,
+        outs=(out,),
         registration=values["registration"],
         size=values["size"],
         fps=values["fps"],
@@ -362,31 +411,34 @@ def check_pairs(specs: list[PairSpec], what: str) -> None:
         if spec.name in seen:
             raise FnetError(f"{what}: two pairs are named {spec.name!r}")
         seen[spec.name] = spec
-    outputs: dict[Path | tuple[str, str], PairSpec] = {}
-    folders: dict[Path, PairSpec] = {}  # the dir:// outputs, which hold the files under them
+    outputs: dict[Path | tuple[str, str], tuple[PairSpec, URI]] = {}
+    folders: dict[Path, tuple[PairSpec, URI]] = {}  # dir:// outputs hold the files under them
     for spec in specs:
-        path = _local_path(spec.out)
-        key = path if path is not None else (spec.out.scheme, spec.out.location)
-        if key in outputs:
-            _both_write(what, outputs[key], spec)
-        outputs[key] = spec
-        if path is not None and spec.out.scheme == "dir":
-            folders[path] = spec
+        for out in spec.outs:
+            path = _local_path(out)
+            key = path if path is not None else (out.scheme, out.location)
+            if key in outputs:
+                _both_write(what, outputs[key], (spec, out))
+            outputs[key] = (spec, out)
+            if path is not None and out.scheme == "dir":
+                folders[path] = (spec, out)
     for spec in specs:
-        path = _local_path(spec.out)
-        holder = _folder_holding(path, folders) if path is not None else None
-        if holder is not None:
-            _both_write(what, holder, spec)
+        for out in spec.outs:
+            path = _local_path(out)
+            holder = _folder_holding(path, folders) if path is not None else None
+            if holder is not None:
+                _both_write(what, holder, (spec, out))
     for spec in specs:
         for source in (spec.vis, spec.ir):
             path = _local_path(source)
             if path is None:
                 continue
-            owner = outputs.get(path) or _folder_holding(path, folders)
-            if owner is not None:
+            found = outputs.get(path) or _folder_holding(path, folders)
+            if found is not None:
+                owner, out = found
                 whose = "its own" if owner is spec else f"pair {spec.name!r}'s"
                 raise FnetError(
-                    f"{what}: pair {owner.name!r} would write its output {owner.out} over "
+                    f"{what}: pair {owner.name!r} would write its output {out} over "
                     f"{whose} input {source}"
                 )
 
@@ -396,13 +448,16 @@ def _local_path(uri: URI) -> Path | None:
     return uri.path.resolve() if uri.scheme in ("file", "dir") else None
 
 
-def _folder_holding(path: Path, folders: dict[Path, PairSpec]) -> PairSpec | None:
-    """The pair whose folder output lies above ``path``, if any."""
+def _folder_holding(
+    path: Path, folders: dict[Path, tuple[PairSpec, URI]]
+) -> tuple[PairSpec, URI] | None:
+    """The pair and folder output that lie above ``path``, if any."""
     return next((folders[parent] for parent in path.parents if parent in folders), None)
 
 
-def _both_write(what: str, one: PairSpec, other: PairSpec) -> None:
+def _both_write(what: str, one: tuple[PairSpec, URI], other: tuple[PairSpec, URI]) -> None:
+    (first, first_out), (second, second_out) = one, other
     raise FnetError(
-        f"{what}: pairs {one.name!r} and {other.name!r} both write to "
-        f"{one.out} / {other.out}; give each pair its own out"
+        f"{what}: pairs {first.name!r} and {second.name!r} both write to "
+        f"{first_out} / {second_out}; give each pair its own out"
     )

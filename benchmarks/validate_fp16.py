@@ -29,10 +29,10 @@ import numpy as np
 
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.fp16 import float16_emulation
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.backends.onnx_runner import OnnxRunner
-from fnet_deploy.errors import InputError
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.export.parity import ErrorStats, ImagePair, read_pair
+from fnet_deploy.helpers.errors import InputError
 from fnet_deploy.model import load_fnet
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

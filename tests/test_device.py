@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fnet_deploy.backends.device import Device, cuda_index, parse_device, torch_device
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 
 @pytest.mark.parametrize(

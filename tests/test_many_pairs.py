@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.commands import stream_run
 from fnet_deploy.commands.pair_specs import PairSpec, read_pairs
 from fnet_deploy.commands.stream_run import (
@@ -18,8 +17,9 @@ from fnet_deploy.commands.stream_run import (
     StreamPlan,
     max_batch_for,
 )
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model.config import ModelConfig
+from fnet_deploy.model.cost import inference_bytes
 from fnet_deploy.runtime.multi import BatchOptions
 from tests.conftest import NATO
 
@@ -99,7 +99,7 @@ def test_batches_are_capped_to_the_memory_or_refused_in_one_line(
     assert max_batch_for(_plan(specs, "cpu")) == 1  # the default capped, said in one line
     said = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(said) == 1 and said[0].startswith("batches of at most 1 frames"), said
-    monkeypatch.setattr("fnet_deploy.memory.available_memory", lambda: per_batch[1] // 2)
+    monkeypatch.setattr("fnet_deploy.helpers.memory.available_memory", lambda: per_batch[1] // 2)
     monkeypatch.setattr(stream_run, "available_memory", lambda: per_batch[1] // 2)
     with pytest.raises(FnetError, match="a frame of 640x480 needs about"):
         max_batch_for(_plan(specs, "cpu"))

@@ -20,9 +20,9 @@ import cv2
 import pytest
 import torch
 
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
+from fnet_deploy.helpers.optional import EXTRAS
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
-from fnet_deploy.optional import EXTRAS
 from tests.conftest import NATO
 
 pytestmark = pytest.mark.skipif(

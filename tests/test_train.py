@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fnet_deploy.cli import app
 from fnet_deploy.commands.common import PROGRESS_ENV
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.model import load_fnet
 from fnet_deploy.training import trainer as trainer_module
 from fnet_deploy.training.checkpoint import (

@@ -60,7 +60,7 @@ class Runner(abc.ABC):
     exported model sets it).
 
     :attr:`source` names what it runs as the user gave it (a model or weights file, a server
-    URI); :func:`~fnet_deploy.backends.select.open_runner` sets it.
+    URI); :func:`~fnet_deploy.inference.select.open_runner` sets it.
     """
 
     name: str = "runner"

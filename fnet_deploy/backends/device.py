@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 if TYPE_CHECKING:  # torch is imported by the functions that make torch devices
     import torch

@@ -24,9 +24,9 @@ import numpy as np
 
 from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner, SizeRange
 from fnet_deploy.backends.device import parse_device
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.helpers.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.optional import require
 
 ORT_FATAL_ONLY = 4
 """ONNX Runtime's log severity that prints fatal messages only (0 verbose ... 3 error, 4 fatal)."""

@@ -12,9 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.backends.device import torch_device
-from fnet_deploy.bench.cost import inference_bytes
+from fnet_deploy.bench.plots import plot_latency
 from fnet_deploy.bench.targets import TARGET_NAMES
 from fnet_deploy.commands.common import (
     INTERRUPTED_EXIT,
@@ -27,11 +26,12 @@ from fnet_deploy.commands.common import (
     reports_errors,
 )
 from fnet_deploy.commands.outputs import Outputs
-from fnet_deploy.errors import FnetError
-from fnet_deploy.memory import require_memory
+from fnet_deploy.helpers.atomic import write_text_atomic
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.memory import require_memory
+from fnet_deploy.helpers.optional import require
+from fnet_deploy.model.cost import inference_bytes
 from fnet_deploy.model.weights import load_fnet
-from fnet_deploy.optional import require
-from fnet_deploy.plots import plot_latency
 
 if TYPE_CHECKING:  # PyTorch is imported by the benchmark itself, not with `bench --help`
     from fnet_deploy.bench.matrix import CellResult

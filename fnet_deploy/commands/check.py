@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.backends.base import Runner
-from fnet_deploy.backends.select import open_runner
 from fnet_deploy.commands.common import (
     BackendOption,
     ColorOption,
@@ -20,7 +19,6 @@ from fnet_deploy.commands.common import (
     progress_bar,
     reports_errors,
 )
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import (
     DEFAULT_TOLERANCE,
     ERROR_STATS,
@@ -30,6 +28,8 @@ from fnet_deploy.export.parity import (
     compare_runners,
     iter_pairs,
 )
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.inference.select import open_runner
 from fnet_deploy.model.weights import file_sha256, resolve_weights
 
 

@@ -22,17 +22,18 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
-from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.signals import stop_signals_handled
+from fnet_deploy.helpers.atomic import check_writable
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.signals import stop_signals_handled
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -222,7 +223,7 @@ def check_output(
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn :class:`FnetError` into ``error: <message>`` on stderr and its exit code (2; 1 for
-    :class:`~fnet_deploy.errors.OutputKept`).
+    :class:`~fnet_deploy.helpers.errors.OutputKept`).
 
     Before the command runs, every float option is checked to be finite (:func:`check_finite`),
     and so is ``$FNET_DEPLOY_PROGRESS_SECONDS`` (:func:`progress_seconds`).
@@ -524,15 +525,17 @@ class PlainProgress:
         self._lines.begin(task.describe(), task.describe)
 
 
-def progress_bar() -> Progress | PlainProgress:
-    """A rich progress bar on stderr with count, elapsed and remaining time; without a terminal,
-    plain lines every few seconds (:class:`PlainProgress`)."""
+def progress_bar(*columns: ProgressColumn) -> Progress | PlainProgress:
+    """A rich progress bar on stderr: description, bar, count, then ``columns`` (a command's own,
+    such as a loss or a speed), elapsed and remaining time; without a terminal, plain lines every
+    few seconds (:class:`PlainProgress`)."""
     if not console.is_terminal:
         return PlainProgress()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *columns,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

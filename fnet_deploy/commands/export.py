@@ -24,7 +24,6 @@ from fnet_deploy.commands.common import (
     reports_errors,
 )
 from fnet_deploy.commands.outputs import Outputs
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.int8 import (
     CalibrationMethod,
     CalibrationSet,
@@ -50,8 +49,9 @@ from fnet_deploy.export.triton_repo import (
     graph_facts,
     write_repo,
 )
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
-from fnet_deploy.optional import require
 
 if TYPE_CHECKING:  # PyTorch is imported by the export itself, not with `export --help`
     from fnet_deploy.model.fnet import FNet
@@ -230,14 +230,14 @@ def export(
             "note: --implicit-int8 is deprecated (TensorRT 10 only; TensorRT 11 removed implicit "
             "INT8 calibration): prefer --int8, the explicitly quantized (Q/DQ) model"
         )
-    from fnet_deploy.backends.onnx_graph import (
+    from fnet_deploy.export.int8 import quantize_int8
+    from fnet_deploy.export.onnx_graph import (
         MIN_TORCH,
         OnnxSpec,
         build_metadata,
         build_onnx,
         save_onnx,
     )
-    from fnet_deploy.export.int8 import quantize_int8
     from fnet_deploy.model.deploy import DeployOptions, to_deploy
 
     if torch.__version__ < MIN_TORCH:

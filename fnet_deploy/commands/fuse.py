@@ -10,7 +10,6 @@ import typer
 
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.device import ANY_KIND, parse_device
-from fnet_deploy.backends.select import open_runner
 from fnet_deploy.commands.common import (
     BackendOption,
     ColorOption,
@@ -32,9 +31,10 @@ from fnet_deploy.commands.common import (
 from fnet_deploy.commands.outputs import OutputFolder, Outputs
 from fnet_deploy.data.images import can_encode, write_image
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode
-from fnet_deploy.views import Layout
+from fnet_deploy.data.views import Layout
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.inference.images import FuseOptions, ImageFuser, ResizeMode
+from fnet_deploy.inference.select import open_runner
 
 
 @reports_errors

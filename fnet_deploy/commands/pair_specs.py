@@ -34,9 +34,9 @@ from typing import Any
 
 from fnet_deploy.commands.common import ColorMode, parse_pair, parse_percentiles, parse_size
 from fnet_deploy.data.thermal import THERMAL_NORMS, ThermalNorm
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.data.views import LAYOUTS, Layout
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source
-from fnet_deploy.views import LAYOUTS, Layout
 
 if sys.version_info >= (3, 11):
     import tomllib

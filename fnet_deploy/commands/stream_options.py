@@ -9,7 +9,7 @@ import typer
 
 from fnet_deploy.commands.pair_specs import MAX_DELAY_MS, MAX_FPS
 from fnet_deploy.data.thermal import ThermalNorm
-from fnet_deploy.views import Layout
+from fnet_deploy.data.views import Layout
 
 DEFAULT_OUT = "fused.mp4"
 """Where a single pair's fused video goes without ``--out``."""

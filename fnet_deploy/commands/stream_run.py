@@ -20,8 +20,6 @@ import cv2
 import typer
 
 from fnet_deploy.backends.base import Runner
-from fnet_deploy.backends.select import open_runner
-from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.commands.common import (
     check_output,
     console,
@@ -34,16 +32,19 @@ from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.commands.pair_specs import PairSpec
 from fnet_deploy.commands.stream_view import live_view, runtime_logging, summary
 from fnet_deploy.data.images import IMAGE_SUFFIXES, image_size, quiet_native_stderr
-from fnet_deploy.errors import FnetError
-from fnet_deploy.memory import available_memory, gib, require_memory
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.memory import available_memory, gib, require_memory
+from fnet_deploy.inference.select import open_runner
 from fnet_deploy.model.config import ModelConfig
+from fnet_deploy.model.cost import inference_bytes
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.multi import BatchOptions, CameraPair
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, stop_on_signals
 from fnet_deploy.runtime.prometheus import StreamMetrics, open_metrics
 from fnet_deploy.runtime.registration import Registrar, Registration
 from fnet_deploy.runtime.runs import StreamStats, open_run, pair_stats
-from fnet_deploy.runtime.sinks import Sink, TeeSink, open_sink
+from fnet_deploy.runtime.sink_uri import open_sink
+from fnet_deploy.runtime.sinks import Sink, TeeSink
 from fnet_deploy.runtime.sources import open_source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import URI
@@ -59,7 +60,7 @@ DEFAULT_MAX_BATCH_GPU = 16
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """The model a run fuses with, as :func:`~fnet_deploy.backends.select.open_runner` takes
+    """The model a run fuses with, as :func:`~fnet_deploy.inference.select.open_runner` takes
     it: a model file or URI, or weights; the backend, device and precision (``None``: the
     default)."""
 

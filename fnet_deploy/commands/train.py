@@ -7,28 +7,25 @@ from typing import Annotated
 
 import typer
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
-from fnet_deploy.bench.cost import training_bytes
 from fnet_deploy.commands.common import (
     PlainProgress,
     check_output,
     console,
+    progress_bar,
     reports_errors,
     signal_exit_code,
 )
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.memory import require_memory
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.memory import require_memory
+from fnet_deploy.model.cost import training_bytes
 from fnet_deploy.training.config import (
     Stages,
     TrainConfig,
@@ -90,22 +87,6 @@ class _ProgressReporter:
 
     def stage_finished(self, stage: int) -> None:
         self.task = None
-
-
-def _progress() -> Progress | PlainProgress:
-    if not console.is_terminal:
-        return PlainProgress()
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        _SpeedColumn(),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def build_config(
@@ -254,7 +235,9 @@ def train(
         if not main_process:
             run_training(run_config, resume=resume)
             return
-        reporter = _ProgressReporter(_progress())
+        reporter = _ProgressReporter(
+            progress_bar(TextColumn("{task.fields[loss]}"), _SpeedColumn())
+        )
         try:
             result = run_training(run_config, resume=resume, reporter=reporter)
         finally:

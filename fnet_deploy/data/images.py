@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.data.color import Luminance, bgr_to_luma_chroma, ycbcr_to_rgb
 from fnet_deploy.data.thermal import ThermalNorm, normalize_thermal
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.atomic import write_bytes_atomic
+from fnet_deploy.helpers.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"})
 
@@ -177,6 +177,22 @@ def read_ir(
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(path, f"unsupported pixel type {image.dtype} (expected 8- or 16-bit)")
     return normalize_thermal(image, norm, percentiles)
+
+
+def require_same_size(
+    ir_path: Path, ir: np.ndarray, vis_path: Path, vis: np.ndarray, advice: str
+) -> None:
+    """Refuse an IR / visible pair of different sizes (H x W arrays), naming the IR file.
+
+    Raises:
+        InputError: ``size WxH differs from <visible> WxH (W x H); <advice>``.
+    """
+    if ir.shape[:2] != vis.shape[:2]:
+        raise InputError(
+            ir_path,
+            f"size {ir.shape[1]}x{ir.shape[0]} differs from {vis_path.name} "
+            f"{vis.shape[1]}x{vis.shape[0]} (W x H); {advice}",
+        )
 
 
 def read_visible(path: str | Path, luminance: Luminance = "ycbcr") -> VisibleImage:

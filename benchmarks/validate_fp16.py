@@ -11,7 +11,7 @@ pixels of every pair.
 
 ``--device cpu`` (default) runs the float16 emulation of the FP16 graph (every tensor rounded to
 float16; ONNX Runtime's CPU provider has no float16 Conv, so the FP16 model itself would run in
-float32 there). ``--device cuda[:N]`` or ``tensorrt[:N]`` runs the FP16 model itself on the GPU
+float32 there). ``--device cuda[:N]`` or ``ort-trt[:N]`` runs the FP16 model itself on the GPU
 (onnxruntime-gpu). Exits 1 if any pair fails. Takes about an hour on 2 CPU cores for all 453
 pairs (50 minutes with ``--threads 1``); ``--limit N`` takes the first N pairs of each set.
 """
@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "FNet_official.pth")
     parser.add_argument("--data", type=Path, default=SHARED / "data")
     parser.add_argument("--limit", type=int, help="first N pairs of each data set")
-    parser.add_argument("--device", default="cpu", help="cpu (emulation), cuda[:N], tensorrt[:N]")
+    parser.add_argument("--device", default="cpu", help="cpu (emulation), cuda[:N], ort-trt[:N]")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all)")
     args = parser.parse_args()
 

@@ -1,5 +1,5 @@
 """Edge I/O end to end: two live RTSP cameras on loopback, fused into the browser view, with the
-infrared camera dying and coming back while ``--reconnect-timeout 0`` retries forever; the same
+infrared camera dying and coming back while ``--reconnect-timeout-s 0`` retries forever; the same
 cameras served again over RTSP by the product's own server; and a 16-bit thermal camera whose
 counts reach the thermal gain whole.
 
@@ -130,7 +130,7 @@ def test_two_rtsp_cameras_to_the_browser_view_through_an_outage(
             "torch",
             "--size",
             f"{MODEL_SIZE[0]}x{MODEL_SIZE[1]}",
-            "--reconnect-timeout",
+            "--reconnect-timeout-s",
             "0",
             "--stats",
             str(stats_path),

@@ -48,9 +48,10 @@ BELOW: dict[str, set[str]] = {
 }
 """What each package may import from the package besides itself and :data:`SHARED`, lowest
 first."""
-TOP_LEVEL: dict[str, set[str]] = {"__init__": set(), "__main__": {"cli"}, "cli": set()}
+TOP_LEVEL: dict[str, set[str]] = {"__init__": set(), "__main__": {"cli"}, "cli": {"commands"}}
 """The modules at the package root: the version, ``python -m fnet_deploy`` and the CLI (which
-names its commands' modules as text and imports one only when it runs)."""
+names its commands' modules as text and imports one only when it runs, and reads the old
+spellings of :mod:`fnet_deploy.commands.renames`)."""
 ENTRY_POINTS = {ROOT / "training" / "__main__.py"}
 """``python -m fnet_deploy.training`` (torchrun's entry) runs the train command: a launcher, not
 a library import."""

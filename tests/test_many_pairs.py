@@ -32,10 +32,10 @@ DEFAULTS: dict[str, Any] = {
     "ir-offset-ms": 0.0,
     "color": "keep",
     "layout": "fused",
-    "ir-gain": "percentile",
+    "ir-norm": "percentile",
     "ir-percentiles": "1,99",
     "ir-range": None,
-    "gain-smoothing": 0.9,
+    "ir-smoothing": 0.9,
 }
 
 

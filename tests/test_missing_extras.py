@@ -101,7 +101,7 @@ def _cases(work: Path) -> list[Case]:
     ir, vis = work / "pairs" / "ir" / "5.png", work / "pairs" / "vi" / "5.png"
     pair = ("--ir", str(ir), "--vis", str(vis), "--weights", str(weights))
     bench = ("bench", "--no-peaks", "--size", "16x16", "--iterations", "1", "--warmup", "0")
-    tiny = ("--crop", "16", "--batch-size", "2", "--set", "model.filters=4", "--set", "threads=1")
+    tiny = ("--crop", "16", "--batch", "2", "--set", "model.filters=4", "--set", "threads=1")
     train = ("train", "--data", str(work / "pairs"), "--stage", "1", "--iterations", "1", *tiny)
     folders = ("--ir", str(NATO / "ir"), "--vis", str(NATO / "vi"), "--baseline", "average")
 

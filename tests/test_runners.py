@@ -162,7 +162,7 @@ def test_execution_providers_by_device(tmp_path: Path) -> None:
     ]
     cuda = execution_providers("cuda:1", gpu, tmp_path)
     assert cuda == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
-    trt = execution_providers("tensorrt", gpu, tmp_path)
+    trt = execution_providers("ort-trt", gpu, tmp_path)
     assert trt[0][0] == "TensorrtExecutionProvider"
     assert trt[0][1]["trt_engine_cache_path"] == str(tmp_path)  # type: ignore[index]
     assert [p if isinstance(p, str) else p[0] for p in trt[1:]] == gpu[1:]

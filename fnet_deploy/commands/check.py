@@ -14,6 +14,7 @@ from fnet_deploy.backends.base import Runner
 from fnet_deploy.commands.common import (
     BackendOption,
     ColorOption,
+    RunDeviceOption,
     luminance_of,
     phase,
     progress_bar,
@@ -97,12 +98,7 @@ def check(
         typer.Option(help="Reference weights (default: the packaged weights)."),
     ] = None,
     backend: BackendOption = None,
-    device: Annotated[
-        str,
-        typer.Option(
-            help="Device of the checked model: cpu, cuda[:N], tensorrt[:N] (ORT's TRT EP)."
-        ),
-    ] = "cpu",
+    device: RunDeviceOption = "cpu",
     reference_device: Annotated[
         str, typer.Option(help="Device of the PyTorch reference (training form, float32).")
     ] = "cpu",

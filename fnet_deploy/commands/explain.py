@@ -14,10 +14,12 @@ from fnet_deploy.commands.common import (
     DeviceOption,
     IrNormOption,
     IrPercentilesOption,
+    IrRangeOption,
     WeightsOption,
     check_output,
     console,
     luminance_of,
+    parse_ir_range,
     parse_percentiles,
     phase,
     reports_errors,
@@ -45,6 +47,7 @@ def explain(
     color: ColorOption = "keep",
     ir_norm: IrNormOption = "percentile",
     ir_percentiles: IrPercentilesOption = "1,99",
+    ir_range: IrRangeOption = None,
     top: Annotated[
         int, typer.Option(min=1, max=64, help="Strongest channels shown per feature code.")
     ] = 8,
@@ -77,7 +80,7 @@ def explain(
                 f"{path}: explaining {size[0]}x{size[1]}",
                 "explain a crop of the pair (the trace keeps every iteration; it cannot be tiled)",
             )
-    ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles))
+    ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles), parse_ir_range(ir_range))
     luminance = luminance_of(color)
     vis_image = read_visible(vis, luminance).luma
     require_same_size(ir, ir_image, vis, vis_image, "explain needs a registered pair")
@@ -101,6 +104,7 @@ def explain(
         "weights_sha256": info.sha256,
         "luminance": luminance,
         "ir_norm": ir_norm,
+        "ir_range": parse_ir_range(ir_range),
         "device": device,
         "model": info.config.to_dict(),
     }

@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fnet_deploy.commands.common import ColorMode, parse_pair, parse_percentiles, parse_size
+from fnet_deploy.commands.common import (
+    ColorMode,
+    notice,
+    parse_ir_range,
+    parse_percentiles,
+    parse_size,
+)
+from fnet_deploy.commands.renames import PAIR_KEYS, deprecated
 from fnet_deploy.data.thermal import THERMAL_NORMS, ThermalNorm
 from fnet_deploy.data.views import LAYOUTS, Layout
 from fnet_deploy.helpers.errors import FnetError, InputError
@@ -73,7 +80,8 @@ class PairSpec:
         ir_offset_ms: added to IR timestamps.
         color: ``keep`` or ``gray`` (see ``--color``).
         layout: ``fused``, ``side-by-side`` or ``grid``.
-        ir_gain, ir_percentiles, ir_range, gain_smoothing: the IR gain control.
+        ir_norm, ir_percentiles, ir_range, ir_smoothing: the IR normalisation (``--ir-norm``
+            and the options beside it).
     """
 
     name: str
@@ -88,10 +96,10 @@ class PairSpec:
     ir_offset_ms: float
     color: ColorMode
     layout: Layout
-    ir_gain: ThermalNorm
+    ir_norm: ThermalNorm
     ir_percentiles: tuple[float, float]
     ir_range: tuple[float, float] | None
-    gain_smoothing: float
+    ir_smoothing: float
 
 
 Converter = Callable[[Any], Any]
@@ -176,16 +184,18 @@ KEYS: dict[str, Converter] = {
     "ir-offset-ms": _number(-MAX_DELAY_MS, MAX_DELAY_MS),
     "color": _choice(COLORS),
     "layout": _choice(LAYOUTS),
-    "ir-gain": _choice(THERMAL_NORMS),
+    "ir-norm": _choice(THERMAL_NORMS),
     "ir-percentiles": _two_numbers(0.0, 100.0),
     "ir-range": _two_numbers(-sys.float_info.max, sys.float_info.max, optional=True),
-    "gain-smoothing": _number(0.0, 0.999),
+    "ir-smoothing": _number(0.0, 0.999),
 }
 """The keys a pair takes (the command-line options' names) and how each value is read."""
 REQUIRED = ("vis", "ir", "out")
 DEFAULTED = tuple(key for key in KEYS if key not in ("name", *REQUIRED))
 """The keys whose default is the command-line option of the same name."""
-_SPLIT = re.compile(r",(?=\s*(?:" + "|".join(re.escape(key) for key in KEYS) + r")\s*=)")
+_SPLIT = re.compile(
+    r",(?=\s*(?:" + "|".join(re.escape(key) for key in (*KEYS, *PAIR_KEYS)) + r")\s*=)"
+)
 _GLUED_KEY = re.compile(r",\s*([A-Za-z][\w-]*)\s*=")
 """A ``,name=`` inside a value: an unknown key that :data:`_SPLIT` (known keys only, so that a
 GStreamer pipeline's ``caps,width=640`` stays whole) left glued to the value before it."""
@@ -260,10 +270,10 @@ def one_pair(vis: str, ir: str, outs: list[str], defaults: Mapping[str, Any]) ->
         ir_offset_ms=defaults["ir-offset-ms"],
         color=defaults["color"],
         layout=defaults["layout"],
-        ir_gain=defaults["ir-gain"],
+        ir_norm=defaults["ir-norm"],
         ir_percentiles=low_high,
-        ir_range=parse_pair(ir_range, "--ir-range", "0,4095") if ir_range else None,
-        gain_smoothing=defaults["gain-smoothing"],
+        ir_range=parse_ir_range(ir_range),
+        ir_smoothing=defaults["ir-smoothing"],
     )
 
 
@@ -278,6 +288,7 @@ def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[Pa
         FnetError: one line naming the ``--pair`` (by position) and the problem.
     """
     specs = []
+    said: set[str] = set()
     for number, text in enumerate(texts, 1):
         where = f"--pair {number}"
         items: dict[str, str] = {}
@@ -294,7 +305,7 @@ def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[Pa
                     f"{where}: unknown key {glued.group(1)!r} (accepted: {', '.join(KEYS)})"
                 )
             items[key] = value
-        specs.append(_spec(items, number, defaults, where))
+        specs.append(_spec(_modern(items, said), number, defaults, where))
     check_pairs(specs, "--pair")
     return specs
 
@@ -330,13 +341,14 @@ def pairs_from_file(path: Path, defaults: Mapping[str, Any]) -> list[PairSpec]:
     if not isinstance(tables, list) or not tables:
         raise InputError(path, "lists no pair (expected [[pair]] tables with vis, ir and out)")
     specs = []
+    said: set[str] = set()
     for number, table in enumerate(tables, 1):
         if not isinstance(table, dict):
             raise InputError(path, f"pair {number} is not a table of keys (write it as [[pair]])")
         label = table.get("name") if isinstance(table.get("name"), str) else None
         where = f"pair {number}" + (f" ({label})" if label else "")
         try:
-            specs.append(_spec(table, number, defaults, where))
+            specs.append(_spec(_modern(table, said), number, defaults, where))
         except FnetError as err:
             raise InputError(path, str(err)) from None
     try:
@@ -344,6 +356,23 @@ def pairs_from_file(path: Path, defaults: Mapping[str, Any]) -> list[PairSpec]:
     except FnetError as err:
         raise InputError(path, str(err)) from None
     return specs
+
+
+def _modern(items: Mapping[str, Any], said: set[str]) -> dict[str, Any]:
+    """``items`` with the old keys of :data:`~fnet_deploy.commands.renames.PAIR_KEYS` renamed,
+    each said once a run (``said`` holds those said); a key given both ways stays twice, under
+    the old name, for :func:`_spec` to refuse."""
+    modern: dict[str, Any] = {}
+    for key, value in items.items():
+        new = PAIR_KEYS.get(key)
+        if new is None or new in items:
+            modern[key] = value
+            continue
+        if key not in said:
+            said.add(key)
+            notice(deprecated(f"pair key {key}", new))
+        modern[new] = value
+    return modern
 
 
 def _spec(
@@ -389,10 +418,10 @@ def _spec(
         ir_offset_ms=values["ir-offset-ms"],
         color=values["color"],
         layout=values["layout"],
-        ir_gain=values["ir-gain"],
+        ir_norm=values["ir-norm"],
         ir_percentiles=values["ir-percentiles"],
         ir_range=values["ir-range"],
-        gain_smoothing=values["gain-smoothing"],
+        ir_smoothing=values["ir-smoothing"],
     )
 
 

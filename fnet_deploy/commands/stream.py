@@ -14,9 +14,14 @@ from fnet_deploy.assets import asset_path
 from fnet_deploy.commands.common import (
     BackendOption,
     ColorOption,
+    IrNormOption,
+    IrPercentilesOption,
+    IrRangeOption,
+    LayoutOption,
     ModelOption,
     PrecisionOption,
     RunDeviceOption,
+    WeightsOption,
     reports_errors,
 )
 from fnet_deploy.commands.pair_specs import MAX_RECONNECT_S, PairSpec, one_pair, read_pairs
@@ -25,13 +30,9 @@ from fnet_deploy.commands.stream_options import (
     BatchTimeoutMsOption,
     EncoderOption,
     FpsOption,
-    GainSmoothingOption,
-    IrGainOption,
-    IrGainPercentilesOption,
     IrOffsetMsOption,
     IrOption,
-    IrRangeOption,
-    LayoutOption,
+    IrSmoothingOption,
     LiveOption,
     MaxBatchOption,
     MaxErrorsOption,
@@ -45,7 +46,6 @@ from fnet_deploy.commands.stream_options import (
     RegistrationOption,
     SizeOption,
     StatsOption,
-    TorchWeightsOption,
     VisOption,
 )
 from fnet_deploy.commands.stream_run import ModelChoice, StreamPlan, run_stream
@@ -70,7 +70,7 @@ def stream(
     vis: VisOption = None,
     ir: IrOption = None,
     out: OutOption = None,
-    weights: TorchWeightsOption = None,
+    weights: WeightsOption = None,
     model: ModelOption = None,
     backend: BackendOption = None,
     device: RunDeviceOption = "cpu",
@@ -82,10 +82,10 @@ def stream(
     size: SizeOption = None,
     color: ColorOption = "keep",
     layout: LayoutOption = "fused",
-    ir_gain: IrGainOption = "percentile",
-    ir_percentiles: IrGainPercentilesOption = "1,99",
+    ir_norm: IrNormOption = "percentile",
+    ir_percentiles: IrPercentilesOption = "1,99",
     ir_range: IrRangeOption = None,
-    gain_smoothing: GainSmoothingOption = 0.9,
+    ir_smoothing: IrSmoothingOption = 0.9,
     stats: StatsOption = None,
     metrics_port: MetricsPortOption = None,
     max_errors: MaxErrorsOption = 10,
@@ -121,10 +121,10 @@ def stream(
         "ir-offset-ms": ir_offset_ms,
         "color": color,
         "layout": layout,
-        "ir-gain": ir_gain,
+        "ir-norm": ir_norm,
         "ir-percentiles": ir_percentiles,
         "ir-range": ir_range,
-        "gain-smoothing": gain_smoothing,
+        "ir-smoothing": ir_smoothing,
     }
     specs: list[PairSpec]
     if named:
@@ -170,7 +170,7 @@ def stream(
 
 
 def parse_reconnect_timeout(text: str) -> float:
-    """``--reconnect-timeout``: seconds up to a day, or ``0``/``inf``/``forever`` for
+    """``--reconnect-timeout-s``: seconds up to a day, or ``0``/``inf``/``forever`` for
     ``math.inf`` (retry forever)."""
     word = text.strip().lower()
     if word in ("inf", "infinity", "forever"):
@@ -181,7 +181,7 @@ def parse_reconnect_timeout(text: str) -> float:
         seconds = math.nan
     if not 0.0 <= seconds <= MAX_RECONNECT_S:
         raise FnetError(
-            f"--reconnect-timeout: expected seconds from 0 to {MAX_RECONNECT_S:g}, or inf "
+            f"--reconnect-timeout-s: expected seconds from 0 to {MAX_RECONNECT_S:g}, or inf "
             f"(0 and inf: retry forever), got {text!r}"
         )
     return math.inf if seconds == 0 else seconds

@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from fnet_deploy.commands.pair_specs import MAX_DELAY_MS, MAX_FPS
-from fnet_deploy.data.thermal import ThermalNorm
-from fnet_deploy.data.views import Layout
 
 DEFAULT_OUT = "fused.mp4"
 """Where a single pair's fused video goes without ``--out``."""
@@ -34,11 +32,6 @@ OutOption = Annotated[
         f"view), gst://<pipeline> or a bare path (default: {DEFAULT_OUT}); repeat it for "
         "several outputs of one run."
     ),
-]
-
-TorchWeightsOption = Annotated[
-    Path | None,
-    typer.Option(help="FNet weights for the torch backend (.safetensors or the published .pth)."),
 ]
 
 FpsOption = Annotated[
@@ -82,29 +75,13 @@ SizeOption = Annotated[
     typer.Option(help="Model input size WxH (default: the registered crop's size)."),
 ]
 
-LayoutOption = Annotated[
-    Layout,
-    typer.Option(help="fused, or a labelled side-by-side / grid of visible, IR and fused."),
-]
-
-IrGainOption = Annotated[
-    ThermalNorm,
-    typer.Option(help="Gain of IR deeper than 8 bit: percentile, minmax or fixed."),
-]
-
-IrGainPercentilesOption = Annotated[
-    str, typer.Option(help="Low,high percentiles for --ir-gain percentile.")
-]
-
-IrRangeOption = Annotated[
-    str | None,
-    typer.Option(help="Low,high raw counts for --ir-gain fixed (default: the full scale)."),
-]
-
-GainSmoothingOption = Annotated[
+IrSmoothingOption = Annotated[
     float,
     typer.Option(
-        min=0.0, max=0.999, help="Temporal smoothing of the IR gain (0: none; 0.9: ~10 frames)."
+        min=0.0,
+        max=0.999,
+        help="Temporal smoothing of the IR range of --ir-norm percentile or minmax (0: none; "
+        "0.9: about 10 frames).",
     ),
 ]
 
@@ -129,7 +106,7 @@ MaxErrorsOption = Annotated[
 ReconnectOption = Annotated[
     str,
     typer.Option(
-        "--reconnect-timeout",
+        "--reconnect-timeout-s",
         help="Seconds a lost live source may take to come back; 0 or inf: retry forever "
         "(backoff capped at 8 s), every outage counted in the stats.",
     ),

@@ -259,7 +259,7 @@ def _set_up(
             where = f"pair {spec.name}: " if plan.named else ""
             try:
                 gain = ThermalGain(
-                    spec.ir_gain, spec.ir_percentiles, spec.gain_smoothing, spec.ir_range
+                    spec.ir_norm, spec.ir_percentiles, spec.ir_smoothing, spec.ir_range
                 )
             except ValueError as err:
                 raise FnetError(f"{where}IR gain: {err}") from None

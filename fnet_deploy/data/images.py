@@ -163,11 +163,13 @@ def read_ir(
     path: str | Path,
     norm: ThermalNorm = "percentile",
     percentiles: tuple[float, float] = (1.0, 99.0),
+    fixed_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Read an infrared image as single-channel float32 [0, 1].
 
     Colour-stored files are converted to grayscale (OpenCV's full-range luminance); 8-bit images
-    are divided by 255; 16-bit images are mapped by :func:`normalize_thermal` with ``norm``.
+    are divided by 255; 16-bit images are mapped by :func:`normalize_thermal` with ``norm``
+    (``percentiles`` and ``fixed_range`` as it takes them).
 
     Returns:
         H x W float32 in [0, 1].
@@ -176,7 +178,7 @@ def read_ir(
     image = _decode(path, _read_bytes(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(path, f"unsupported pixel type {image.dtype} (expected 8- or 16-bit)")
-    return normalize_thermal(image, norm, percentiles)
+    return normalize_thermal(image, norm, percentiles, fixed_range)
 
 
 def require_same_size(

@@ -51,6 +51,7 @@ class FuseOptions:
             ``gray`` (OpenCV full-range grayscale, grayscale output).
         ir_norm: mapping of 16-bit IR to [0, 1] (8-bit is always /255).
         ir_percentiles: (low, high) percentiles for ``ir_norm="percentile"``.
+        ir_range: (low, high) raw counts for ``ir_norm="fixed"`` (``None``: the full scale).
         resize: what to do when the two images differ in size (``none`` is an error).
         tile: fuse in tiles of this edge (pixels) with an exact margin; ``None`` fuses whole.
         layout: ``fused`` writes the fused image; ``side-by-side`` and ``grid`` write the labelled
@@ -60,6 +61,7 @@ class FuseOptions:
     luminance: Luminance = "ycbcr"
     ir_norm: ThermalNorm = "percentile"
     ir_percentiles: tuple[float, float] = (1.0, 99.0)
+    ir_range: tuple[float, float] | None = None
     resize: ResizeMode = "none"
     tile: int | None = None
     layout: Layout = "fused"
@@ -241,7 +243,8 @@ class ImageFuser:
                     self.tile_for(*size, announce=False)
                 except FnetError as err:
                     raise InputError(path, str(err)) from None
-        ir = read_ir(ir_path, self.options.ir_norm, self.options.ir_percentiles)
+        options = self.options
+        ir = read_ir(ir_path, options.ir_norm, options.ir_percentiles, options.ir_range)
         vis = read_visible(vis_path, self.options.luminance)
         luma, chroma = vis.luma, vis.chroma
         if ir.shape != luma.shape:

@@ -84,7 +84,7 @@ def open_runner(
         backend: ``torch`` (deploy form), ``torch-training`` (training form), ``onnxruntime`` or
             ``tensorrt``; ``None`` chooses by file type, and for weights the fastest exact form
             on the device (:func:`fastest_runner`).
-        device: ``cpu`` / ``cuda[:N]`` (torch); ``cpu`` / ``cuda[:N]`` / ``tensorrt[:N]``
+        device: ``cpu`` / ``cuda[:N]`` (torch); ``cpu`` / ``cuda[:N]`` / ``ort-trt[:N]``
             (onnxruntime execution providers); ``cuda[:N]`` (tensorrt; ``cpu`` is taken as
             ``cuda:0``).
         precision: ``fp32`` / ``fp16`` (torch: the compute precision, default fp32); for

@@ -37,7 +37,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from fnet_deploy.backends.onnx_graph import (
+from fnet_deploy.export.onnx_graph import (
     OnnxSpec,
     build_onnx,
     exporter_description,

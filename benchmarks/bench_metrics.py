@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fnet_deploy.baselines import BASELINES, laplacian_pyramid
 from fnet_deploy.metrics import CONVENTIONS, METRICS, compute_metrics
+from fnet_deploy.metrics.baselines import BASELINES, laplacian_pyramid
 from fnet_deploy.metrics.report import read_gray
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "MSRS_test"

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fnet_deploy.cuda_math import tf32_allowed, tf32_convolutions
+from fnet_deploy.backends.cuda_math import tf32_allowed, tf32_convolutions
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.tap_conv import ConvForm, conv2d_tap, set_conv_form
 from fnet_deploy.training.batches import CachedCrops, DeviceImages

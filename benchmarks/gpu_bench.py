@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from fnet_deploy.backends.cuda_math import tf32_convolutions
 from fnet_deploy.backends.torch_runner import Precision, TorchRunner
-from fnet_deploy.cuda_math import tf32_convolutions
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model import FNet, ModelConfig, load_fnet
 from fnet_deploy.model.deploy import to_deploy
 from fnet_deploy.model.weights import packaged_weights, save_fnet

@@ -43,7 +43,7 @@
 #   3:35-4:25  torch.compile of the deploy form, one cell (480x640, b1, fp16) (timeout 50 s)
 #   4:25-8:05  training: `fnet-deploy train --out .gpu_carry/run --resume --device cuda
 #              --set threads=0` plus the carried data options (.gpu_carry/train_args) and
-#              --max-minutes = what is left minus 25 s; stops after the last iteration that
+#              --max-time-min = what is left minus 25 s; stops after the last iteration that
 #              fits, state saved (exit 75), or finishes (exit 0); a hung run gets SIGTERM (save
 #              and stop) 10 s before the window's end, SIGKILL 10 s later (the checkpoint of
 #              every 50 iterations stays)
@@ -181,7 +181,7 @@ if [ "$DRY" = 1 ]; then
             --crop 32 --set model.filters=4 --set model.kernel_size=3 --set model.iterations=2 \
             --set stage1.iterations=2000 --set stage2.iterations=2000 --set val.pairs=1 \
             --set val.crop=48 --set log.log_every=5 --set log.checkpoint_every=10 \
-            --set log.validate_every=50 --max-minutes 0.1
+            --set log.validate_every=50 --max-time-min 0.1
     fi
     CARRY=$CARRY RUN=$DRY_ROOT/cpu_run bash benchmarks/gpu_window_prepare.sh
 else
@@ -306,7 +306,7 @@ if wanted train; then
     echo "== train: $RUN_DIR was at $BEFORE; time box $minutes min, hard limit $hard s"
     start=$(date +%s)
     timeout -s TERM -k 10 "$hard" $PY -m fnet_deploy train "${train_args[@]}" \
-        --max-minutes "$minutes"
+        --max-time-min "$minutes"
     rc=$?
     printf '%s\t%s\t%s\n' train "$rc" "$(($(date +%s) - start))" >>"$WORK/parts.tsv"
     case $rc in

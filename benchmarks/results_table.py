@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from fnet_deploy.metrics import METRICS
-from fnet_deploy.plots import plot_metric_bars
+from fnet_deploy.metrics.plots import plot_metric_bars
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = [

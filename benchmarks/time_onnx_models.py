@@ -17,7 +17,7 @@ from pathlib import Path
 from fnet_deploy.backends.onnx_runner import OnnxRunner
 from fnet_deploy.bench.timing import random_feed, time_runner
 from fnet_deploy.commands.common import parse_size
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 
 def main() -> int:

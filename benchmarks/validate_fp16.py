@@ -11,7 +11,7 @@ pixels of every pair.
 
 ``--device cpu`` (default) runs the float16 emulation of the FP16 graph (every tensor rounded to
 float16; ONNX Runtime's CPU provider has no float16 Conv, so the FP16 model itself would run in
-float32 there). ``--device cuda[:N]`` or ``tensorrt[:N]`` runs the FP16 model itself on the GPU
+float32 there). ``--device cuda[:N]`` or ``ort-trt[:N]`` runs the FP16 model itself on the GPU
 (onnxruntime-gpu). Exits 1 if any pair fails. Takes about an hour on 2 CPU cores for all 453
 pairs (50 minutes with ``--threads 1``); ``--limit N`` takes the first N pairs of each set.
 """
@@ -29,10 +29,10 @@ import numpy as np
 
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.fp16 import float16_emulation
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.backends.onnx_runner import OnnxRunner
-from fnet_deploy.errors import InputError
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.export.parity import ErrorStats, ImagePair, read_pair
+from fnet_deploy.helpers.errors import InputError
 from fnet_deploy.model import load_fnet
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "FNet_official.pth")
     parser.add_argument("--data", type=Path, default=SHARED / "data")
     parser.add_argument("--limit", type=int, help="first N pairs of each data set")
-    parser.add_argument("--device", default="cpu", help="cpu (emulation), cuda[:N], tensorrt[:N]")
+    parser.add_argument("--device", default="cpu", help="cpu (emulation), cuda[:N], ort-trt[:N]")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all)")
     args = parser.parse_args()
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from validate_fp16 import SHARED, dataset_pairs, frames
 
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.backends.onnx_runner import OnnxRunner
 from fnet_deploy.export.int8 import (
     CalibrationSet,
@@ -33,6 +32,7 @@ from fnet_deploy.export.int8 import (
     parse_float_layers,
     quantize_int8,
 )
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.export.parity import ErrorStats
 from fnet_deploy.model import load_fnet
 from fnet_deploy.model.weights import resolve_weights

@@ -133,7 +133,24 @@ def load_command(name: str) -> Any:
         command = typer.main.get_command(single)
     command.name = name
     _quiet_opencv_when_run(command)
+    _accept_old_spellings(command, name)
     return command
+
+
+def _accept_old_spellings(command: Any, name: str) -> None:
+    """Make ``command`` (and its subcommands, as ``weights convert``) read the old spellings of
+    :mod:`fnet_deploy.commands.renames`, saying so in one line each."""
+    from fnet_deploy.commands.renames import modernise
+
+    parse_args = command.parse_args
+
+    def parse_modern(ctx: Any, args: list[str]) -> Any:
+        say = functools.partial(typer.echo, err=True)
+        return parse_args(ctx, modernise(name, list(args), say))
+
+    command.parse_args = parse_modern
+    for sub_name, sub in getattr(command, "commands", {}).items():
+        _accept_old_spellings(sub, f"{name} {sub_name}")
 
 
 def _quiet_opencv_when_run(command: Any) -> None:

@@ -18,10 +18,10 @@ import torch
 from typer.testing import CliRunner
 
 from fnet_deploy.backends.base import SizeRange
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
 from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.cli import app
-from fnet_deploy.fuse import FuseOptions, ImageFuser
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
+from fnet_deploy.inference.images import FuseOptions, ImageFuser
 from fnet_deploy.model import FNet
 from fnet_deploy.model.weights import load_fnet, save_fnet
 from tests.conftest import TINY, fixture_path

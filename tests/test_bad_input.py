@@ -152,7 +152,7 @@ def _cases(work: Path) -> list[Case]:
     stream = ("stream", "--no-live", "--vis", str(f["vi"].parent), "--ir", str(f["ir"].parent))
     bench = ("bench", "--no-peaks", "--size", "16x16", "--iterations", "1")
     train = ("train", "--data", str(work / "pairs"), "--stage", "1", "--iterations", "1")
-    train += ("--set", "model.filters=4", "--crop", "16", "--batch-size", "2")
+    train += ("--set", "model.filters=4", "--crop", "16", "--batch", "2")
     evaluate = ("eval", "--ir", str(NATO / "ir"), "--vis", str(NATO / "vi"))
     calibrate = ("calibrate", "--ir", str(f["ir"]), "--vis", str(f["vi"]))
     cases: list[Case] = []
@@ -252,11 +252,11 @@ def _cases(work: Path) -> list[Case]:
         ("--fps", "0"),
         ("--fps", "inf"),
         ("--max-skew-ms", "-1"),
-        ("--gain-smoothing", "1.5"),
-        ("--reconnect-timeout", "-1"),
-        ("--reconnect-timeout", "nan"),
-        ("--reconnect-timeout", "1e9"),
-        ("--reconnect-timeout", "soon"),
+        ("--ir-smoothing", "1.5"),
+        ("--reconnect-timeout-s", "-1"),
+        ("--reconnect-timeout-s", "nan"),
+        ("--reconnect-timeout-s", "1e9"),
+        ("--reconnect-timeout-s", "soon"),
         ("--max-errors", "0"),
     ):
         add_out(f"stream{option}={value}", (*stream, option, value), video, option)
@@ -264,7 +264,7 @@ def _cases(work: Path) -> list[Case]:
     add_out("stream-size-text", (*stream, "--size", "big"), video, "--size")
     add_out("stream-size-tiny", (*stream, "--size", "4x4"), video, "--size")
     add_out(
-        "stream-ir-range", (*stream, "--ir-gain", "fixed", "--ir-range", "9,1"), video, "--ir-range"
+        "stream-ir-range", (*stream, "--ir-norm", "fixed", "--ir-range", "9,1"), video, "--ir-range"
     )
     # stream: outputs and inputs
     add_out("stream-out-under-file", stream, under / "o.mp4", "blocker", "not a folder")
@@ -371,6 +371,13 @@ def _cases(work: Path) -> list[Case]:
         target=video,
     )
     add_out("stream-max-batch-one-pair", (*stream, "--max-batch", "4"), video, "--max-batch")
+    add_out(
+        "stream-batch-timeout-one-pair",
+        (*stream, "--batch-timeout-ms", "10"),
+        video,
+        "--batch-timeout-ms",
+        "several pairs",
+    )
     add(
         "stream-pair-batch-timeout",
         (*pairs, "--pair", f"{both},out={video}", "--batch-timeout-ms", "-1"),
@@ -471,7 +478,7 @@ def _cases(work: Path) -> list[Case]:
     # train
     add_out("train-crop-huge", (*train, "--crop", "100000"), out / "run", "--crop", "memory")
     add_out("train-lr-nan", (*train, "--lr", "nan"), out / "run", "lr")
-    add_out("train-max-minutes", (*train, "--max-minutes", "inf"), out / "run", "--max-minutes")
+    add_out("train-max-minutes", (*train, "--max-time-min", "inf"), out / "run", "--max-time-min")
     add_out("train-iterations", (*train, "--iterations", "0"), out / "run", "--iterations")
     add_out("train-out-under-file", train, under / "run", "blocker")
     add_out(

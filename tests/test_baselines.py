@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.baselines import BASELINES, average, laplacian_pyramid, maximum
 from fnet_deploy.metrics import spatial_frequency
+from fnet_deploy.metrics.baselines import BASELINES, average, laplacian_pyramid, maximum
 from tests.conftest import fixture_pair
 
 

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.bench import matrix
-from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.matrix import Cell, add_speedups, run_cell
 from fnet_deploy.bench.peaks import Peaks, peaks_per_precision
 from fnet_deploy.bench.timing import Timing, time_runner
 from fnet_deploy.cli import app
 from fnet_deploy.model import FNet, ModelConfig
+from fnet_deploy.model.cost import forward_cost
 
 TINY = ModelConfig(filters=4, kernel_size=3, iterations=1)
 

@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fnet_deploy.cli import app
-from fnet_deploy.errors import FnetError
-from fnet_deploy.runtime.calibration import (
+from fnet_deploy.calibration.estimate import (
     Plausibility,
     check_plausible,
     edge_agreement,
@@ -24,6 +22,8 @@ from fnet_deploy.runtime.calibration import (
     reprojection_errors,
     rotation_degrees,
 )
+from fnet_deploy.cli import app
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.registration import Registration, project
 from tests.conftest import NATO, fixture_path, nato
 

@@ -12,9 +12,9 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
-from fnet_deploy.baselines import average
 from fnet_deploy.cli import app
 from fnet_deploy.metrics import compute_metrics, report
+from fnet_deploy.metrics.baselines import average
 from fnet_deploy.metrics.report import read_gray
 from tests.conftest import fixture_path
 

@@ -26,9 +26,9 @@ import pytest
 import torch
 
 from fnet_deploy.assets import sample_pair
+from fnet_deploy.backends.cuda_math import tf32_convolutions
 from fnet_deploy.backends.torch_runner import Precision, TorchRunner
-from fnet_deploy.cuda_math import tf32_convolutions
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model import FNet, IFNet, ModelConfig, load_fnet
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.tap_conv import ConvForm, set_conv_form

@@ -11,7 +11,7 @@ import pytest
 
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.data.images import read_ir, read_visible
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.training.config import DataConfig
 from fnet_deploy.training.dataset import (
     CropStream,

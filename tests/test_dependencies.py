@@ -8,8 +8,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from fnet_deploy.backends.onnx_graph import MIN_TORCH
-from fnet_deploy.optional import EXTRAS
+from fnet_deploy.export.onnx_graph import MIN_TORCH
+from fnet_deploy.helpers.optional import EXTRAS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,7 +104,7 @@ def _runtime_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
 def test_optional_packages_are_imported_only_through_require() -> None:
     """A plain ``import onnx`` would bypass the one-line error. Exceptions: type-only imports,
     and the modules built on ONNX itself, which are imported only after ``require("onnx")``."""
-    allowed = {"backends/onnx_graph.py", "backends/fp16.py"}
+    allowed = {"export/onnx_graph.py", "backends/fp16.py"}
     offenders = []
     for path in sorted((ROOT / "fnet_deploy").rglob("*.py")):
         relative = path.relative_to(ROOT / "fnet_deploy").as_posix()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fnet_deploy.backends.device import Device, cuda_index, parse_device, torch_device
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,7 @@ from fnet_deploy.errors import FnetError
         ("cpu", ("cpu", "cuda"), Device("cpu")),
         (" CUDA ", ("cpu", "cuda"), Device("cuda", 0)),
         ("cuda:3", ("cpu", "cuda"), Device("cuda", 3)),
-        ("tensorrt:1", ("cpu", "cuda", "tensorrt"), Device("tensorrt", 1)),
+        ("ort-trt:1", ("cpu", "cuda", "ort-trt"), Device("ort-trt", 1)),
     ],
 )
 def test_parse_device(text: str, kinds: tuple[str, ...], expected: Device) -> None:
@@ -30,7 +30,7 @@ def test_parse_device(text: str, kinds: tuple[str, ...], expected: Device) -> No
         ("cuda:", ("cpu", "cuda")),
         ("cuda:-1", ("cpu", "cuda")),
         ("cuda:x", ("cpu", "cuda")),
-        ("tensorrt", ("cpu", "cuda")),
+        ("ort-trt", ("cpu", "cuda")),
         ("mps", ("cpu", "cuda")),
         ("cpu", ("cuda",)),
     ],

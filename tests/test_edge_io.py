@@ -1,5 +1,5 @@
 """Edge I/O end to end: two live RTSP cameras on loopback, fused into the browser view, with the
-infrared camera dying and coming back while ``--reconnect-timeout 0`` retries forever; the same
+infrared camera dying and coming back while ``--reconnect-timeout-s 0`` retries forever; the same
 cameras served again over RTSP by the product's own server; and a 16-bit thermal camera whose
 counts reach the thermal gain whole.
 
@@ -32,12 +32,12 @@ import numpy as np
 import pytest
 
 from fnet_deploy.backends.torch_runner import TorchRunner
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.capabilities import gi_modules
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import Registrar
-from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sink_uri import open_sink
 from fnet_deploy.runtime.sources import V4L2Source, open_source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import parse_uri
@@ -130,7 +130,7 @@ def test_two_rtsp_cameras_to_the_browser_view_through_an_outage(
             "torch",
             "--size",
             f"{MODEL_SIZE[0]}x{MODEL_SIZE[1]}",
-            "--reconnect-timeout",
+            "--reconnect-timeout-s",
             "0",
             "--stats",
             str(stats_path),

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.backends.onnx_graph import read_metadata
 from fnet_deploy.cli import app
+from fnet_deploy.export.onnx_graph import read_metadata
 from fnet_deploy.model import FNet, ModelConfig, save_fnet
 from fnet_deploy.model.weights import file_sha256
 

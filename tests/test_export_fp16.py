@@ -20,8 +20,8 @@ from onnx import TensorProto
 
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.fp16 import float16_emulation, float16_problems
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.backends.onnx_runner import OnnxRunner
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, save_onnx
 from fnet_deploy.export.parity import ErrorStats, read_pair
 from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model.deploy import DeployOptions, to_deploy

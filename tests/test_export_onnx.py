@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fnet_deploy import __version__
-from fnet_deploy.backends.onnx_graph import (
+from fnet_deploy.backends.onnx_runner import OnnxRunner
+from fnet_deploy.export.onnx_graph import (
     OnnxSpec,
     build_metadata,
     build_onnx,
@@ -19,8 +20,7 @@ from fnet_deploy.backends.onnx_graph import (
     read_metadata,
     save_onnx,
 )
-from fnet_deploy.backends.onnx_runner import OnnxRunner
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model import FNet, ModelConfig, WeightsInfo, load_fnet, save_fnet
 from fnet_deploy.model.deploy import DeployOptions
 from tests.precision import assert_float32_accurate, float32_and_float64_runs

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.plan import DEFAULT_PROFILE, ExportPlan, export_plan
+from fnet_deploy.helpers.errors import FnetError
 
 OUT = Path("/nonexistent/out")
 

@@ -16,15 +16,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fnet_deploy.backends import onnx_cache
 from fnet_deploy.backends.base import Runner
-from fnet_deploy.backends.onnx_graph import read_metadata
 from fnet_deploy.backends.onnx_runner import OnnxRunner
-from fnet_deploy.backends.select import fastest_runner
 from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.cli import app
-from fnet_deploy.errors import FnetError
-from fnet_deploy.fuse import FuseOptions, ImageFuser
+from fnet_deploy.export import onnx_cache
+from fnet_deploy.export.onnx_graph import read_metadata
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.inference.images import FuseOptions, ImageFuser
+from fnet_deploy.inference.select import fastest_runner
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
 from fnet_deploy.model.deploy import DeployFNet
 from tests.conftest import TINY, fixture_pair, fixture_path, nato

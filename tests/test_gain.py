@@ -37,6 +37,15 @@ def test_fixed_range_maps_raw_counts() -> None:
     np.testing.assert_allclose(out, [[0.0, 8191 / 16383, 1.0, 1.0]])
 
 
+def test_images_and_streams_map_a_fixed_range_alike() -> None:
+    """``fuse --ir-norm fixed --ir-range`` (images) and ``stream`` (frames) are one option set."""
+    for frame in raw_frames()[:2]:
+        stream = ThermalGain("fixed", smoothing=0.0, fixed_range=(7000.0, 13000.0))(frame)
+        image = normalize_thermal(frame, "fixed", fixed_range=(7000.0, 13000.0))
+        np.testing.assert_allclose(stream, image, atol=1e-6)
+        assert image.min() >= 0.0 and image.max() <= 1.0 and 0.0 < image.mean() < 1.0
+
+
 def test_smoothing_steadies_the_picture_when_a_hot_object_appears() -> None:
     frames = raw_frames()
     hot = frames[3].copy()

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from fnet_deploy.cli import app
 from fnet_deploy.runtime import sinks
 from fnet_deploy.runtime.h264 import h264_encoder
-from fnet_deploy.runtime.sinks import VideoFileSink, open_sink
+from fnet_deploy.runtime.sink_uri import open_sink
+from fnet_deploy.runtime.sinks import VideoFileSink
 from fnet_deploy.runtime.uri import parse_uri
 from tests.videos import count_frames, write_video
 

@@ -13,7 +13,7 @@ from fnet_deploy.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fnet_deploy.data.images import compose_output, read_ir, read_visible, write_image
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.data.thermal import normalize_thermal
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 from tests.conftest import fixture_path
 
 

@@ -20,10 +20,8 @@ from onnx import TensorProto, numpy_helper
 from typer.testing import CliRunner
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, read_metadata, save_onnx
 from fnet_deploy.bench.matrix import Cell, run_cell
 from fnet_deploy.cli import app
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.int8 import (
     CalibrationMethod,
     CalibrationSet,
@@ -35,7 +33,9 @@ from fnet_deploy.export.int8 import (
     select_layers,
     tiles,
 )
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, read_metadata, save_onnx
 from fnet_deploy.export.parity import DEFAULT_TOLERANCE, ErrorStats, ImagePair, read_pair
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model import FNet, ModelConfig
 from tests.conftest import FIXTURES, NATO, fixture_pair
 

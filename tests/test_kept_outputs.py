@@ -113,7 +113,7 @@ def test_fuse_keeps_the_fused_image(
     model = ("--weights", tiny_weights, "--backend", "torch")
     assert run("fuse", *pair, *model, "--out", expected).exit_code == 0
     out = tmp_path / "out" / "fused.png"
-    from fnet_deploy.fuse import ImageFuser
+    from fnet_deploy.inference.images import ImageFuser
 
     blocked = then(ImageFuser.fuse_read, lambda: block(out.parent))
     monkeypatch.setattr(ImageFuser, "fuse_read", blocked)
@@ -193,10 +193,10 @@ def test_stream_keeps_the_statistics(
     tiny_weights: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from fnet_deploy.commands import stream
+    from fnet_deploy.runtime.pipeline import StreamPipeline
 
     stats = tmp_path / "o" / "stats.json"
-    pipeline = stream.StreamPipeline
+    pipeline = StreamPipeline
     monkeypatch.setattr(pipeline, "run", then(pipeline.run, lambda: block(stats.parent)))
     result = run(
         "stream", "--backend", "torch", "--weights", tiny_weights, "--no-live",
@@ -250,7 +250,7 @@ def test_explain_keeps_the_views_and_reports_progress(
 def test_export_keeps_the_model_checks_it_there_and_reports_progress(
     tmp_path: Path, fallback: Path, pairs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fnet_deploy.backends import onnx_graph
+    from fnet_deploy.export import onnx_graph
 
     torch.manual_seed(0)
     tiny_weights = tmp_path / "smallest.safetensors"  # the smallest graph: the quickest export

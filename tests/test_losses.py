@@ -104,9 +104,7 @@ def test_ssim_matches_wang_definition() -> None:
     y = (0.6 * x + 0.4 * _images((2, 1, 32, 40), seed=3)).clamp(0, 1)
     torch.testing.assert_close(ssim(x, y, "valid"), _ssim_wang(x, y), rtol=0, atol=1e-12)
     x32, y32 = x.float(), y.float()
-    torch.testing.assert_close(
-        ssim(x32, y32, "valid"), _ssim_wang(x, y).float(), rtol=0, atol=2e-6
-    )
+    torch.testing.assert_close(ssim(x32, y32, "valid"), _ssim_wang(x, y).float(), rtol=0, atol=2e-6)
 
 
 def test_ssim_matches_scikit_image_gaussian_ssim() -> None:

@@ -20,9 +20,9 @@ import cv2
 import pytest
 import torch
 
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
+from fnet_deploy.helpers.optional import EXTRAS
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
-from fnet_deploy.optional import EXTRAS
 from tests.conftest import NATO
 
 pytestmark = pytest.mark.skipif(
@@ -101,7 +101,7 @@ def _cases(work: Path) -> list[Case]:
     ir, vis = work / "pairs" / "ir" / "5.png", work / "pairs" / "vi" / "5.png"
     pair = ("--ir", str(ir), "--vis", str(vis), "--weights", str(weights))
     bench = ("bench", "--no-peaks", "--size", "16x16", "--iterations", "1", "--warmup", "0")
-    tiny = ("--crop", "16", "--batch-size", "2", "--set", "model.filters=4", "--set", "threads=1")
+    tiny = ("--crop", "16", "--batch", "2", "--set", "model.filters=4", "--set", "threads=1")
     train = ("train", "--data", str(work / "pairs"), "--stage", "1", "--iterations", "1", *tiny)
     folders = ("--ir", str(NATO / "ir"), "--vis", str(NATO / "vi"), "--baseline", "average")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from fnet_deploy.optional import EXTRAS
+from fnet_deploy.helpers.optional import EXTRAS
 
 
 def test_cli_imports_no_optional_package() -> None:

@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
-from fnet_deploy.plots import (
-    latency_figure,
-    loss_curves_figure,
-    metric_bars_figure,
-    plot_latency,
-    plot_loss_curves,
-    plot_metric_bars,
-    read_loss_log,
-)
+from fnet_deploy.bench.plots import latency_figure, plot_latency
+from fnet_deploy.helpers.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.metrics.plots import metric_bars_figure, plot_metric_bars
+from fnet_deploy.training.plots import loss_curves_figure, plot_loss_curves, read_loss_log
 
 
 def report(convention: str, values: dict[str, dict[str, list[float]]]) -> dict:

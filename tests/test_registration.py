@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fnet_deploy.backends.torch_runner import TorchRunner
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StreamOptions, StreamPipeline
@@ -22,7 +22,7 @@ from fnet_deploy.runtime.registration import (
     largest_rectangle,
     project,
 )
-from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sink_uri import open_sink
 from fnet_deploy.runtime.sources import open_source
 from fnet_deploy.runtime.uri import parse_uri
 from tests.conftest import nato

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 from fnet_deploy.metrics import compute_metrics
 from fnet_deploy.metrics.report import (
     Evaluation,

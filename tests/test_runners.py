@@ -12,12 +12,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from fnet_deploy.backends.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
 from fnet_deploy.backends.onnx_runner import OnnxRunner, execution_providers
-from fnet_deploy.backends.select import backend_for, open_runner
 from fnet_deploy.backends.tensorrt_runner import TensorRTRunner
 from fnet_deploy.backends.torch_runner import TorchRunner
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.export.onnx_graph import OnnxSpec, build_metadata, build_onnx, save_onnx
+from fnet_deploy.helpers.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.inference.select import backend_for, open_runner
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
@@ -162,7 +162,7 @@ def test_execution_providers_by_device(tmp_path: Path) -> None:
     ]
     cuda = execution_providers("cuda:1", gpu, tmp_path)
     assert cuda == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
-    trt = execution_providers("tensorrt", gpu, tmp_path)
+    trt = execution_providers("ort-trt", gpu, tmp_path)
     assert trt[0][0] == "TensorrtExecutionProvider"
     assert trt[0][1]["trt_engine_cache_path"] == str(tmp_path)  # type: ignore[index]
     assert [p if isinstance(p, str) else p[0] for p in trt[1:]] == gpu[1:]

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime.capabilities import gi_modules, gstreamer_element, has_gstreamer
 from fnet_deploy.runtime.gst_pipelines import (
     ENCODERS,
@@ -27,13 +27,8 @@ from fnet_deploy.runtime.gst_pipelines import (
     push_pipeline,
     served_launch,
 )
-from fnet_deploy.runtime.sinks import (
-    DisplaySink,
-    FrameDirSink,
-    VideoFileSink,
-    display_problem,
-    open_sink,
-)
+from fnet_deploy.runtime.sink_uri import open_sink
+from fnet_deploy.runtime.sinks import DisplaySink, FrameDirSink, VideoFileSink, display_problem
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import parse_uri
 from tests.videos import count_frames

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime import capture as capture_module
 from fnet_deploy.runtime.capabilities import has_gstreamer
 from fnet_deploy.runtime.capture import Capture, End

@@ -14,18 +14,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from fnet_deploy.backends.select import fastest_runner
 from fnet_deploy.backends.torch_runner import TorchRunner
+from fnet_deploy.calibration.estimate import estimate_from_images
 from fnet_deploy.cli import app
-from fnet_deploy.errors import FnetError
-from fnet_deploy.fuse import FuseOptions, ImageFuser
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.inference.images import FuseOptions, ImageFuser
+from fnet_deploy.inference.select import fastest_runner
 from fnet_deploy.model import FNet, ModelConfig
 from fnet_deploy.model import weights as weights_file
-from fnet_deploy.runtime.calibration import estimate_from_images
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import Registrar, Registration
-from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sink_uri import open_sink
 from fnet_deploy.runtime.sources import FileSource, RtspSource, open_source
 from fnet_deploy.runtime.stats import STAGES, RunStats
 from fnet_deploy.runtime.sync import FramePairer, Paired
@@ -449,7 +449,7 @@ def test_the_run_goes_on_while_a_live_source_reconnects(
 def test_stream_side_by_side_layout_places_the_three_panes(
     tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fnet_deploy.views import pane_boxes
+    from fnet_deploy.data.views import pane_boxes
 
     monkeypatch.chdir(tmp_path)
     base = ["stream", "--weights", str(tiny_weights), "--no-live"]

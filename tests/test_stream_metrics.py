@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fnet_deploy.cli import app
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.prometheus import StreamMetrics, parse_metrics_address
 from fnet_deploy.runtime.stats import STAGES, RunStats
 from fnet_deploy.runtime.uri import parse_uri

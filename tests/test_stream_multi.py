@@ -23,17 +23,17 @@ import pytest
 from typer.testing import CliRunner
 
 from fnet_deploy.backends.base import Runner
-from fnet_deploy.backends.select import fastest_runner
 from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.cli import app
 from fnet_deploy.data.images import quiet_native_stderr
+from fnet_deploy.inference.select import fastest_runner
 from fnet_deploy.model import load_fnet
 from fnet_deploy.runtime.batcher import Batcher
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.multi import BatchOptions, CameraPair, MultiStats, MultiStream
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import Registrar, Registration
-from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sink_uri import open_sink
 from fnet_deploy.runtime.sources import Source, open_source
 from fnet_deploy.runtime.uri import parse_uri
 from tests.conftest import NATO, nato

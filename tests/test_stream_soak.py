@@ -36,7 +36,7 @@ from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
 from fnet_deploy.runtime.registration import Registrar
-from fnet_deploy.runtime.sinks import open_sink
+from fnet_deploy.runtime.sink_uri import open_sink
 from fnet_deploy.runtime.sources import open_source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import parse_uri

@@ -30,7 +30,6 @@ from fnet_deploy.backends.engine_info import (
 )
 from fnet_deploy.backends.tensor_buffers import TensorBuffers
 from fnet_deploy.backends.tensorrt_runner import TensorRTRunner, select_gpu
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.export.parity import ErrorStats, ImagePair, iter_pairs, read_pair
 from fnet_deploy.export.tensorrt_build import (
     BuildMode,
@@ -51,6 +50,7 @@ from fnet_deploy.export.tensorrt_commands import (
     polygraphy_convert,
     trtexec_build,
 )
+from fnet_deploy.helpers.errors import FnetError, InputError, MissingDependencyError
 from fnet_deploy.model import FNet
 from fnet_deploy.model.weights import file_sha256
 from tests.conftest import FIXTURES
@@ -537,7 +537,7 @@ def test_engine_with_sidecar_but_no_tensorrt_names_the_extra(tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def exported(default_model: FNet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """fnet.onnx, fnet_fp16.onnx and a Q/DQ fnet_int8.onnx of the shipped trained model."""
-    from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
+    from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, save_onnx
 
     folder = tmp_path_factory.mktemp("trt")
     paths = {}

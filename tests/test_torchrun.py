@@ -44,7 +44,7 @@ def test_torchrun_two_processes_train_one_run(tmp_path: Path) -> None:
         "2",
         "--crop",
         "16",
-        "--batch-size",
+        "--batch",
         "1",
         "--set",
         "model.filters=4",

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from fnet_deploy.cli import app
 from fnet_deploy.commands.common import PROGRESS_ENV
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.model import load_fnet
 from fnet_deploy.training import trainer as trainer_module
 from fnet_deploy.training.checkpoint import (
@@ -458,7 +458,7 @@ def test_cli_trains_resumes_and_reports_bad_data(
     out = tmp_path / "cli"
     tiny_sets = [arg for item in TINY[:4] for arg in ("--set", item)]
     args = ["train", "--data", str(data_dir), "--out", str(out), "--iterations", "2"]
-    args += ["--batch-size", "2", "--crop", "16", "--stage", "1", *tiny_sets]
+    args += ["--batch", "2", "--crop", "16", "--stage", "1", *tiny_sets]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "stage I weights" in result.output

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 from fnet_deploy.metrics import compute_metrics
 from fnet_deploy.model import FNet, load_fnet
 from fnet_deploy.training import trainer as trainer_module

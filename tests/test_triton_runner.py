@@ -22,11 +22,11 @@ import pytest
 from typer.testing import CliRunner
 
 from fnet_deploy.backends.base import Runner
-from fnet_deploy.backends.select import open_runner
 from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.backends.triton_runner import TritonRunner, TritonUri, is_triton_uri
 from fnet_deploy.cli import app
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.inference.select import open_runner
 from fnet_deploy.model.weights import load_fnet
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
@@ -178,7 +178,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from fnet_deploy.backends.select import open_runner
+from fnet_deploy.inference.select import open_runner
 
 
 class TritonPythonModel:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fnet_deploy.cli import app
-from fnet_deploy.views import BACKGROUND, GAP, compose_view, header_height, pane_boxes
+from fnet_deploy.data.views import BACKGROUND, GAP, compose_view, header_height, pane_boxes
 
 H, W = 48, 64
 VIS_BGR = (0, 0, 200)  # pure red

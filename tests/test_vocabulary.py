@@ -6,9 +6,9 @@ from typing import Any, get_args
 
 import typer.main
 
-from fnet_deploy.backends.select import BACKENDS
 from fnet_deploy.bench.matrix import BACKENDS as BENCH_TARGETS
 from fnet_deploy.cli import app
+from fnet_deploy.inference.select import BACKENDS
 
 COMMANDS: Any = typer.main.get_command(app)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fnet_deploy.errors import CheckpointError
+from fnet_deploy.helpers.errors import CheckpointError
 from fnet_deploy.model import FNet, ModelConfig, load_fnet, save_fnet
 from fnet_deploy.model.weights import (
     official_key_to_ours,

@@ -58,9 +58,13 @@ class Runner(abc.ABC):
     any size; exported models with fixed shapes and TensorRT profiles take a range) and
     :attr:`max_batch` (``None``: any batch; a TensorRT profile or a fixed batch dimension of an
     exported model sets it).
+
+    :attr:`source` names what it runs as the user gave it (a model or weights file, a server
+    URI); :func:`~fnet_deploy.inference.select.open_runner` sets it.
     """
 
     name: str = "runner"
+    source: str = ""
 
     def __init__(self) -> None:
         self.is_active = False

@@ -1,8 +1,9 @@
-"""Device names, parsed once for every backend: ``cpu``, ``cuda``, ``cuda:N``, ``tensorrt[:N]``.
+"""Device names, parsed once for every backend: ``cpu``, ``cuda``, ``cuda:N``, ``ort-trt[:N]``.
 
 ``--device`` means the same thing everywhere: where the model computes. PyTorch runs on ``cpu``
-and ``cuda[:N]``; ONNX Runtime also takes ``tensorrt[:N]`` (its TensorRT execution provider on
-GPU N); a TensorRT engine runs on ``cuda[:N]`` only.
+and ``cuda[:N]``; ONNX Runtime also takes ``ort-trt[:N]`` (its TensorRT execution provider on
+GPU N, named apart from the ``tensorrt`` backend of native engines); a TensorRT engine runs on
+``cuda[:N]`` only.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 if TYPE_CHECKING:  # torch is imported by the functions that make torch devices
     import torch
@@ -21,7 +22,7 @@ class Device:
     """A parsed device name.
 
     Attributes:
-        kind: ``cpu``, ``cuda`` or ``tensorrt``.
+        kind: ``cpu``, ``cuda`` or ``ort-trt``.
         index: the GPU's index (0 when the name gave none; 0 for ``cpu``).
     """
 
@@ -37,21 +38,21 @@ class Device:
         return self.kind != "cpu"
 
     def as_torch(self) -> torch.device:
-        """The PyTorch device of the processor it names (``tensorrt:N`` is ``cuda:N``); not
+        """The PyTorch device of the processor it names (``ort-trt:N`` is ``cuda:N``); not
         checked against this machine (:func:`torch_device` does that)."""
         import torch
 
         return torch.device("cuda", self.index) if self.is_gpu else torch.device("cpu")
 
 
-ANY_KIND: tuple[str, ...] = ("cpu", "cuda", "tensorrt")
+ANY_KIND: tuple[str, ...] = ("cpu", "cuda", "ort-trt")
 """Every kind some backend runs on."""
 
 
 def parse_device(
     text: str, kinds: tuple[str, ...] = ("cpu", "cuda"), who: str = "PyTorch"
 ) -> Device:
-    """Parse ``text`` (``cpu``, ``cuda``, ``cuda:N``, ``tensorrt``, ``tensorrt:N``).
+    """Parse ``text`` (``cpu``, ``cuda``, ``cuda:N``, ``ort-trt``, ``ort-trt:N``).
 
     Args:
         text: the device name as the user wrote it.

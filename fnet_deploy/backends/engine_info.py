@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.backends.base import SizeRange
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.atomic import write_bytes_atomic
+from fnet_deploy.helpers.errors import FnetError, InputError
 
 EnginePrecision = Literal["fp32", "fp16", "int8"]
 ENGINE_PRECISIONS: tuple[EnginePrecision, ...] = ("fp32", "fp16", "int8")

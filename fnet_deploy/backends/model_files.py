@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 
 _ONNX_GRAPH_FIELD = 7
 """``ModelProto.graph``'s field number (onnx.proto)."""

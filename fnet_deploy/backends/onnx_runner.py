@@ -4,7 +4,7 @@
 
 - ``cpu``: CPUExecutionProvider;
 - ``cuda`` / ``cuda:N``: CUDAExecutionProvider on GPU N, CPU for anything it lacks;
-- ``tensorrt`` / ``tensorrt:N``: ONNX Runtime's TensorrtExecutionProvider on GPU N (its engines
+- ``ort-trt`` / ``ort-trt:N``: ONNX Runtime's TensorrtExecutionProvider on GPU N (its engines
   cached next to the model), then CUDA, then CPU.
 
 The GPU providers need the ``onnxruntime-gpu`` build. FP16 models (float32 inputs and outputs)
@@ -24,9 +24,9 @@ import numpy as np
 
 from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner, SizeRange
 from fnet_deploy.backends.device import parse_device
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.helpers.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.optional import require
 
 ORT_FATAL_ONLY = 4
 """ONNX Runtime's log severity that prints fatal messages only (0 verbose ... 3 error, 4 fatal)."""
@@ -42,7 +42,7 @@ def execution_providers(
     Raises:
         FnetError: unknown device, or its provider is not in ``available``.
     """
-    parsed = parse_device(device, ("cpu", "cuda", "tensorrt"), "onnxruntime")
+    parsed = parse_device(device, ("cpu", "cuda", "ort-trt"), "onnxruntime")
     kind, device_id = parsed.kind, parsed.index
     if kind == "cpu":
         return ["CPUExecutionProvider"]
@@ -51,7 +51,7 @@ def execution_providers(
         ("CUDAExecutionProvider", {"device_id": device_id}),
         "CPUExecutionProvider",
     ]
-    if kind == "tensorrt":
+    if kind == "ort-trt":
         wanted.insert(0, "TensorrtExecutionProvider")
         options = {
             "device_id": device_id,
@@ -74,7 +74,7 @@ class OnnxRunner(Runner):
 
     Args:
         model_path: the ``.onnx`` file (inputs ``ir``, ``vis``; output ``fused``).
-        device: ``cpu``, ``cuda[:N]`` or ``tensorrt[:N]`` (see the module docstring).
+        device: ``cpu``, ``cuda[:N]`` or ``ort-trt[:N]`` (see the module docstring).
         intra_op_threads: threads inside one operator (``None``: ONNX Runtime's default, all
             physical cores).
         inter_op_threads: threads across independent operators (``None``: default).

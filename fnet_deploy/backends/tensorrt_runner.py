@@ -28,9 +28,9 @@ from fnet_deploy.backends.engine_info import (
     rebuild_command,
 )
 from fnet_deploy.backends.tensor_buffers import TensorBuffers
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.optional import require
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.deploy import to_deploy
 from fnet_deploy.model.weights import load_fnet

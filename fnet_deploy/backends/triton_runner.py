@@ -16,8 +16,8 @@ from typing import Any, Literal
 import numpy as np
 
 from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
-from fnet_deploy.errors import FnetError
-from fnet_deploy.optional import require
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
 
 Protocol = Literal["grpc", "http"]
 SCHEMES: dict[str, Protocol] = {"triton": "grpc", "triton+http": "http"}

@@ -14,15 +14,15 @@ import torch
 
 from fnet_deploy import __version__
 from fnet_deploy.backends.base import Runner
+from fnet_deploy.backends.cuda_math import tf32_allowed
 from fnet_deploy.backends.torch_runner import Precision, TorchRunner
-from fnet_deploy.bench.cost import forward_cost
 from fnet_deploy.bench.peaks import Peaks
 from fnet_deploy.bench.timing import random_feed, time_runner
-from fnet_deploy.cuda_math import tf32_allowed
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
+from fnet_deploy.model.cost import forward_cost
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
-from fnet_deploy.optional import require
 
 Shape = tuple[int, int, int]
 RunnerFactory = Callable[[FNet, str, str, Shape, Path], Runner]
@@ -117,7 +117,7 @@ def _torch_deploy_variant(
 def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -> Path:
     """The deploy form exported once per variant into ``work`` (dynamic N, H, W); ``int8`` is
     the FP32 model quantized as ``fnet-deploy export --int8`` does by default."""
-    from fnet_deploy.backends.onnx_graph import OnnxSpec, build_onnx, save_onnx
+    from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, save_onnx
 
     path = work / f"fnet_{precision}{'_col2im' if col2im else ''}.onnx"
     if path.exists():
@@ -222,12 +222,12 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "onnxruntime-col2im": ("onnxruntime", *_EXPORTED),
     "tensorrt": ("tensorrt", "polygraphy", *_EXPORTED),
 }
-"""The optional packages (:data:`fnet_deploy.optional.EXTRAS`) each backend needs; the torch
+"""The optional packages (:data:`fnet_deploy.helpers.optional.EXTRAS`) each backend needs; the torch
 backends need none."""
 
 
 def require_backend(backend: str) -> None:
-    """Raise :class:`~fnet_deploy.errors.MissingDependencyError` if ``backend`` (a key of
+    """Raise :class:`~fnet_deploy.helpers.errors.MissingDependencyError` if ``backend`` (a key of
     :data:`BACKENDS`) lacks an optional package."""
     for module in REQUIRES.get(backend, ()):
         require(module)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 """The precisions a cell can be timed in."""

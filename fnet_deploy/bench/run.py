@@ -15,17 +15,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.backends.device import torch_device
-from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.bench.plan import BenchPlan
+from fnet_deploy.bench.plots import plot_latency
 from fnet_deploy.bench.report import BenchReport
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.report import OutputWriter
-from fnet_deploy.memory import require_memory
+from fnet_deploy.helpers.atomic import write_text_atomic
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.memory import require_memory
+from fnet_deploy.helpers.optional import require
+from fnet_deploy.model.cost import inference_bytes
 from fnet_deploy.model.weights import load_fnet
-from fnet_deploy.optional import require
-from fnet_deploy.plots import plot_latency
 
 if TYPE_CHECKING:  # PyTorch is imported by the run, not with the plan
     import torch

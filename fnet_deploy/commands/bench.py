@@ -39,7 +39,7 @@ from fnet_deploy.commands.common import (
     reports_errors,
 )
 from fnet_deploy.commands.outputs import Outputs
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 if TYPE_CHECKING:  # PyTorch is imported by the benchmark itself, not with `bench --help`
     from fnet_deploy.bench.matrix import CellResult

@@ -9,17 +9,17 @@ import cv2
 import numpy as np
 import typer
 
-from fnet_deploy.commands.common import check_output, console, phase, reports_errors
-from fnet_deploy.commands.outputs import Outputs
-from fnet_deploy.data.images import IMAGE_SUFFIXES, quiet_native_stderr
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.runtime.calibration import (
+from fnet_deploy.calibration.estimate import (
     Method,
     Plausibility,
     estimate_from_images,
     estimate_from_points,
     read_points,
 )
+from fnet_deploy.commands.common import check_output, console, phase, reports_errors
+from fnet_deploy.commands.outputs import Outputs
+from fnet_deploy.data.images import IMAGE_SUFFIXES, quiet_native_stderr
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime.preprocess import to_single_channel
 from fnet_deploy.runtime.registration import Transform
 from fnet_deploy.runtime.sources import DEFAULT_DIR_FPS, CorruptFrame, SourceLost, open_source

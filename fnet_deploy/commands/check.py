@@ -11,16 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.backends.base import Runner
-from fnet_deploy.backends.select import open_runner
 from fnet_deploy.commands.common import (
     BackendOption,
     ColorOption,
+    RunDeviceOption,
     luminance_of,
     phase,
     progress_bar,
     reports_errors,
 )
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import (
     DEFAULT_TOLERANCE,
     ERROR_STATS,
@@ -30,6 +29,8 @@ from fnet_deploy.export.parity import (
     compare_runners,
     iter_pairs,
 )
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.inference.select import open_runner
 from fnet_deploy.model.weights import file_sha256, resolve_weights
 
 
@@ -97,12 +98,7 @@ def check(
         typer.Option(help="Reference weights (default: the packaged weights)."),
     ] = None,
     backend: BackendOption = None,
-    device: Annotated[
-        str,
-        typer.Option(
-            help="Device of the checked model: cpu, cuda[:N], tensorrt[:N] (ORT's TRT EP)."
-        ),
-    ] = "cpu",
+    device: RunDeviceOption = "cpu",
     reference_device: Annotated[
         str, typer.Option(help="Device of the PyTorch reference (training form, float32).")
     ] = "cpu",

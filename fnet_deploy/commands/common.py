@@ -22,17 +22,19 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
-from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.thermal import ThermalNorm
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.signals import stop_signals_handled
+from fnet_deploy.data.views import Layout
+from fnet_deploy.helpers.atomic import check_writable
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.signals import stop_signals_handled
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,7 +57,8 @@ WeightsOption = Annotated[
         "(default: the package's own weights)."
     ),
 ]
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+TORCH_DEVICE_HELP = "Where PyTorch computes: cpu, cuda or cuda:N."
+DeviceOption = Annotated[str, typer.Option(help=TORCH_DEVICE_HELP)]
 ModelOption = Annotated[
     Path | None,
     typer.Option(
@@ -73,7 +76,11 @@ BackendOption = Annotated[
     ),
 ]
 RunDeviceOption = Annotated[
-    str, typer.Option(help="cpu, cuda[:N]; tensorrt[:N] for ONNX Runtime's TensorRT provider.")
+    str,
+    typer.Option(
+        help="Where the model computes: cpu or cuda[:N]; ort-trt[:N] for ONNX Runtime's "
+        "TensorRT provider on GPU N."
+    ),
 ]
 PrecisionOption = Annotated[
     str | None,
@@ -88,6 +95,13 @@ ColorOption = Annotated[
     ),
 ]
 """``--color``: how colour visible input feeds the network, the same in every command."""
+LayoutOption = Annotated[
+    Layout,
+    typer.Option(
+        help="What to write: the fused image, 'side-by-side' (visible | infrared | fused) or a "
+        "labelled 'grid' that adds |fused - visible|."
+    ),
+]
 
 
 def parse_size(text: str, option: str, minimum: int = 1) -> tuple[int, int]:
@@ -118,11 +132,23 @@ def color_of(luminance: str) -> ColorMode:
 
 IrNormOption = Annotated[
     ThermalNorm,
-    typer.Option(help="16-bit IR to [0,1]: percentile clip, per-image minmax, or fixed /65535."),
+    typer.Option(
+        help="IR deeper than 8 bits to [0,1]: percentile (clip at --ir-percentiles), minmax "
+        "(the image's own range) or fixed (--ir-range); 8-bit IR is always /255."
+    ),
 ]
 IrPercentilesOption = Annotated[
     str, typer.Option(help="Low,high percentiles for --ir-norm percentile.")
 ]
+IrRangeOption = Annotated[
+    str | None,
+    typer.Option(help="Low,high raw counts for --ir-norm fixed (default: the full scale)."),
+]
+
+
+def parse_ir_range(text: str | None) -> tuple[float, float] | None:
+    """``--ir-range``: ``"0,16383"`` -> ``(0.0, 16383.0)``; ``None`` stays ``None``."""
+    return None if text is None else parse_pair(text, "--ir-range", "0,16383")
 
 
 def signal_exit_code(signum: int) -> int:
@@ -222,7 +248,7 @@ def check_output(
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn :class:`FnetError` into ``error: <message>`` on stderr and its exit code (2; 1 for
-    :class:`~fnet_deploy.errors.OutputKept`).
+    :class:`~fnet_deploy.helpers.errors.OutputKept`).
 
     Before the command runs, every float option is checked to be finite (:func:`check_finite`),
     and so is ``$FNET_DEPLOY_PROGRESS_SECONDS`` (:func:`progress_seconds`).
@@ -524,15 +550,17 @@ class PlainProgress:
         self._lines.begin(task.describe(), task.describe)
 
 
-def progress_bar() -> Progress | PlainProgress:
-    """A rich progress bar on stderr with count, elapsed and remaining time; without a terminal,
-    plain lines every few seconds (:class:`PlainProgress`)."""
+def progress_bar(*columns: ProgressColumn) -> Progress | PlainProgress:
+    """A rich progress bar on stderr: description, bar, count, then ``columns`` (a command's own,
+    such as a loss or a speed), elapsed and remaining time; without a terminal, plain lines every
+    few seconds (:class:`PlainProgress`)."""
     if not console.is_terminal:
         return PlainProgress()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *columns,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

@@ -14,10 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.backends.device import ANY_KIND, parse_device
-from fnet_deploy.backends.select import open_runner
-from fnet_deploy.baselines import BASELINES, Baseline
 from fnet_deploy.commands.common import (
     BackendOption,
     Interrupted,
@@ -33,10 +30,15 @@ from fnet_deploy.commands.common import (
 from fnet_deploy.commands.outputs import OutputFolder, Outputs
 from fnet_deploy.data.images import read_ir, read_visible, to_uint8, write_image
 from fnet_deploy.data.pairs import Pair, pair_folders
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import FuseOptions, ImageFuser
+from fnet_deploy.helpers.atomic import write_text_atomic
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.optional import require
+from fnet_deploy.inference.images import FuseOptions, ImageFuser
+from fnet_deploy.inference.select import open_runner
 from fnet_deploy.metrics import METRICS
+from fnet_deploy.metrics.baselines import BASELINES, Baseline
 from fnet_deploy.metrics.inputs import Convention
+from fnet_deploy.metrics.plots import plot_metric_bars
 from fnet_deploy.metrics.report import (
     Evaluation,
     Luminance,
@@ -47,8 +49,6 @@ from fnet_deploy.metrics.report import (
     to_json,
     write_csv,
 )
-from fnet_deploy.optional import require
-from fnet_deploy.plots import plot_metric_bars
 
 
 def _fused_dirs(specs: list[str]) -> dict[str, Path]:

@@ -9,28 +9,30 @@ import typer
 
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.device import torch_device
-from fnet_deploy.bench.cost import inference_bytes, trace_bytes
 from fnet_deploy.commands.common import (
     ColorOption,
     DeviceOption,
     IrNormOption,
     IrPercentilesOption,
+    IrRangeOption,
     WeightsOption,
     check_output,
     console,
     luminance_of,
+    parse_ir_range,
     parse_percentiles,
     phase,
     reports_errors,
 )
 from fnet_deploy.commands.outputs import Outputs
-from fnet_deploy.data.images import image_size, read_ir, read_visible
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import IMAGE_BYTES_PER_PIXEL
-from fnet_deploy.memory import gib, require_memory
+from fnet_deploy.data.images import image_size, read_ir, read_visible, require_same_size
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.memory import gib, require_memory
+from fnet_deploy.helpers.optional import require
+from fnet_deploy.inference.images import IMAGE_BYTES_PER_PIXEL
 from fnet_deploy.model.config import ModelConfig
+from fnet_deploy.model.cost import inference_bytes, trace_bytes
 from fnet_deploy.model.weights import load_fnet, resolve_weights
-from fnet_deploy.optional import require
 
 
 @reports_errors
@@ -45,6 +47,7 @@ def explain(
     color: ColorOption = "keep",
     ir_norm: IrNormOption = "percentile",
     ir_percentiles: IrPercentilesOption = "1,99",
+    ir_range: IrRangeOption = None,
     top: Annotated[
         int, typer.Option(min=1, max=64, help="Strongest channels shown per feature code.")
     ] = 8,
@@ -77,15 +80,10 @@ def explain(
                 f"{path}: explaining {size[0]}x{size[1]}",
                 "explain a crop of the pair (the trace keeps every iteration; it cannot be tiled)",
             )
-    ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles))
+    ir_image = read_ir(ir, ir_norm, parse_percentiles(ir_percentiles), parse_ir_range(ir_range))
     luminance = luminance_of(color)
     vis_image = read_visible(vis, luminance).luma
-    if ir_image.shape != vis_image.shape:
-        raise InputError(
-            ir,
-            f"size {ir_image.shape[1]}x{ir_image.shape[0]} differs from {vis.name} "
-            f"{vis_image.shape[1]}x{vis_image.shape[0]} (W x H); explain needs a registered pair",
-        )
+    require_same_size(ir, ir_image, vis, vis_image, "explain needs a registered pair")
     height, width = ir_image.shape
     if compute_device.type == "cpu":
         require_memory(
@@ -106,6 +104,7 @@ def explain(
         "weights_sha256": info.sha256,
         "luminance": luminance,
         "ir_norm": ir_norm,
+        "ir_range": parse_ir_range(ir_range),
         "device": device,
         "model": info.config.to_dict(),
     }

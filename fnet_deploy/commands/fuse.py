@@ -10,12 +10,13 @@ import typer
 
 from fnet_deploy.assets import sample_pair
 from fnet_deploy.backends.device import ANY_KIND, parse_device
-from fnet_deploy.backends.select import open_runner
 from fnet_deploy.commands.common import (
     BackendOption,
     ColorOption,
     IrNormOption,
     IrPercentilesOption,
+    IrRangeOption,
+    LayoutOption,
     ModelOption,
     PrecisionOption,
     RunDeviceOption,
@@ -24,6 +25,7 @@ from fnet_deploy.commands.common import (
     console,
     luminance_of,
     notice,
+    parse_ir_range,
     parse_percentiles,
     phase,
     progress_bar,
@@ -32,10 +34,9 @@ from fnet_deploy.commands.common import (
 from fnet_deploy.commands.outputs import OutputFolder, Outputs
 from fnet_deploy.data.images import can_encode, write_image
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.fuse import FuseOptions, ImageFuser, ResizeMode
-from fnet_deploy.model.weights import resolve_weights
-from fnet_deploy.views import Layout
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.inference.images import FuseOptions, ImageFuser, ResizeMode
+from fnet_deploy.inference.select import open_runner
 
 
 @reports_errors
@@ -59,6 +60,7 @@ def fuse(
     color: ColorOption = "keep",
     ir_norm: IrNormOption = "percentile",
     ir_percentiles: IrPercentilesOption = "1,99",
+    ir_range: IrRangeOption = None,
     resize: Annotated[
         ResizeMode,
         typer.Option(help="When the two images differ in size: error (none) or resize one."),
@@ -67,13 +69,7 @@ def fuse(
         int | None,
         typer.Option(min=16, help="Fuse in tiles of this edge in pixels (exact; saves memory)."),
     ] = None,
-    layout: Annotated[
-        Layout,
-        typer.Option(
-            help="What to write: the fused image, 'side-by-side' (visible | infrared | fused) "
-            "or a labelled 'grid' that adds |fused - visible|."
-        ),
-    ] = "fused",
+    layout: LayoutOption = "fused",
 ) -> None:
     """Fuse infrared + visible images with FNet.
 
@@ -89,6 +85,7 @@ def fuse(
         luminance=luminance_of(color),
         ir_norm=ir_norm,
         ir_percentiles=parse_percentiles(ir_percentiles),
+        ir_range=parse_ir_range(ir_range),
         resize=resize,
         tile=tile,
         layout=layout,
@@ -109,7 +106,7 @@ def fuse(
     runner = open_runner(model, backend, device, precision, weights, notify=notice)
     compute_device = parse_device(device, ANY_KIND).as_torch()
     fuser = ImageFuser(runner, None, compute_device, options, notify=notice)
-    used = (model or resolve_weights(weights)).name
+    used = Path(runner.source).name
     outputs = Outputs("fuse")
     try:
         if not folders:

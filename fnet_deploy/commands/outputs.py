@@ -4,7 +4,8 @@ Output locations are checked before any work starts (:func:`fnet_deploy.commands
 check_output`), but a folder can still be removed or replaced, made read-only or filled while a
 long run computes. Then the results are not lost: :class:`Outputs` writes them to a fresh folder
 under the system's temporary folder instead and, when the command ends, raises
-:class:`~fnet_deploy.errors.OutputKept`, whose one line names the place that failed and where the
+:class:`~fnet_deploy.helpers.errors.OutputKept`,
+whose one line names the place that failed and where the
 results are (exit code 1).
 """
 
@@ -16,10 +17,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from fnet_deploy.errors import FnetError, InputError, OutputKept
+from fnet_deploy.helpers.errors import FnetError, InputError, OutputKept
 
 WRITE_ERRORS = (OSError, InputError)
-"""What a failed write raises (:mod:`fnet_deploy.atomic` turns most into :class:`InputError`)."""
+"""What a failed write raises (:mod:`fnet_deploy.helpers.atomic` turns most into
+:class:`InputError`)."""
 
 
 def _failure(path: Path, err: OSError | InputError) -> str:

@@ -32,11 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fnet_deploy.commands.common import ColorMode
+from fnet_deploy.commands.common import (
+    ColorMode,
+    notice,
+    parse_ir_range,
+    parse_percentiles,
+    parse_size,
+)
+from fnet_deploy.commands.renames import PAIR_KEYS, deprecated
 from fnet_deploy.data.thermal import THERMAL_NORMS, ThermalNorm
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.runtime.uri import URI, parse_uri
-from fnet_deploy.views import LAYOUTS, Layout
+from fnet_deploy.data.views import LAYOUTS, Layout
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.runtime.uri import URI, parse_uri, sink_overwrites_source
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +59,8 @@ MAX_RECONNECT_S = 86_400.0
 MIN_SIDE = 8
 """Smallest model input side accepted by ``size``."""
 COLORS = ("keep", "gray")
+ONE_PAIR = "main"
+"""The name of the pair of ``--vis``/``--ir`` (as its Prometheus metrics label it)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,9 @@ class PairSpec:
 
     Attributes:
         name: unique in the run (default ``pair<N>``, N counting from 1).
-        vis, ir, out: the parsed source and sink URIs.
+        vis, ir: the parsed source URIs.
+        outs: the parsed sink URIs (one per ``out``; a single pair of ``--vis``/``--ir`` takes
+            every ``--out``).
         registration: calibration file, or ``None``.
         size: model input ``(width, height)``, or ``None`` (the registered crop's size).
         fps: frame rate of folder sources without their own.
@@ -69,13 +80,14 @@ class PairSpec:
         ir_offset_ms: added to IR timestamps.
         color: ``keep`` or ``gray`` (see ``--color``).
         layout: ``fused``, ``side-by-side`` or ``grid``.
-        ir_gain, ir_percentiles, ir_range, gain_smoothing: the IR gain control.
+        ir_norm, ir_percentiles, ir_range, ir_smoothing: the IR normalisation (``--ir-norm``
+            and the options beside it).
     """
 
     name: str
     vis: URI
     ir: URI
-    out: URI
+    outs: tuple[URI, ...]
     registration: Path | None
     size: tuple[int, int] | None
     fps: float
@@ -84,10 +96,10 @@ class PairSpec:
     ir_offset_ms: float
     color: ColorMode
     layout: Layout
-    ir_gain: ThermalNorm
+    ir_norm: ThermalNorm
     ir_percentiles: tuple[float, float]
     ir_range: tuple[float, float] | None
-    gain_smoothing: float
+    ir_smoothing: float
 
 
 Converter = Callable[[Any], Any]
@@ -172,16 +184,18 @@ KEYS: dict[str, Converter] = {
     "ir-offset-ms": _number(-MAX_DELAY_MS, MAX_DELAY_MS),
     "color": _choice(COLORS),
     "layout": _choice(LAYOUTS),
-    "ir-gain": _choice(THERMAL_NORMS),
+    "ir-norm": _choice(THERMAL_NORMS),
     "ir-percentiles": _two_numbers(0.0, 100.0),
     "ir-range": _two_numbers(-sys.float_info.max, sys.float_info.max, optional=True),
-    "gain-smoothing": _number(0.0, 0.999),
+    "ir-smoothing": _number(0.0, 0.999),
 }
 """The keys a pair takes (the command-line options' names) and how each value is read."""
 REQUIRED = ("vis", "ir", "out")
 DEFAULTED = tuple(key for key in KEYS if key not in ("name", *REQUIRED))
 """The keys whose default is the command-line option of the same name."""
-_SPLIT = re.compile(r",(?=\s*(?:" + "|".join(re.escape(key) for key in KEYS) + r")\s*=)")
+_SPLIT = re.compile(
+    r",(?=\s*(?:" + "|".join(re.escape(key) for key in (*KEYS, *PAIR_KEYS)) + r")\s*=)"
+)
 _GLUED_KEY = re.compile(r",\s*([A-Za-z][\w-]*)\s*=")
 """A ``,name=`` inside a value: an unknown key that :data:`_SPLIT` (known keys only, so that a
 GStreamer pipeline's ``caps,width=640`` stays whole) left glued to the value before it."""
@@ -218,6 +232,51 @@ def read_pairs(
     )
 
 
+def one_pair(vis: str, ir: str, outs: list[str], defaults: Mapping[str, Any]) -> PairSpec:
+    """The pair of ``--vis``, ``--ir`` and every ``--out``, with the run's options.
+
+    Args:
+        vis, ir, outs: the options' values (each a URI or a bare path).
+        defaults: the command-line value of every key in :data:`DEFAULTED`, as typed (sizes
+            and number pairs as text).
+
+    Raises:
+        FnetError: a value or URI with a problem, named by its option.
+        InputError: an output that would overwrite an input, or one output given twice.
+    """
+    low_high = parse_percentiles(defaults["ir-percentiles"])
+    ir_range = defaults["ir-range"]
+    vis_uri, ir_uri = parse_uri(vis, "source"), parse_uri(ir, "source")
+    out_uris = tuple(parse_uri(text, "sink") for text in outs)
+    for number, out_uri in enumerate(out_uris):
+        overwritten = sink_overwrites_source(out_uri, [vis_uri, ir_uri])
+        if overwritten is not None:
+            raise InputError(
+                out_uri.path, f"would overwrite the input {overwritten}; choose another --out"
+            )
+        if sink_overwrites_source(out_uri, list(out_uris[:number])) is not None:
+            raise InputError(out_uri.path, "is given twice as --out")
+    size = defaults["size"]
+    return PairSpec(
+        name=ONE_PAIR,
+        vis=vis_uri,
+        ir=ir_uri,
+        outs=out_uris,
+        registration=defaults["registration"],
+        size=None if size is None else parse_size(size, "--size", minimum=MIN_SIDE),
+        fps=defaults["fps"],
+        out_fps=defaults["out-fps"],
+        max_skew_ms=defaults["max-skew-ms"],
+        ir_offset_ms=defaults["ir-offset-ms"],
+        color=defaults["color"],
+        layout=defaults["layout"],
+        ir_norm=defaults["ir-norm"],
+        ir_percentiles=low_high,
+        ir_range=parse_ir_range(ir_range),
+        ir_smoothing=defaults["ir-smoothing"],
+    )
+
+
 def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[PairSpec]:
     """The pairs of repeated ``--pair key=value,...`` options.
 
@@ -229,6 +288,7 @@ def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[Pa
         FnetError: one line naming the ``--pair`` (by position) and the problem.
     """
     specs = []
+    said: set[str] = set()
     for number, text in enumerate(texts, 1):
         where = f"--pair {number}"
         items: dict[str, str] = {}
@@ -245,7 +305,7 @@ def pairs_from_options(texts: list[str], defaults: Mapping[str, Any]) -> list[Pa
                     f"{where}: unknown key {glued.group(1)!r} (accepted: {', '.join(KEYS)})"
                 )
             items[key] = value
-        specs.append(_spec(items, number, defaults, where))
+        specs.append(_spec(_modern(items, said), number, defaults, where))
     check_pairs(specs, "--pair")
     return specs
 
@@ -281,13 +341,14 @@ def pairs_from_file(path: Path, defaults: Mapping[str, Any]) -> list[PairSpec]:
     if not isinstance(tables, list) or not tables:
         raise InputError(path, "lists no pair (expected [[pair]] tables with vis, ir and out)")
     specs = []
+    said: set[str] = set()
     for number, table in enumerate(tables, 1):
         if not isinstance(table, dict):
             raise InputError(path, f"pair {number} is not a table of keys (write it as [[pair]])")
         label = table.get("name") if isinstance(table.get("name"), str) else None
         where = f"pair {number}" + (f" ({label})" if label else "")
         try:
-            specs.append(_spec(table, number, defaults, where))
+            specs.append(_spec(_modern(table, said), number, defaults, where))
         except FnetError as err:
             raise InputError(path, str(err)) from None
     try:
@@ -295,6 +356,23 @@ def pairs_from_file(path: Path, defaults: Mapping[str, Any]) -> list[PairSpec]:
     except FnetError as err:
         raise InputError(path, str(err)) from None
     return specs
+
+
+def _modern(items: Mapping[str, Any], said: set[str]) -> dict[str, Any]:
+    """``items`` with the old keys of :data:`~fnet_deploy.commands.renames.PAIR_KEYS` renamed,
+    each said once a run (``said`` holds those said); a key given both ways stays twice, under
+    the old name, for :func:`_spec` to refuse."""
+    modern: dict[str, Any] = {}
+    for key, value in items.items():
+        new = PAIR_KEYS.get(key)
+        if new is None or new in items:
+            modern[key] = value
+            continue
+        if key not in said:
+            said.add(key)
+            notice(deprecated(f"pair key {key}", new))
+        modern[new] = value
+    return modern
 
 
 def _spec(
@@ -331,7 +409,7 @@ def _spec(
         name=values["name"],
         vis=vis,
         ir=ir,
-        out=out,
+        outs=(out,),
         registration=values["registration"],
         size=values["size"],
         fps=values["fps"],
@@ -340,10 +418,10 @@ def _spec(
         ir_offset_ms=values["ir-offset-ms"],
         color=values["color"],
         layout=values["layout"],
-        ir_gain=values["ir-gain"],
+        ir_norm=values["ir-norm"],
         ir_percentiles=values["ir-percentiles"],
         ir_range=values["ir-range"],
-        gain_smoothing=values["gain-smoothing"],
+        ir_smoothing=values["ir-smoothing"],
     )
 
 
@@ -362,31 +440,34 @@ def check_pairs(specs: list[PairSpec], what: str) -> None:
         if spec.name in seen:
             raise FnetError(f"{what}: two pairs are named {spec.name!r}")
         seen[spec.name] = spec
-    outputs: dict[Path | tuple[str, str], PairSpec] = {}
-    folders: dict[Path, PairSpec] = {}  # the dir:// outputs, which hold the files under them
+    outputs: dict[Path | tuple[str, str], tuple[PairSpec, URI]] = {}
+    folders: dict[Path, tuple[PairSpec, URI]] = {}  # dir:// outputs hold the files under them
     for spec in specs:
-        path = _local_path(spec.out)
-        key = path if path is not None else (spec.out.scheme, spec.out.location)
-        if key in outputs:
-            _both_write(what, outputs[key], spec)
-        outputs[key] = spec
-        if path is not None and spec.out.scheme == "dir":
-            folders[path] = spec
+        for out in spec.outs:
+            path = _local_path(out)
+            key = path if path is not None else (out.scheme, out.location)
+            if key in outputs:
+                _both_write(what, outputs[key], (spec, out))
+            outputs[key] = (spec, out)
+            if path is not None and out.scheme == "dir":
+                folders[path] = (spec, out)
     for spec in specs:
-        path = _local_path(spec.out)
-        holder = _folder_holding(path, folders) if path is not None else None
-        if holder is not None:
-            _both_write(what, holder, spec)
+        for out in spec.outs:
+            path = _local_path(out)
+            holder = _folder_holding(path, folders) if path is not None else None
+            if holder is not None:
+                _both_write(what, holder, (spec, out))
     for spec in specs:
         for source in (spec.vis, spec.ir):
             path = _local_path(source)
             if path is None:
                 continue
-            owner = outputs.get(path) or _folder_holding(path, folders)
-            if owner is not None:
+            found = outputs.get(path) or _folder_holding(path, folders)
+            if found is not None:
+                owner, out = found
                 whose = "its own" if owner is spec else f"pair {spec.name!r}'s"
                 raise FnetError(
-                    f"{what}: pair {owner.name!r} would write its output {owner.out} over "
+                    f"{what}: pair {owner.name!r} would write its output {out} over "
                     f"{whose} input {source}"
                 )
 
@@ -396,13 +477,16 @@ def _local_path(uri: URI) -> Path | None:
     return uri.path.resolve() if uri.scheme in ("file", "dir") else None
 
 
-def _folder_holding(path: Path, folders: dict[Path, PairSpec]) -> PairSpec | None:
-    """The pair whose folder output lies above ``path``, if any."""
+def _folder_holding(
+    path: Path, folders: dict[Path, tuple[PairSpec, URI]]
+) -> tuple[PairSpec, URI] | None:
+    """The pair and folder output that lie above ``path``, if any."""
     return next((folders[parent] for parent in path.parents if parent in folders), None)
 
 
-def _both_write(what: str, one: PairSpec, other: PairSpec) -> None:
+def _both_write(what: str, one: tuple[PairSpec, URI], other: tuple[PairSpec, URI]) -> None:
+    (first, first_out), (second, second_out) = one, other
     raise FnetError(
-        f"{what}: pairs {one.name!r} and {other.name!r} both write to "
-        f"{one.out} / {other.out}; give each pair its own out"
+        f"{what}: pairs {first.name!r} and {second.name!r} both write to "
+        f"{first_out} / {second_out}; give each pair its own out"
     )

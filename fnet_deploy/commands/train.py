@@ -7,28 +7,26 @@ from typing import Annotated
 
 import typer
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
-from fnet_deploy.bench.cost import training_bytes
 from fnet_deploy.commands.common import (
+    TORCH_DEVICE_HELP,
     PlainProgress,
     check_output,
     console,
+    progress_bar,
     reports_errors,
     signal_exit_code,
 )
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.memory import require_memory
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.memory import require_memory
+from fnet_deploy.model.cost import training_bytes
 from fnet_deploy.training.config import (
     Stages,
     TrainConfig,
@@ -40,7 +38,7 @@ from fnet_deploy.training.config import (
 from fnet_deploy.training.layout import STAGE_NAMES, RunLayout
 
 TIME_BOX_EXIT = 75
-"""Exit status of a run stopped by its time box (``--max-minutes``), state saved: sysexits'
+"""Exit status of a run stopped by its time box (``--max-time-min``), state saved: sysexits'
 EX_TEMPFAIL, "try again later" (with ``--resume``)."""
 
 
@@ -90,22 +88,6 @@ class _ProgressReporter:
 
     def stage_finished(self, stage: int) -> None:
         self.task = None
-
-
-def _progress() -> Progress | PlainProgress:
-    if not console.is_terminal:
-        return PlainProgress()
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        _SpeedColumn(),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def build_config(
@@ -169,18 +151,18 @@ def train(
         int | None, typer.Option(min=1, help="Iterations of each stage trained.")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Crops per iteration and process.")
+        int | None, typer.Option("--batch", min=1, help="Crops per iteration and process.")
     ] = None,
     crop: Annotated[int | None, typer.Option(min=11, help="Crop edge in pixels.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
     device: Annotated[
-        str | None, typer.Option(help="cpu, cuda or cuda:N (torchrun: local GPU).")
+        str | None, typer.Option(help=f"{TORCH_DEVICE_HELP} Under torchrun: each process's GPU.")
     ] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Seed of init and crops.")] = None,
     max_minutes: Annotated[
         float | None,
         typer.Option(
-            "--max-minutes",
+            "--max-time-min",
             min=0.0,
             max=10_080.0,
             help="Time box (at most a week): stop after the last iteration that fits, state "
@@ -245,7 +227,7 @@ def train(
         require_memory(
             training_bytes(run_config.model, crop, batch),
             f"training on {batch} crops of {crop}x{crop}",
-            "give a smaller --crop or --batch-size",
+            "give a smaller --crop or --batch",
         )
     main_process = launched_rank() == 0
     if changed and main_process:
@@ -254,7 +236,9 @@ def train(
         if not main_process:
             run_training(run_config, resume=resume)
             return
-        reporter = _ProgressReporter(_progress())
+        reporter = _ProgressReporter(
+            progress_bar(TextColumn("{task.fields[loss]}"), _SpeedColumn())
+        )
         try:
             result = run_training(run_config, resume=resume, reporter=reporter)
         finally:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fnet_deploy.commands.common import ColorMode, color_of, luminance_of, reports_errors
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 from fnet_deploy.model.weights import load_fnet, resolve_weights, save_fnet
 
 app = typer.Typer(help="Inspect and convert FNet weights files.", no_args_is_help=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.data.color import Luminance, bgr_to_luma_chroma, ycbcr_to_rgb
 from fnet_deploy.data.thermal import ThermalNorm, normalize_thermal
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.atomic import write_bytes_atomic
+from fnet_deploy.helpers.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm"})
 
@@ -163,11 +163,13 @@ def read_ir(
     path: str | Path,
     norm: ThermalNorm = "percentile",
     percentiles: tuple[float, float] = (1.0, 99.0),
+    fixed_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Read an infrared image as single-channel float32 [0, 1].
 
     Colour-stored files are converted to grayscale (OpenCV's full-range luminance); 8-bit images
-    are divided by 255; 16-bit images are mapped by :func:`normalize_thermal` with ``norm``.
+    are divided by 255; 16-bit images are mapped by :func:`normalize_thermal` with ``norm``
+    (``percentiles`` and ``fixed_range`` as it takes them).
 
     Returns:
         H x W float32 in [0, 1].
@@ -176,7 +178,23 @@ def read_ir(
     image = _decode(path, _read_bytes(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(path, f"unsupported pixel type {image.dtype} (expected 8- or 16-bit)")
-    return normalize_thermal(image, norm, percentiles)
+    return normalize_thermal(image, norm, percentiles, fixed_range)
+
+
+def require_same_size(
+    ir_path: Path, ir: np.ndarray, vis_path: Path, vis: np.ndarray, advice: str
+) -> None:
+    """Refuse an IR / visible pair of different sizes (H x W arrays), naming the IR file.
+
+    Raises:
+        InputError: ``size WxH differs from <visible> WxH (W x H); <advice>``.
+    """
+    if ir.shape[:2] != vis.shape[:2]:
+        raise InputError(
+            ir_path,
+            f"size {ir.shape[1]}x{ir.shape[0]} differs from {vis_path.name} "
+            f"{vis.shape[1]}x{vis.shape[0]} (W x H); {advice}",
+        )
 
 
 def read_visible(path: str | Path, luminance: Luminance = "ycbcr") -> VisibleImage:

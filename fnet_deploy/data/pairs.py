@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fnet_deploy.data.images import IMAGE_SUFFIXES
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 
 
 @dataclass

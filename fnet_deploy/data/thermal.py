@@ -14,6 +14,7 @@ def normalize_thermal(
     image: np.ndarray,
     method: ThermalNorm = "percentile",
     percentiles: tuple[float, float] = (1.0, 99.0),
+    fixed_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Map a single-channel thermal image to float32 [0, 1].
 
@@ -23,12 +24,15 @@ def normalize_thermal(
     - ``minmax``: the image's own minimum -> 0 and maximum -> 1;
     - ``percentile``: the ``percentiles`` (low, high) values -> 0 and 1, clipped outside, which
       ignores hot or dead pixels;
-    - ``fixed``: divided by the type's full scale (65535 for 16-bit).
+    - ``fixed``: ``fixed_range`` (low, high raw counts) -> 0 and 1, clipped outside; without
+      one, divided by the type's full scale (65535 for 16-bit).
 
     Args:
         image: H x W, uint8, uint16 or float.
         method: mapping for images deeper than 8 bits.
         percentiles: (low, high) in [0, 100] for ``percentile``.
+        fixed_range: (low, high) raw counts for ``fixed`` (e.g. ``(0, 16383)`` for a 14-bit
+            core), or ``None``.
 
     Returns:
         H x W float32 in [0, 1]. A constant image maps to zeros.
@@ -37,9 +41,12 @@ def normalize_thermal(
         return image.astype(np.float32) / 255.0
     data = image.astype(np.float32)
     if method == "fixed":
-        full = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
-        return np.clip(data / full, 0.0, 1.0)
-    if method == "minmax":
+        if fixed_range is None:
+            integer = np.issubdtype(image.dtype, np.integer)
+            full = float(np.iinfo(image.dtype).max) if integer else 1.0
+            return np.clip(data / full, 0.0, 1.0)
+        low, high = fixed_range
+    elif method == "minmax":
         low, high = float(data.min()), float(data.max())
     elif method == "percentile":
         lo_pct, hi_pct = percentiles

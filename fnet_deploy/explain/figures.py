@@ -1,7 +1,7 @@
 """Matplotlib figures of an :class:`Explanation`, one per view of the FNet paper.
 
-Each ``*_figure`` function returns a figure (see :mod:`fnet_deploy.plots` for the Agg canvas and
-the optional ``plot`` extra); :mod:`fnet_deploy.explain.report` saves them as PNGs.
+Each ``*_figure`` function returns a figure (see :mod:`fnet_deploy.helpers.figures` for the Agg
+canvas and the optional ``plot`` extra); :mod:`fnet_deploy.explain.report` saves them as PNGs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fnet_deploy.explain.trace_maps import BLOCKS, Explanation
-from fnet_deploy.optional import require
-from fnet_deploy.plots import new_figure
+from fnet_deploy.helpers.figures import new_figure
+from fnet_deploy.helpers.optional import require
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.explain import figures
 from fnet_deploy.explain.html import render_html
 from fnet_deploy.explain.trace_maps import BLOCKS, RECONSTRUCTIONS, Explanation
-from fnet_deploy.plots import save_figure
+from fnet_deploy.helpers.atomic import write_bytes_atomic
+from fnet_deploy.helpers.figures import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fnet_deploy.backends.engine_info import EnginePrecision, format_shape
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import ImagePair, pair_error
 from fnet_deploy.export.plan import EnginePlan
 from fnet_deploy.export.report import ExportReport
 from fnet_deploy.export.verdicts import parity_verdict
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model.weights import WeightsInfo
 
 if TYPE_CHECKING:  # PyTorch is imported by the build itself

@@ -48,10 +48,10 @@ from fnet_deploy.assets import asset_path, sample_pair
 from fnet_deploy.backends.base import INPUT_NAMES
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.errors import FnetError, InputError
 from fnet_deploy.export.parity import ImagePair, iter_pairs, read_pair
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.optional import require
 
 CalibrationMethod = Literal["max", "percentile", "entropy"]
 CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ("max", "percentile", "entropy")
@@ -300,7 +300,7 @@ def quantize_int8(
     onnx = require("onnx")
     ort = require("onnxruntime")
     quantization = require("onnxruntime.quantization")
-    from fnet_deploy.backends.onnx_graph import METADATA_PREFIX
+    from fnet_deploy.export.onnx_graph import METADATA_PREFIX
 
     proto = onnx.load(str(fp32_model))
     layers = _conv_layers(proto)

@@ -19,7 +19,7 @@ from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import read_ir, read_visible
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 
 ErrorStat = Literal["max", "mean", "p99.9"]
 ERROR_STATS: tuple[ErrorStat, ...] = ("max", "mean", "p99.9")

@@ -1,8 +1,9 @@
 """What one ``fnet-deploy export`` run makes and checks, decided from its options before any work.
 
 :func:`export_plan` turns the command's options into an :class:`ExportPlan` and refuses options
-that contradict each other, each with one line naming them (:class:`~fnet_deploy.errors.FnetError`,
-exit 2), so that nothing is read, exported or written for a command line that cannot run.
+that contradict each other, each with one line naming them
+(:class:`~fnet_deploy.helpers.errors.FnetError`, exit 2), so that nothing is read, exported or
+written for a command line that cannot run.
 :func:`fnet_deploy.export.run.run_export` carries the plan out. Nothing here imports PyTorch or
 ONNX: checks that need them (the installed versions, the ONNX spec) run at the start of the run.
 """
@@ -16,9 +17,9 @@ from typing import cast
 from fnet_deploy.backends.device import parse_device
 from fnet_deploy.backends.engine_info import EnginePrecision, Shape, ShapeProfile
 from fnet_deploy.data.color import Luminance
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.int8 import CalibrationMethod, Int8Spec, parse_float_layers
 from fnet_deploy.export.triton_repo import DEFAULT_MAX_BATCH, Accelerator, TritonOptions
+from fnet_deploy.helpers.errors import FnetError
 
 DEFAULT_PROFILE: tuple[Shape, Shape, Shape] = (
     (1, 1, 64, 64),

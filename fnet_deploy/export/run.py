@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fnet_deploy.assets import sample_pair
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.engines import ENGINE_FILES, build_engines
 from fnet_deploy.export.int8 import (
     CalibrationSet,
@@ -29,11 +28,12 @@ from fnet_deploy.export.plan import ExportPlan, TritonPlan
 from fnet_deploy.export.report import ExportReport, OutputWriter
 from fnet_deploy.export.triton_repo import graph_facts, write_repo
 from fnet_deploy.export.verdicts import ParityVerdict, int8_onnx_verdict, parity_verdict
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
-from fnet_deploy.optional import require
 
 if TYPE_CHECKING:  # PyTorch and ONNX are imported by the run, not with the plan
-    from fnet_deploy.backends.onnx_graph import OnnxPrecision, OnnxSpec
+    from fnet_deploy.export.onnx_graph import OnnxPrecision, OnnxSpec
     from fnet_deploy.model.fnet import FNet
 
 ONNX_FILES = {"fp32": "fnet.onnx", "fp16": "fnet_fp16.onnx", "int8": "fnet_int8.onnx"}
@@ -106,7 +106,7 @@ def _onnx_specs(plan: ExportPlan, report: ExportReport) -> list[OnnxSpec]:
         )
     import torch
 
-    from fnet_deploy.backends.onnx_graph import MIN_TORCH, OnnxSpec
+    from fnet_deploy.export.onnx_graph import MIN_TORCH, OnnxSpec
     from fnet_deploy.model.deploy import DeployOptions
 
     if torch.__version__ < MIN_TORCH:
@@ -158,7 +158,7 @@ def _write_onnx(
 ) -> dict[str, Path]:
     """Export the ONNX models of ``specs`` (and with ``plan.int8`` quantize the FP32 one);
     where each went, by precision."""
-    from fnet_deploy.backends.onnx_graph import build_metadata, build_onnx, save_onnx
+    from fnet_deploy.export.onnx_graph import build_metadata, build_onnx, save_onnx
     from fnet_deploy.model.deploy import to_deploy
 
     info = inputs.info
@@ -192,8 +192,8 @@ def _write_int8(
     outputs: OutputWriter,
 ) -> Path:
     """Quantize the FP32 model on the calibration pairs into fnet_int8.onnx; where it went."""
-    from fnet_deploy.backends.onnx_graph import save_onnx
     from fnet_deploy.export.int8 import quantize_int8
+    from fnet_deploy.export.onnx_graph import save_onnx
 
     count = len(inputs.calibration)
     with report.phase(f"quantizing fnet_int8.onnx (calibrating on {count} pairs)"):

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from fnet_deploy import __version__
-from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.backends.base import INPUT_NAMES
 from fnet_deploy.backends.device import cuda_index
 from fnet_deploy.backends.engine_info import (
@@ -49,11 +48,12 @@ from fnet_deploy.backends.engine_info import (
 )
 from fnet_deploy.backends.tensor_buffers import TensorBuffers
 from fnet_deploy.backends.tensorrt_runner import select_gpu
-from fnet_deploy.errors import FnetError
 from fnet_deploy.export.parity import DEFAULT_TOLERANCE, ImagePair
 from fnet_deploy.export.tensorrt_commands import EngineRecipe, equivalent_commands
+from fnet_deploy.helpers.atomic import write_bytes_atomic
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.weights import file_sha256
-from fnet_deploy.optional import require
 
 SUPPORTED_TENSORRT = (10, 11)
 """TensorRT major versions the builder and runner are written for."""

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from fnet_deploy.atomic import write_text_atomic
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.atomic import write_text_atomic
+from fnet_deploy.helpers.errors import FnetError
 
 if TYPE_CHECKING:
     import onnx

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from fnet_deploy.data.pairs import list_images
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 from fnet_deploy.metrics.inputs import Convention, check_convention
 from fnet_deploy.metrics.registry import METRICS, check_metric_names, compute_metrics
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fnet_deploy.lazy import lazy_attributes
+from fnet_deploy.helpers.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from fnet_deploy.model.config import ModelConfig

@@ -38,8 +38,8 @@ from safetensors import SafetensorError
 
 from fnet_deploy import __version__
 from fnet_deploy.assets import asset_path
-from fnet_deploy.atomic import atomic_path
-from fnet_deploy.errors import CheckpointError, FnetError
+from fnet_deploy.helpers.atomic import atomic_path
+from fnet_deploy.helpers.errors import CheckpointError, FnetError
 from fnet_deploy.model.config import ModelConfig
 
 if TYPE_CHECKING:  # torch is imported where weights are read or written, not with this module
@@ -181,23 +181,42 @@ def _read_published(path: Path) -> tuple[dict[str, Tensor], ModelConfig]:
 def _read_ours(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     from safetensors.torch import load_file
 
+    metadata = read_document(path, METADATA_KEY, FORMAT_NAME, "weights")
     try:
         state = load_file(str(path), device="cpu")
-        with open(path, "rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_len))
     except (SafetensorError, ValueError, OSError) as err:
-        raise CheckpointError(path, f"corrupt safetensors file ({err})") from None
-    raw = header.get("__metadata__", {}).get(METADATA_KEY)
-    if raw is None:
-        raise CheckpointError(path, f"safetensors file without '{METADATA_KEY}' metadata")
-    try:
-        metadata = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(path, f"unreadable '{METADATA_KEY}' metadata ({err})") from None
-    if metadata.get("format") != FORMAT_NAME:
-        raise CheckpointError(path, f"unknown weights format {metadata.get('format')!r}")
+        raise CheckpointError(path, f"corrupt weights file ({err})") from None
     return state, metadata
+
+
+def read_document(path: Path, key: str, format_name: str, kind: str) -> dict[str, Any]:
+    """The JSON document a safetensors file keeps under metadata ``key`` (no tensor is read).
+
+    Args:
+        path: the file; key: its metadata entry; format_name: the ``format`` the document must
+            name; kind: what the file is, for messages (``weights``, ``training-state``).
+
+    Raises:
+        CheckpointError: the file is corrupt, has no such entry, or another format.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as err:
+        raise CheckpointError(path, f"corrupt {kind} file ({err})") from None
+    raw = metadata.get(key)
+    if raw is None:
+        raise CheckpointError(path, f"not a {kind} file (no '{key}' metadata)")
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(path, f"unreadable '{key}' metadata ({err})") from None
+    if not isinstance(document, dict) or document.get("format") != format_name:
+        found = document.get("format") if isinstance(document, dict) else document
+        raise CheckpointError(path, f"unknown {kind} format {found!r}")
+    return document
 
 
 def _load_strict(model: FNet, state: dict[str, Tensor], path: Path) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.stats import LatencySeries
 
 POLL_SECONDS = 0.05

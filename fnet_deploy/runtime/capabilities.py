@@ -16,8 +16,8 @@ from types import ModuleType
 
 import cv2
 
-from fnet_deploy.errors import FnetError
-from fnet_deploy.optional import require
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
 
 _BACKENDS = {"FFMPEG": cv2.CAP_FFMPEG, "GSTREAMER": cv2.CAP_GSTREAMER, "V4L2": cv2.CAP_V4L2}
 

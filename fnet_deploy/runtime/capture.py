@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.sources import LIVE_TIMEOUT_MS, CorruptFrame, Frame, Source, SourceLost
 from fnet_deploy.runtime.stats import OutageLog
 

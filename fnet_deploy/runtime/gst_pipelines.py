@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 CSI_DEFAULTS = {"width": 1280, "height": 720, "fps": 30.0, "flip": 0}
 """Mode of a ``csi://`` camera without options (jetson-utils' default)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 
 ENCODERS: tuple[str, ...] = ("libx264", "h264", "libopenh264")
 """PyAV encoder names that write H.264, in order of preference (``h264`` is FFmpeg's default

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fnet_deploy.atomic import write_text_atomic
 from fnet_deploy.backends.base import Runner
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.atomic import write_text_atomic
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.batcher import Batcher, LaneRunner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline

@@ -31,7 +31,9 @@ import numpy as np
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import compose_output, to_uint8
-from fnet_deploy.errors import FnetError
+from fnet_deploy.data.views import Layout, compose_view
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.signals import stop_signals_handled
 from fnet_deploy.runtime.capture import Capture, End
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.preprocess import VisibleConverter, postprocess, to_single_channel
@@ -40,8 +42,6 @@ from fnet_deploy.runtime.sinks import Sink
 from fnet_deploy.runtime.sources import Frame, Source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.sync import Decision, FramePairer, Unpaired, default_max_skew
-from fnet_deploy.signals import stop_signals_handled
-from fnet_deploy.views import Layout, compose_view
 
 log = logging.getLogger("fnet_deploy.runtime")
 
@@ -63,7 +63,7 @@ class StreamOptions:
             retry forever).
         live_fps: frame rate assumed for live sources that do not report one.
         layout: ``fused`` writes the fused frame; ``side-by-side`` and ``grid`` write the
-            labelled composite of :func:`fnet_deploy.views.compose_view` (visible, IR, fused).
+            labelled composite of :func:`fnet_deploy.data.views.compose_view` (visible, IR, fused).
     """
 
     max_skew: float | None = None

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.stats import RunStats
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -138,9 +138,7 @@ class StreamMetrics:
             FnetError: the address cannot be served (in use, not this machine's).
         """
         try:
-            server, thread = self._client.start_http_server(
-                port, addr=host, registry=self.registry
-            )
+            server, thread = self._client.start_http_server(port, addr=host, registry=self.registry)
         except OSError as err:
             raise FnetError(
                 f"--metrics-port: cannot serve on {host} port {port} "

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from fnet_deploy.atomic import write_text_atomic
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.atomic import write_text_atomic
+from fnet_deploy.helpers.errors import FnetError, InputError
 
 Transform = Literal["homography", "affine", "translation"]
 TRANSFORMS: tuple[Transform, ...] = ("homography", "affine", "translation")

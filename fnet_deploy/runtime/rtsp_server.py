@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.capabilities import gi_modules, gstreamer_element
 from fnet_deploy.runtime.gst_pipelines import (
     DEFAULT_BITRATE_KBITS,

@@ -23,13 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
-from fnet_deploy.atomic import check_writable
 from fnet_deploy.data.images import write_image
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.atomic import check_writable
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime.capabilities import gstreamer_element, require_gstreamer
 from fnet_deploy.runtime.gst_pipelines import (
     DEFAULT_BITRATE_KBITS,
-    ENCODER_NAMES,
     choose_encoder,
     push_pipeline,
 )
@@ -416,40 +415,3 @@ def display_problem() -> str | None:
     ):
         return "no display available (DISPLAY and WAYLAND_DISPLAY are unset)"
     return None
-
-
-def open_sink(uri: URI, fps: float | None = None, encoder: str | None = None) -> Sink:
-    """The sink for ``uri`` (checked now, opened on its first frame; served ones listen now).
-
-    Args:
-        uri: a parsed sink URI.
-        fps: output frame rate (``None``: set by the pipeline from the visible source).
-        encoder: H.264 encoder of ``rtsp://`` outputs (``--encoder``; ``None``: the best one
-            present); refused for other outputs.
-
-    Raises:
-        FnetError: a sink that cannot be made here (one line).
-    """
-    if encoder not in (None, "auto", *ENCODER_NAMES):
-        raise FnetError(
-            f"--encoder: unknown encoder {encoder!r} (choose from auto, {', '.join(ENCODER_NAMES)})"
-        )
-    if encoder not in (None, "auto") and uri.scheme != "rtsp":
-        raise FnetError(f"--encoder {encoder}: only rtsp:// outputs are encoded here, not {uri}")
-    if uri.scheme == "file":
-        return VideoFileSink(uri, fps)
-    if uri.scheme == "dir":
-        return FrameDirSink(uri, fps)
-    if uri.scheme == "display":
-        return DisplaySink(uri, fps)
-    if uri.scheme == "http":
-        from fnet_deploy.runtime.web_view import WebViewSink
-
-        return WebViewSink(uri, fps)
-    if uri.scheme == "rtsp" and uri.serves:
-        from fnet_deploy.runtime.rtsp_server import RtspServerSink
-
-        return RtspServerSink(uri, fps, encoder)
-    if uri.scheme in ("gst", "rtsp"):
-        return GstSink(uri, fps, encoder)
-    raise FnetError(f"{uri}: '{uri.scheme}://' is not an output")

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from fnet_deploy.data.images import IMAGE_SUFFIXES, quiet_native_stderr
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime.capabilities import require_gstreamer
 from fnet_deploy.runtime.gst_pipelines import CSI_DEFAULTS, csi_pipeline
 from fnet_deploy.runtime.uri import URI

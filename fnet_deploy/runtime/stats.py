@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fnet_deploy.atomic import write_text_atomic
+from fnet_deploy.helpers.atomic import write_text_atomic
 
 STAGES: tuple[str, ...] = (
     "capture",

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, unquote
 
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 
 Role = Literal["source", "sink"]
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.sinks import Sink
 from fnet_deploy.runtime.stats import FORMAT_NAME, RunStats
 from fnet_deploy.runtime.uri import URI, endpoint

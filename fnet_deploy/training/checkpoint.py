@@ -22,8 +22,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from fnet_deploy.atomic import atomic_path
-from fnet_deploy.errors import CheckpointError
+from fnet_deploy.helpers.atomic import atomic_path
+from fnet_deploy.helpers.errors import CheckpointError
+from fnet_deploy.model.weights import read_document
 
 FORMAT_NAME = "fnet-deploy-train/1"
 METADATA_KEY = "fnet_deploy_train"
@@ -129,21 +130,7 @@ def read_train_info(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "training state not found")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(path, f"corrupt training state ({err})") from None
-    raw = metadata.get(METADATA_KEY)
-    if raw is None:
-        raise CheckpointError(path, "not a training-state file (no training metadata)")
-    try:
-        document = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(path, f"unreadable training metadata ({err})") from None
-    if document.get("format") != FORMAT_NAME:
-        raise CheckpointError(path, f"unknown training-state format {document.get('format')!r}")
-    return dict(document)
+    return read_document(path, METADATA_KEY, FORMAT_NAME, "training-state")
 
 
 def load_train_state(path: str | Path, device: str | torch.device = "cpu") -> TrainState:

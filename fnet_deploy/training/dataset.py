@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from fnet_deploy.data.images import read_ir, read_visible
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.training.config import DataConfig
 
 # Tags that keep the pair-order and crop random streams apart.

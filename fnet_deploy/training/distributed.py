@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fnet_deploy.backends.device import torch_device
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from fnet_deploy.atomic import write_text_atomic
-from fnet_deploy.errors import InputError, MissingDependencyError
-from fnet_deploy.optional import require
+from fnet_deploy.helpers.atomic import write_text_atomic
+from fnet_deploy.helpers.errors import InputError, MissingDependencyError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.training.layout import RunLayout
 from fnet_deploy.training.validation import VAL_METRICS, Validation
 
@@ -119,7 +119,7 @@ class MetricLog:
             self.writer.close()
         if not (self.enabled and self.plot and self.layout.log.is_file()):
             return None
-        from fnet_deploy.plots import plot_loss_curves
+        from fnet_deploy.training.plots import plot_loss_curves
 
         validation = self.layout.validation
         try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fnet_deploy.cuda_math import tf32_allowed
+from fnet_deploy.backends.cuda_math import tf32_allowed
 from fnet_deploy.training.config import TrainConfig
 from fnet_deploy.training.dataset import PairScan, folder_names
 from fnet_deploy.training.distributed import DistContext

@@ -3,7 +3,7 @@ the model it was saved with, and never stage I under a stage II that started fro
 
 from __future__ import annotations
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.training.checkpoint import TrainState, read_train_info
 from fnet_deploy.training.config import TrainConfig
 from fnet_deploy.training.distributed import DistContext

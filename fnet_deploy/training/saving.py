@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model import FNet
 from fnet_deploy.model.weights import load_fnet, save_fnet
 from fnet_deploy.training import distributed

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model import FNet, IFNet
 from fnet_deploy.model.tap_conv import set_conv_form
 from fnet_deploy.model.weights import load_fnet

@@ -8,8 +8,8 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-from fnet_deploy.errors import FnetError
-from fnet_deploy.signals import stop_signals_handled
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.signals import stop_signals_handled
 from fnet_deploy.training.checkpoint import read_train_info
 from fnet_deploy.training.layout import STAGE_NAMES, RunLayout
 

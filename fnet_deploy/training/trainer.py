@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from fnet_deploy.atomic import write_text_atomic
-from fnet_deploy.cuda_math import tf32_convolutions
+from fnet_deploy.backends.cuda_math import tf32_convolutions
+from fnet_deploy.helpers.atomic import write_text_atomic
 from fnet_deploy.model import FNet
 from fnet_deploy.training import distributed
 from fnet_deploy.training.batches import BatchSource, CachedCrops, DeviceImages, LoadedCrops

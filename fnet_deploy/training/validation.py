@@ -29,7 +29,7 @@ from torch import nn
 from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.data.images import read_ir, read_visible, to_uint8
 from fnet_deploy.data.pairs import pair_folders
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 from fnet_deploy.metrics import compute_metrics
 from fnet_deploy.model.deploy import to_deploy
 from fnet_deploy.model.fnet import FNet

@@ -27,10 +27,10 @@ import torch
 from onnx import TensorProto
 
 from fnet_deploy import __version__
-from fnet_deploy.atomic import write_bytes_atomic
 from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME
 from fnet_deploy.backends.fp16 import Float16Boundary, float16_problems
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.atomic import write_bytes_atomic
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.model.deploy import DeployOptions, to_deploy
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.model.weights import WeightsInfo

@@ -3,7 +3,7 @@
 - no model, ``.pth``, ``.safetensors`` without ``--backend``: the fastest exact form of the
   weights on the device (:func:`fastest_runner`): on a CPU with ONNX Runtime (and the exporter,
   onnx and onnxscript) installed, the deploy form exported once to a cached ONNX model with
-  ``col2im`` (:mod:`fnet_deploy.backends.onnx_cache`) run by :class:`OnnxRunner`; otherwise, and on
+  ``col2im`` (:mod:`fnet_deploy.export.onnx_cache`) run by :class:`OnnxRunner`; otherwise, and on
   CUDA, the PyTorch deploy form (:class:`TorchRunner`);
 - ``--backend torch``: the PyTorch deploy form; ``--backend torch-training``: the PyTorch
   training form (the reference the other forms are measured against);
@@ -23,13 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, cast
 
-from fnet_deploy.atomic import check_writable
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.backends.device import parse_device
 from fnet_deploy.backends.model_files import check_model_file
-from fnet_deploy.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.helpers.atomic import check_writable
+from fnet_deploy.helpers.errors import FnetError, InputError, MissingDependencyError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.weights import WeightsInfo, load_fnet, resolve_weights
-from fnet_deploy.optional import require
 
 Backend = Literal["torch", "torch-training", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[Backend, ...] = ("torch", "torch-training", "onnxruntime", "tensorrt")
@@ -48,7 +48,8 @@ _REQUIRES: dict[Backend, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime",),
     "tensorrt": ("tensorrt",),
 }
-"""The optional packages (import names, :data:`fnet_deploy.optional.EXTRAS`) of each backend."""
+"""The optional packages of each backend (import names, see
+:data:`fnet_deploy.helpers.optional.EXTRAS`)."""
 
 
 def backend_for(path: Path) -> Backend:
@@ -83,7 +84,7 @@ def open_runner(
         backend: ``torch`` (deploy form), ``torch-training`` (training form), ``onnxruntime`` or
             ``tensorrt``; ``None`` chooses by file type, and for weights the fastest exact form
             on the device (:func:`fastest_runner`).
-        device: ``cpu`` / ``cuda[:N]`` (torch); ``cpu`` / ``cuda[:N]`` / ``tensorrt[:N]``
+        device: ``cpu`` / ``cuda[:N]`` (torch); ``cpu`` / ``cuda[:N]`` / ``ort-trt[:N]``
             (onnxruntime execution providers); ``cuda[:N]`` (tensorrt; ``cpu`` is taken as
             ``cuda:0``).
         precision: ``fp32`` / ``fp16`` (torch: the compute precision, default fp32); for
@@ -102,6 +103,21 @@ def open_runner(
             (or, for the default choice, unreadable weights).
         MissingDependencyError: the backend's optional packages are not installed.
     """
+    runner = _runner_for(model, backend, device, precision, weights, emulate_fp16, notify)
+    runner.source = str(model if model is not None else resolve_weights(weights))
+    return runner
+
+
+def _runner_for(
+    model: str | Path | None,
+    backend: str | None,
+    device: str,
+    precision: str | None,
+    weights: str | Path | None,
+    emulate_fp16: bool,
+    notify: Callable[[str], None] | None,
+) -> Runner:
+    """The runner :func:`open_runner` describes (its :attr:`~Runner.source` not set yet)."""
     from fnet_deploy.backends.triton_runner import is_triton_uri
 
     if model is not None and is_triton_uri(str(model)):
@@ -234,7 +250,7 @@ def fastest_runner(
     kind = _check_torch_options(device, precision)
     model, info = load_fnet(weights)
     if kind == "cpu" and precision in (None, "fp32") and _can_cache_onnx(info, notify):
-        from fnet_deploy.backends.cached_onnx_runner import CachedOnnxRunner
+        from fnet_deploy.inference.cached_onnx_runner import CachedOnnxRunner
 
         return CachedOnnxRunner(model, info, notify), info
     # The weights are loaded once, here: the runner converts the loaded model when it activates.
@@ -263,7 +279,7 @@ def _can_cache_onnx(info: WeightsInfo, notify: Callable[[str], None] | None) -> 
             f"{', '.join(missing)} installed (pip install 'fnet-deploy[onnx]')"
         )
         return False
-    from fnet_deploy.backends.onnx_cache import cached_path
+    from fnet_deploy.export.onnx_cache import cached_path
 
     try:
         check_writable(cached_path(info.sha256))

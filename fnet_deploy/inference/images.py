@@ -14,20 +14,21 @@ import cv2
 import numpy as np
 
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
-from fnet_deploy.bench.cost import inference_bytes
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import (
     compose_output,
     image_size,
     read_ir,
     read_visible,
+    require_same_size,
     to_uint8,
 )
 from fnet_deploy.data.thermal import ThermalNorm
-from fnet_deploy.errors import FnetError, InputError
-from fnet_deploy.memory import available_memory, gib
+from fnet_deploy.data.views import Layout, compose_view
+from fnet_deploy.helpers.errors import FnetError, InputError
+from fnet_deploy.helpers.memory import available_memory, gib
 from fnet_deploy.model.config import ModelConfig
-from fnet_deploy.views import Layout, compose_view
+from fnet_deploy.model.cost import inference_bytes
 
 if TYPE_CHECKING:  # torch is imported when the first image is fused
     import torch
@@ -50,15 +51,17 @@ class FuseOptions:
             ``gray`` (OpenCV full-range grayscale, grayscale output).
         ir_norm: mapping of 16-bit IR to [0, 1] (8-bit is always /255).
         ir_percentiles: (low, high) percentiles for ``ir_norm="percentile"``.
+        ir_range: (low, high) raw counts for ``ir_norm="fixed"`` (``None``: the full scale).
         resize: what to do when the two images differ in size (``none`` is an error).
         tile: fuse in tiles of this edge (pixels) with an exact margin; ``None`` fuses whole.
         layout: ``fused`` writes the fused image; ``side-by-side`` and ``grid`` write the labelled
-            composite of :func:`fnet_deploy.views.compose_view`.
+            composite of :func:`fnet_deploy.data.views.compose_view`.
     """
 
     luminance: Luminance = "ycbcr"
     ir_norm: ThermalNorm = "percentile"
     ir_percentiles: tuple[float, float] = (1.0, 99.0)
+    ir_range: tuple[float, float] | None = None
     resize: ResizeMode = "none"
     tile: int | None = None
     layout: Layout = "fused"
@@ -68,7 +71,7 @@ class ImageFuser:
     """Fuses pairs of images with one activated runner (any form of FNet, any backend).
 
     Args:
-        runner: a runner (:func:`fnet_deploy.backends.select.open_runner`): weights in any form,
+        runner: a runner (:func:`fnet_deploy.inference.select.open_runner`): weights in any form,
             an exported ONNX model or a TensorRT engine; activated on the first fusion, once
             that pair's files have been read (so bad inputs are refused before a model is
             loaded or exported); the caller deactivates it.
@@ -240,7 +243,8 @@ class ImageFuser:
                     self.tile_for(*size, announce=False)
                 except FnetError as err:
                     raise InputError(path, str(err)) from None
-        ir = read_ir(ir_path, self.options.ir_norm, self.options.ir_percentiles)
+        options = self.options
+        ir = read_ir(ir_path, options.ir_norm, options.ir_percentiles, options.ir_range)
         vis = read_visible(vis_path, self.options.luminance)
         luma, chroma = vis.luma, vis.chroma
         if ir.shape != luma.shape:
@@ -251,11 +255,12 @@ class ImageFuser:
                 luma = _resize(luma, ir.shape)
                 chroma = None if chroma is None else _resize(chroma, ir.shape)
             else:
-                raise InputError(
+                require_same_size(
                     ir_path,
-                    f"size {ir.shape[1]}x{ir.shape[0]} differs from {vis_path.name} "
-                    f"{luma.shape[1]}x{luma.shape[0]} (W x H); register the pair or pass "
-                    "--resize ir-to-vis or vis-to-ir",
+                    ir,
+                    vis_path,
+                    luma,
+                    "register the pair or pass --resize ir-to-vis or vis-to-ir",
                 )
         return ReadPair(ir_path, ir, luma, chroma)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
 
 MEMINFO = Path("/proc/meminfo")
 

@@ -29,7 +29,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from fnet_deploy.errors import FnetError, InputError
+from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime.registration import (
     Rect,
     Registration,

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from fnet_deploy.errors import InputError
+from fnet_deploy.helpers.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

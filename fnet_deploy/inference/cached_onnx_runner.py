@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fnet_deploy.backends.onnx_runner import OnnxRunner
-from fnet_deploy.errors import FnetError
+from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.model.weights import WeightsInfo
-from fnet_deploy.optional import require
 
 
 class CachedOnnxRunner(OnnxRunner):
     """An :class:`OnnxRunner` (CPU provider) of the deploy form of ``model``, exported into the
-    cache (:func:`fnet_deploy.backends.onnx_cache.cached_onnx`) when it activates, if it is not
+    cache (:func:`fnet_deploy.export.onnx_cache.cached_onnx`) when it activates, if it is not
     there yet: choosing this runner costs nothing, so bad inputs are refused before any export.
 
     Needs onnx, onnxscript and onnxruntime (checked by the caller).
@@ -28,7 +28,7 @@ class CachedOnnxRunner(OnnxRunner):
         self, model: FNet, info: WeightsInfo, notify: Callable[[str], None] | None = None
     ) -> None:
         require("onnx")
-        from fnet_deploy.backends.onnx_cache import cached_path
+        from fnet_deploy.export.onnx_cache import cached_path
 
         super().__init__(cached_path(info.sha256), "cpu")
         self.trained = model
@@ -36,7 +36,7 @@ class CachedOnnxRunner(OnnxRunner):
         self.notify = notify
 
     def _activate(self) -> None:
-        from fnet_deploy.backends.onnx_cache import cached_onnx
+        from fnet_deploy.export.onnx_cache import cached_onnx
 
         try:
             self.model_path = cached_onnx(self.trained, self.info, notify=self.notify)

@@ -1,10 +1,10 @@
 """The optional packages and the pip extras that install them, and the one way to import them.
 
 Every import of an optional package goes through :func:`require`: it returns the module, or
-raises :class:`~fnet_deploy.errors.MissingDependencyError` (one line naming the extra to
+raises :class:`~fnet_deploy.helpers.errors.MissingDependencyError` (one line naming the extra to
 install; the CLI exits with code 2). Commands call it for everything they will need before any
 work starts; the code that uses a package calls it again where it imports it (a dictionary
-lookup once imported). The modules built on ONNX itself (:mod:`fnet_deploy.backends.onnx_graph`,
+lookup once imported). The modules built on ONNX itself (:mod:`fnet_deploy.export.onnx_graph`,
 :mod:`fnet_deploy.backends.fp16`) import ``onnx`` at the top for its types and are imported only
 after ``require("onnx")``.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from fnet_deploy.errors import FnetError, MissingDependencyError
+from fnet_deploy.helpers.errors import FnetError, MissingDependencyError
 
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "onnx": ("onnx", ("export",)),

@@ -16,7 +16,7 @@ atomically, so a crash or a concurrent run never leaves a half-written model beh
 refreshes a file's modification time; each new export prunes the folder to the
 :data:`MAX_ENTRIES` most recently used models, none unused for :data:`MAX_AGE_DAYS` days.
 
-Imports ``onnx`` at the top (through :mod:`fnet_deploy.backends.onnx_graph`): import it after
+Imports ``onnx`` at the top (through :mod:`fnet_deploy.export.onnx_graph`): import it after
 ``require("onnx")``.
 """
 
@@ -34,18 +34,18 @@ from pathlib import Path
 import torch
 
 from fnet_deploy import __version__
-from fnet_deploy.atomic import check_writable
-from fnet_deploy.backends.onnx_graph import (
+from fnet_deploy.export.onnx_graph import (
     METADATA_PREFIX,
     OnnxSpec,
     build_metadata,
     build_onnx,
     save_onnx,
 )
+from fnet_deploy.helpers.atomic import check_writable
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.deploy import DeployOptions
 from fnet_deploy.model.fnet import FNet
 from fnet_deploy.model.weights import WeightsInfo
-from fnet_deploy.optional import require
 
 CACHE_ENV = "FNET_DEPLOY_CACHE"
 """Environment variable naming the cache folder (overrides the XDG default)."""

@@ -1,0 +1,92 @@
+"""Old spellings of options, values and pair keys: accepted for one release, said in one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from fnet_deploy.cli import app
+from fnet_deploy.commands.pair_specs import read_pairs
+from fnet_deploy.commands.renames import DEVICE_KINDS, OPTIONS, PAIR_KEYS, modernise
+from tests.conftest import NATO
+from tests.test_many_pairs import DEFAULTS
+
+
+def _said(command: str, args: list[str]) -> tuple[list[str], list[str]]:
+    lines: list[str] = []
+    return modernise(command, args, lines.append), lines
+
+
+def test_old_options_become_new_with_one_notice_each() -> None:
+    args, lines = _said(
+        "stream",
+        ["--ir-gain", "minmax", "--gain-smoothing=0.5", "--ir-gain", "fixed", "--out", "a.mp4"],
+    )
+    assert args == [
+        "--ir-norm",
+        "minmax",
+        "--ir-smoothing=0.5",
+        "--ir-norm",
+        "fixed",
+        "--out",
+        "a.mp4",
+    ]
+    assert lines == [
+        "warning: --ir-gain is deprecated: use --ir-norm (the old spelling goes in 0.3)",
+        "warning: --gain-smoothing is deprecated: use --ir-smoothing (the old spelling goes "
+        "in 0.3)",
+    ]
+
+
+def test_old_device_kinds_keep_their_index() -> None:
+    args, lines = _said("fuse", ["--device", "tensorrt:1", "--backend", "onnxruntime"])
+    assert args == ["--device", "ort-trt:1", "--backend", "onnxruntime"]
+    assert len(lines) == 1 and "--device tensorrt is deprecated: use --device ort-trt" in lines[0]
+    assert _said("fuse", ["--device=TensorRT"])[0] == ["--device=ort-trt"]
+    assert _said("fuse", ["--device", "cuda:0"]) == (["--device", "cuda:0"], [])
+
+
+def test_values_and_other_commands_are_left_alone() -> None:
+    untouched = ["--out", "--ir-gain", "--vis", "x", "--", "--batch-size"]
+    assert _said("fuse", untouched) == (untouched, [])
+    assert _said("train", ["--", "--batch-size", "2"]) == (["--", "--batch-size", "2"], [])
+
+
+def _options(command: str) -> set[str]:
+    group: Any = typer.main.get_command(app)
+    return {opt for param in group.get_command(None, command).params for opt in param.opts}
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_every_old_spelling_is_gone_and_its_new_one_there(command: str) -> None:
+    options = _options(command)
+    for rename in OPTIONS[command]:
+        assert rename.old not in options and rename.new in options, rename
+
+
+def test_an_old_spelling_on_the_command_line_runs_as_the_new_one() -> None:
+    result = CliRunner().invoke(app, ["train", "--batch-size", "0"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("warning: --batch-size is deprecated: use --batch"), lines
+    errors = " ".join(lines[1:])
+    assert "'--batch'" in errors and "--batch-size" not in errors, lines  # the new option's check
+
+
+def test_old_pair_keys_are_read_with_one_notice(capsys: pytest.CaptureFixture[str]) -> None:
+    texts = [
+        f"vis={NATO / 'vi'},ir={NATO / 'ir'},out=/tmp/p{i}.mp4,ir-gain=minmax,gain-smoothing=0"
+        for i in range(3)
+    ]
+    specs = read_pairs(texts, None, {"--vis": None, "--ir": None, "--out": None}, DEFAULTS)
+    assert [(spec.ir_norm, spec.ir_smoothing) for spec in specs] == [("minmax", 0.0)] * 3
+    said = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert said == [
+        "warning: pair key ir-gain is deprecated: use ir-norm (the old spelling goes in 0.3)",
+        "warning: pair key gain-smoothing is deprecated: use ir-smoothing (the old spelling "
+        "goes in 0.3)",
+    ]
+    assert set(PAIR_KEYS.values()) <= {"ir-norm", "ir-smoothing"} and DEVICE_KINDS

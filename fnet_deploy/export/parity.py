@@ -17,7 +17,7 @@ import numpy as np
 
 from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
 from fnet_deploy.data.color import Luminance
-from fnet_deploy.data.images import read_ir, read_visible
+from fnet_deploy.data.images import read_ir, read_visible, require_same_size
 from fnet_deploy.data.pairs import pair_folders
 from fnet_deploy.helpers.errors import FnetError, InputError
 
@@ -154,12 +154,7 @@ def read_pair(ir_path: Path, vis_path: Path, luminance: Luminance, name: str = "
     """
     ir = read_ir(ir_path)
     vis = read_visible(vis_path, luminance).luma
-    if ir.shape != vis.shape:
-        raise InputError(
-            ir_path,
-            f"size {ir.shape[1]}x{ir.shape[0]} differs from {vis_path.name} "
-            f"{vis.shape[1]}x{vis.shape[0]} (W x H); parity needs registered pairs",
-        )
+    require_same_size(ir_path, ir, vis_path, vis, "parity needs registered pairs")
     return ImagePair(name or ir_path.stem, ir, vis)
 
 

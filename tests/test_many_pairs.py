@@ -11,13 +11,9 @@ import pytest
 
 from fnet_deploy.commands import stream_run
 from fnet_deploy.commands.pair_specs import PairSpec, read_pairs
-from fnet_deploy.commands.stream_run import (
-    DEFAULT_MAX_BATCH,
-    ModelChoice,
-    StreamPlan,
-    max_batch_for,
-)
+from fnet_deploy.commands.stream_run import DEFAULT_MAX_BATCH, StreamPlan, max_batch_for
 from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.inference.select import ModelChoice
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.cost import inference_bytes
 from fnet_deploy.runtime.multi import BatchOptions

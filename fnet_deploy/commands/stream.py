@@ -48,8 +48,9 @@ from fnet_deploy.commands.stream_options import (
     StatsOption,
     VisOption,
 )
-from fnet_deploy.commands.stream_run import ModelChoice, StreamPlan, run_stream
+from fnet_deploy.commands.stream_run import StreamPlan, run_stream
 from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.inference.select import ModelChoice
 from fnet_deploy.runtime.gst_pipelines import ENCODER_NAMES
 from fnet_deploy.runtime.multi import DEFAULT_BATCH_TIMEOUT, BatchOptions
 from fnet_deploy.runtime.prometheus import parse_metrics_address

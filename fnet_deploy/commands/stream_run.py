@@ -34,7 +34,7 @@ from fnet_deploy.commands.stream_view import live_view, runtime_logging, summary
 from fnet_deploy.data.images import IMAGE_SUFFIXES, image_size, quiet_native_stderr
 from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.helpers.memory import available_memory, gib, require_memory
-from fnet_deploy.inference.select import open_runner
+from fnet_deploy.inference.select import ModelChoice
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.cost import inference_bytes
 from fnet_deploy.runtime.gain import ThermalGain
@@ -56,19 +56,6 @@ progress, and on this project's 2-core CPU one 360x270 frame of the default mode
 benchmark in docs/runtime.md, "What batching buys")."""
 DEFAULT_MAX_BATCH_GPU = 16
 """Default most frames per call on a GPU, where a frame takes milliseconds."""
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The model a run fuses with, as :func:`~fnet_deploy.inference.select.open_runner` takes
-    it: a model file or URI, or weights; the backend, device and precision (``None``: the
-    default)."""
-
-    model: Path | None = None
-    backend: str | None = None
-    device: str = "cpu"
-    precision: str | None = None
-    weights: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -128,15 +115,7 @@ def run_stream(plan: StreamPlan) -> None:
     try:
         try:
             _set_up(plan, registrations, pairs)
-            choice = plan.model
-            runner = open_runner(
-                choice.model,
-                choice.backend,
-                choice.device,
-                choice.precision,
-                choice.weights,
-                notify=notice,
-            )
+            runner = plan.model.open(notify=notice)
         except BaseException:
             for pair in pairs:  # served outputs listen already
                 pair.sink.close()

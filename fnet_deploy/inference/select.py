@@ -20,6 +20,7 @@ default choice falls back to PyTorch instead, saying so in one line.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
@@ -63,6 +64,25 @@ def backend_for(path: Path) -> Backend:
         known = ", ".join(sorted(_BY_SUFFIX))
         raise InputError(path, f"unknown model type '{path.suffix}' (expected one of {known})")
     return backend
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model a command runs, as its options name it: a model file or server URI, or
+    weights; the backend, device and precision (``None``: the default). :meth:`open` is
+    :func:`open_runner` of it."""
+
+    model: Path | None = None
+    backend: str | None = None
+    device: str = "cpu"
+    precision: str | None = None
+    weights: Path | None = None
+
+    def open(self, notify: Callable[[str], None] | None = None) -> Runner:
+        """The (not yet activated) runner; raises as :func:`open_runner`."""
+        return open_runner(
+            self.model, self.backend, self.device, self.precision, self.weights, notify=notify
+        )
 
 
 def open_runner(

@@ -18,6 +18,15 @@ from fnet_deploy.runtime.sources import Frame, Source, SourceLost
 from fnet_deploy.runtime.uri import URI
 
 
+def wait_for(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail (``no <what> within <limit> s``) after ``limit``
+    seconds."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {limit:g} s"
+        time.sleep(0.01)
+
+
 class EchoRunner(Runner):
     """A stand-in model that averages: ``fused = (ir + vis) / 2``, N x 1 x H x W float32.
 

@@ -7,8 +7,6 @@ every other pair's frame waits in the batcher, so what a stop must drop is there
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -17,19 +15,12 @@ from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.multi import BatchOptions, CameraPair, MultiStream
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions
 from fnet_deploy.runtime.registration import Registrar
-from tests.fake_streams import EchoRunner, MemorySink, Recording
+from tests.fake_streams import EchoRunner, MemorySink, Recording, wait_for
 
 PAIRS = 24
 MAX_BATCH = 2
 STOP_IN_CALL = 3
 SIZE = (32, 24)
-
-
-def wait_for(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {limit:g} s"
-        time.sleep(0.01)
 
 
 def test_a_stop_runs_no_more_batches_drops_the_waiting_frames_and_finalises_every_pair() -> None:

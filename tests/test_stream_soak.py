@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ from fnet_deploy.runtime.sources import open_source
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.runtime.uri import parse_uri
 from tests.conftest import nato
+from tests.proc_samples import Sample, assert_flat, read_proc
 from tests.rtsp_server import RtpJpeg, RtspServer, encode_frame
 from tests.videos import count_frames, write_video
 
@@ -59,30 +59,6 @@ def camera_frames(modality: str) -> list[RtpJpeg]:
 
 
 @dataclass
-class Sample:
-    """One look at the stream process: seconds since launch and what ``/proc`` says."""
-
-    t: float
-    rss_kib: int
-    threads: int
-    fds: int
-
-
-def read_proc(pid: int) -> tuple[int, int, int] | None:
-    """Resident memory (KiB), threads and open descriptors of ``pid``; None once it has ended."""
-    try:
-        fields = dict(
-            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        )
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-    if "VmRSS" not in fields:  # exited, not reaped yet
-        return None
-    return int(fields["VmRSS"].split()[0]), int(fields["Threads"]), fds
-
-
-@dataclass
 class SoakRun:
     """What a run left: the exit code, its output, its stats, the samples and phase times."""
 
@@ -94,10 +70,6 @@ class SoakRun:
     video: Path
     samples: list[Sample]
     marks: dict[str, float] = field(default_factory=dict)
-
-    def window(self, start: float, end: float) -> list[Sample]:
-        """The samples taken between ``start`` and ``end`` seconds after launch."""
-        return [s for s in self.samples if start <= s.t < end]
 
 
 def run_stream(
@@ -297,28 +269,13 @@ def test_soak_stream_with_two_camera_outages(tmp_path: Path, tiny_weights: Path)
     )
     frames = check_run(run, outages=2, min_written=1000)
     start = run.marks["playing"] + WARM_UP_S
-    span = run.marks["stop"] - start
-    early = run.window(start, start + span / 4)
-    late = run.window(start + span / 2, run.marks["stop"])
-    assert len(early) >= 20 and len(late) >= 40, run.samples
-    early_rss = statistics.median(s.rss_kib for s in early) / 1024
-    late_rss = statistics.median(s.rss_kib for s in late) / 1024
-    assert late_rss - early_rss < RSS_GROWTH_LIMIT_MIB, (early_rss, late_rss)
-    # After each reconnection the capture has the same threads and descriptors as before.
-    assert max(s.fds for s in late) <= max(s.fds for s in early)
-    assert max(s.threads for s in late) <= max(s.threads for s in early)
+    flat = assert_flat(run.samples, start, run.marks["stop"], RSS_GROWTH_LIMIT_MIB)
     summary = {
         "backend": run.stats["backend"],
         "frames": frames,
         "wall_time_s": run.stats["wall_time_s"],
         "throughput_fps": run.stats["throughput_fps"],
-        "rss_mib": {
-            "early_median": round(early_rss, 1),
-            "late_median": round(late_rss, 1),
-            "max": round(max(s.rss_kib for s in run.samples) / 1024, 1),
-        },
-        "fds": [max(s.fds for s in early), max(s.fds for s in late)],
-        "threads": [max(s.threads for s in early), max(s.threads for s in late)],
+        **flat,
         "marks_s": {k: round(v, 1) for k, v in run.marks.items()},
         "latency_ms": {k: v.get("p50") for k, v in run.stats["latency_ms"].items()},
     }

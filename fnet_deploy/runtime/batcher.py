@@ -19,6 +19,11 @@ not one per batch.
 
 Faults stay with their lane: when a batched call fails, each of its frames is run again alone,
 so only the lane whose frame fails gets the error.
+
+A stop request ends the batching at once: the batch in progress finishes, the frames still
+waiting and any handed in later get :class:`BatcherClosed` (counted in
+:attr:`Batcher.dropped_on_stop`), so a stop with many lanes costs one call, not one per waiting
+batch.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ Size = tuple[int, int]
 
 
 class BatcherClosed(FnetError):
-    """The batcher stopped serving (the run was interrupted) before this frame was fused."""
+    """The batcher stopped batching (a stop request, an interrupt) before this frame was fused."""
 
 
 @dataclass
@@ -164,6 +169,11 @@ class Batcher:
         runner: an activated runner taking N x 1 x H x W inputs.
         timeout: seconds the oldest frame of a batch may wait for the rest of it.
         max_batch: most frames in one call (``None``: as many as there are lanes).
+
+    Attributes:
+        dropped_on_stop: frames refused because batching had stopped: those waiting for their
+            batch at the stop, those handed in after it, and those of a call an interrupt cut
+            short.
     """
 
     def __init__(self, runner: Runner, timeout: float, max_batch: int | None = None) -> None:
@@ -175,6 +185,7 @@ class Batcher:
         self.timeout = timeout
         self.max_batch = max_batch
         self.groups: dict[Size, GroupStats] = {}
+        self.dropped_on_stop = 0
         self._lanes: list[LaneRunner] = []
         self._pending: list[_Item] = []
         self._cond = threading.Condition()
@@ -202,7 +213,7 @@ class Batcher:
         item = _Item(lane, ir, vis, time.monotonic())
         with self._cond:
             if self._closed:
-                item.error = _closed(lane)
+                self._refuse(item)
                 return item
             lane.size = item.size
             lane.late = False
@@ -216,17 +227,21 @@ class Batcher:
         tick: Callable[[], None] | None = None,
         tick_seconds: float = POLL_SECONDS,
         failing: Callable[[BaseException], None] | None = None,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         """Run batches until every lane is closed; call ``tick`` about every ``tick_seconds``.
 
-        However it ends (an interrupt, an exception in ``tick``), frames still waiting get
-        :class:`BatcherClosed` and later ones are refused, so no lane waits forever; when it
-        ends on an exception, ``failing(exception)`` is called first (to stop the lanes).
+        Once ``stopping()`` is true (checked before each batch is taken), no batch starts any
+        more: the frames waiting get :class:`BatcherClosed`, as do those handed in later, while
+        ``tick`` goes on until every lane is closed. However it ends (an interrupt, an exception
+        in ``tick``), frames still waiting get :class:`BatcherClosed` and later ones are refused,
+        so no lane waits forever; when it ends on an exception, ``failing(exception)`` is called
+        first (to stop the lanes).
         """
         last_tick = time.monotonic()
         try:
             while True:
-                batch = self._next_batch(min(POLL_SECONDS, tick_seconds))
+                batch = self._next_batch(min(POLL_SECONDS, tick_seconds), stopping)
                 if batch:
                     self._run(batch)
                 now = time.monotonic()
@@ -250,12 +265,19 @@ class Batcher:
         return total
 
     def _close(self) -> None:
+        """Refuse the waiting frames and any later ones (the lock is reentrant)."""
         with self._cond:
             self._closed = True
             stranded, self._pending = self._pending, []
+            for item in stranded:
+                self._refuse(item)
         for item in stranded:
-            item.error = _closed(item.lane)
             item.done.set()
+
+    def _refuse(self, item: _Item) -> None:
+        """Give ``item`` :class:`BatcherClosed` and count it (under the lock)."""
+        item.error = _closed(item.lane)
+        self.dropped_on_stop += 1
 
     def _capacity(self, size: Size) -> int:
         """Frames a batch of ``size`` could hold now: its running lanes, capped."""
@@ -269,12 +291,16 @@ class Batcher:
         )
         return min(lanes, self.max_batch or lanes)
 
-    def _next_batch(self, wait: float) -> list[_Item] | None:
+    def _next_batch(
+        self, wait: float, stopping: Callable[[], bool] | None = None
+    ) -> list[_Item] | None:
         """A batch ready to run, ``[]`` when none is ready within ``wait``, ``None`` when every
-        lane is closed and nothing waits."""
+        lane is closed and nothing waits; once ``stopping()`` is true, never a batch."""
         with self._cond:
             deadline = time.monotonic() + wait
             while True:
+                if not self._closed and stopping is not None and stopping():
+                    self._close()
                 if not self._pending and not any(lane.open for lane in self._lanes):
                     return None
                 now = time.monotonic()
@@ -326,9 +352,11 @@ class Batcher:
                     except Exception as alone:
                         item.error = alone
         finally:  # an interrupt during the call still releases the lanes
+            with self._cond:
+                for item in batch:
+                    if item.output is None and item.error is None:
+                        self._refuse(item)
             for item in batch:
-                if item.output is None and item.error is None:
-                    item.error = _closed(item.lane)
                 item.done.set()
 
     def _call(self, batch: list[_Item], started: float) -> None:

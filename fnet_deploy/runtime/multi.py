@@ -13,8 +13,9 @@ model in the calling thread::
 Faults stay with their pair: a pair whose source is lost, whose frames do not fit its
 calibration or whose backend calls keep failing ends (its output finalised, its statistics
 saying why) while the others go on; a lost live camera is reconnected in its pair's capture
-thread meanwhile. A stop request (SIGINT/SIGTERM, :class:`StopFlag`) stops every pair after its
-current frame.
+thread meanwhile. A stop request (SIGINT/SIGTERM, :class:`StopFlag`) lets the batch in progress
+finish and drops the frames still waiting for theirs (each pair's ``dropped_on_stop``); then
+every pair ends and finalises its output.
 """
 
 from __future__ import annotations
@@ -221,8 +222,7 @@ class MultiStream:
 
         def failing(err: BaseException) -> None:
             """An interrupt, or an error in the progress call: the pairs cannot be served any
-            more, so they stop after their current frame (asked before their frames are
-            refused)."""
+            more, so they are asked to stop before their frames are refused."""
             if isinstance(err, KeyboardInterrupt):
                 stats.stopped_by = f"interrupted ({err or 'SIGINT'})"
             else:
@@ -230,7 +230,7 @@ class MultiStream:
             stop.set(stats.stopped_by)
 
         try:
-            self.batcher.serve(tick, PROGRESS_SECONDS, failing)
+            self.batcher.serve(tick, PROGRESS_SECONDS, failing, stop.is_set)
             stats.stopped_by = stop.reason or "every pair ended"
         finally:
             for thread in threads:
@@ -256,6 +256,7 @@ class MultiStream:
         total = self.batcher.summary().to_dict()
         del total["infer_ms"]  # per group only: calls of different sizes take different times
         self.stats.batch.update(total)
+        self.stats.batch["dropped_on_stop"] = self.batcher.dropped_on_stop
         self.stats.batch["groups"] = {
             f"{w}x{h}": group.to_dict() for (h, w), group in self.batcher.groups.items()
         }

@@ -10,6 +10,9 @@ Faults and what the run does:
 - a finite source that ends early (truncated file): the run ends normally, saying so;
 - a backend error on one pair: logged and counted; ``max_consecutive_errors`` in a row stop the
   run with a clear error;
+- a runner that refuses frames because the run is stopping (the batcher of a several-pair run,
+  :class:`~fnet_deploy.runtime.batcher.BatcherClosed`): the frame is counted as dropped on stop
+  and the run ends;
 - SIGINT / SIGTERM (see :func:`stop_on_signals`): the run stops after the current frame and the
   output is finalised (a second signal interrupts at once, still finalising the output).
 """
@@ -34,6 +37,7 @@ from fnet_deploy.data.images import compose_output, to_uint8
 from fnet_deploy.data.views import Layout, compose_view
 from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.helpers.signals import stop_signals_handled
+from fnet_deploy.runtime.batcher import BatcherClosed
 from fnet_deploy.runtime.capture import Capture, End
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.preprocess import VisibleConverter, postprocess, to_single_channel
@@ -145,6 +149,7 @@ class StreamPipeline:
         self.stats = stats or RunStats()
         self.convert = VisibleConverter(options.luminance)
         self._errors_in_row = 0
+        self._refused = False
         self._warned_unpaired = False
         self._pairer: FramePairer | None = None
         self._counts_lock = threading.Lock()
@@ -253,8 +258,10 @@ class StreamPipeline:
         ir_reconnects = 0
         last_progress = 0.0
         while True:
-            if stop.is_set() or self.sink.stop_requested:
-                stats.stopped_by = stop.reason or "display closed"
+            if stop.is_set() or self.sink.stop_requested or self._refused:
+                stats.stopped_by = stop.reason or (
+                    "display closed" if self.sink.stop_requested else "the runner stopped"
+                )
                 return
             if pairer.waiting and not ir_ended:
                 item = ir_cap.get(POLL_SECONDS)
@@ -348,6 +355,10 @@ class StreamPipeline:
         stats.latency["preprocess"].add(t2 - t1)
         try:
             output = self.runner.infer(feed)[OUTPUT_NAME]
+        except BatcherClosed:  # the run is stopping: no batch was run for this frame
+            stats.counts.dropped_on_stop += 1
+            self._refused = True
+            return None
         except Exception as err:
             self._backend_error(vis, err)
             return None

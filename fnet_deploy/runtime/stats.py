@@ -105,6 +105,8 @@ class FrameCounts:
             waiting for an IR frame); at the end of a run, those a stop request left unfused.
         ir_unused: IR frames no visible frame was paired with.
         infer_errors: pairs lost to a backend error.
+        dropped_on_stop: pairs not fused because the run was stopping: refused by the batcher of
+            a several-pair run (waiting for their batch at the stop, or handed in after it).
         written: fused frames written to the sink.
         reconnects: live sources reopened after a loss.
     """
@@ -120,6 +122,7 @@ class FrameCounts:
     vis_pending: int = 0
     ir_unused: int = 0
     infer_errors: int = 0
+    dropped_on_stop: int = 0
     written: int = 0
     reconnects: int = 0
 

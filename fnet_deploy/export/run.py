@@ -245,9 +245,7 @@ def _write_triton(
 ) -> None:
     """The Triton model repository of the FP32 model (serving ``engine``, the FP32 TensorRT
     engine, where there is one)."""
-    import onnx
-
-    facts = graph_facts(onnx.load(fp32_path))
+    facts = graph_facts(require("onnx").load(fp32_path))
     written = write_repo(triton.repo, fp32_path, facts, triton.options, engine)
     report.line(
         f"wrote {written}/config.pbtxt  (Triton {triton.options.platform}, {triton.options.name})"

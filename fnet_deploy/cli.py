@@ -111,6 +111,11 @@ COMMANDS: dict[str, CommandSpec] = {
         "check",
         "Compare exported models with the PyTorch reference (training form), in grey levels.",
     ),
+    "serve": CommandSpec(
+        "fnet_deploy.commands.serve",
+        "serve",
+        "Serve FNet through Triton Inference Server (gRPC, HTTP, Prometheus metrics).",
+    ),
     "weights": CommandSpec(
         "fnet_deploy.commands.weights", "app", "Inspect and convert FNet weights files."
     ),

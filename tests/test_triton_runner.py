@@ -6,12 +6,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import shutil
 import socket
-import subprocess
-import sys
 import sysconfig
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +22,10 @@ from fnet_deploy.backends.torch_runner import TorchRunner
 from fnet_deploy.backends.triton_runner import TritonRunner, TritonUri, is_triton_uri
 from fnet_deploy.cli import app
 from fnet_deploy.helpers.errors import FnetError
-from fnet_deploy.inference.select import open_runner
+from fnet_deploy.inference.select import ModelChoice, open_runner
 from fnet_deploy.model.weights import load_fnet
+from fnet_deploy.serving.repository import ServedModel, write_repository
+from fnet_deploy.serving.server import Endpoints, TritonServer
 from tests.precision import assert_float32_accurate, float32_and_float64_runs
 
 HAS_CLIENT = importlib.util.find_spec("tritonclient") is not None
@@ -171,109 +169,31 @@ def server(tiny_weights: Path) -> Iterator[tuple[int, int]]:
     local.deactivate()
 
 
-MODEL_PY = """
-import json
-
-import numpy as np
-import torch
-import triton_python_backend_utils as pb_utils
-
-from fnet_deploy.inference.select import open_runner
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        torch.set_num_threads(1)
-        parameters = json.loads(args["model_config"])["parameters"]
-        weights = parameters["weights"]["string_value"]
-        self.runner = open_runner(None, "torch", weights=weights)
-        self.runner.activate()
-
-    def execute(self, requests):
-        responses = []
-        self.sent = []  # the arrays behind the DLPack outputs, alive until the next call
-        for request in requests:
-            feed = {  # through DLPack: as_numpy() and pb_utils.Tensor(name, array) are built
-                # for numpy 1's ABI and misread arrays under numpy 2
-                name: torch.from_dlpack(
-                    pb_utils.get_input_tensor_by_name(request, name).to_dlpack()
-                ).numpy()
-                for name in ("ir", "vis")
-            }
-            fused = np.ascontiguousarray(self.runner.infer(feed)["fused"])
-            self.sent.append(fused)
-            tensor = pb_utils.Tensor.from_dlpack("fused", fused)
-            responses.append(pb_utils.InferenceResponse([tensor]))
-        return responses
-"""
-
-
 @pytest.fixture(scope="module")
 def backend_server(
     tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path
 ) -> Iterator[tuple[int, int]]:
-    """The Triton server that nvidia-pytriton bundles, run directly on loopback with a Python-
-    backend ``fnet`` (the tiny model's PyTorch deploy form, max batch 4, dynamic batching), whose
-    outputs are built through DLPack so that they survive numpy 2 (see :func:`served_result`).
+    """The Triton server that nvidia-pytriton bundles, as ``fnet-deploy serve`` runs it
+    (:mod:`fnet_deploy.serving`): a Python-backend ``fnet`` (the tiny model's PyTorch deploy form,
+    max batch 4, dynamic batching) whose tensors cross the stub through DLPack, so that they
+    survive numpy 2 (see :func:`served_result`).
 
     Yields:
         (gRPC port, HTTP port).
     """
-    import tritonclient.grpc as grpcclient
-    from pytriton.utils.distribution import get_libs_path, get_root_module_path, get_stub_path
-
     root = tmp_path_factory.mktemp("tritonserver")
-    bundled = get_root_module_path() / "tritonserver"
-    backend = root / "backends" / "python"
-    backend.mkdir(parents=True)
-    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
-        shutil.copy(bundled / "backends" / "python" / name, backend / name)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    shutil.copy(get_stub_path(version), backend / "triton_python_backend_stub")
-    model = root / "models" / "fnet"
-    (model / "1").mkdir(parents=True)
-    (model / "1" / "model.py").write_text(MODEL_PY)
-    (model / "config.pbtxt").write_text(
-        'name: "fnet"\nbackend: "python"\nmax_batch_size: 4\n'
-        'input [ { name: "ir" data_type: TYPE_FP32 dims: [1, -1, -1] },'
-        ' { name: "vis" data_type: TYPE_FP32 dims: [1, -1, -1] } ]\n'
-        'output [ { name: "fused" data_type: TYPE_FP32 dims: [1, -1, -1] } ]\n'
-        "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
-        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
-        f'parameters {{ key: "weights" value: {{ string_value: "{tiny_weights}" }} }}\n'
+    model = ServedModel(
+        "fnet", ModelChoice(backend="torch", weights=tiny_weights), max_batch=4, threads=1
     )
-    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    libdir = str(sysconfig.get_config_var("LIBDIR"))
-    env = {**os.environ, "LD_LIBRARY_PATH": f"{libdir}:{get_libs_path()}"}
-    command = [
-        str(bundled / "bin" / "tritonserver"),
-        f"--model-repository={root / 'models'}",
-        f"--backend-directory={root / 'backends'}",
-        "--grpc-address=127.0.0.1",
-        f"--grpc-port={grpc_port}",
-        "--http-address=127.0.0.1",
-        f"--http-port={http_port}",
-        f"--metrics-port={metrics_port}",
-    ]
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    models, backends = write_repository(root, model)
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+    server = TritonServer(models, backends, endpoints, root / "server.log")
+    server.start()
     try:
-        for _ in range(240):  # until the model is ready (or the server exited)
-            if process.poll() is not None:
-                pytest.fail(f"tritonserver exited: {(root / 'server.log').read_text()[-2000:]}")
-            with contextlib.suppress(Exception):
-                if client.is_model_ready("fnet"):
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"fnet not ready: {(root / 'server.log').read_text()[-2000:]}")
-        yield grpc_port, http_port
+        server.wait_ready("fnet", 600.0, lambda: False)
+        yield endpoints.grpc_port, endpoints.http_port
     finally:
-        client.close()
-        process.terminate()
-        process.wait(60)
-        log.close()
+        server.stop()
 
 
 def served_result(runner: Runner, feed: dict[str, np.ndarray]) -> np.ndarray:

@@ -64,8 +64,8 @@ def test_sizes_are_width_by_height_everywhere() -> None:
 
 def test_backends_have_one_set_of_names() -> None:
     backends = options_named("--backend")
-    assert set(backends) == {"fuse", "stream", "eval", "check", "bench"}
-    assert len({backends[c].help for c in ("fuse", "stream", "eval", "check")}) == 1
+    assert set(backends) == {"fuse", "stream", "eval", "check", "bench", "serve"}
+    assert len({backends[c].help for c in ("fuse", "stream", "eval", "check", "serve")}) == 1
     for name in BACKENDS:  # what open_runner takes, bench names the same way
         assert name in BENCH_TARGETS, name
     assert "torch-deploy" not in BENCH_TARGETS

@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "polygraphy": ("polygraphy", ("tensorrt",)),
     "gi": ("pygobject", ("rtsp-server",)),
     "tritonclient": ("tritonclient", ("serve",)),
+    "pytriton": ("nvidia-pytriton", ("serve",)),
 }
 """Top-level import name -> (pip package, extras that install it; the first is the usual one).
 Mirrors ``[project.optional-dependencies]`` in pyproject.toml (a test keeps them in step)."""

@@ -22,7 +22,14 @@ import pytest
 from typer.testing import CliRunner
 
 from fnet_deploy.cli import app
-from fnet_deploy.inference.select import open_runner
+from fnet_deploy.inference.select import ModelChoice, open_runner
+from fnet_deploy.runtime.gain import ThermalGain
+from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
+from fnet_deploy.runtime.registration import Registrar
+from fnet_deploy.runtime.stats import RunStats
+from fnet_deploy.serving.repository import ServedModel, write_repository
+from fnet_deploy.serving.server import Endpoints, TritonServer
+from tests.fake_streams import Camera, MemorySink, wait_for
 from tests.test_triton_runner import free_port, needs_server
 
 CLI = [sys.executable, "-c", "from fnet_deploy.cli import app; app()"]
@@ -192,3 +199,67 @@ def test_bad_serve_options_are_one_line_before_work(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.safetensors")
     assert "missing.safetensors" in _refused("--weights", missing, *_ports())
     assert "--max-batch" in _refused("--max-batch", "0")
+
+
+@needs_server
+def test_a_stream_waits_out_the_server_restarting(tmp_path: Path, tiny_weights: Path) -> None:
+    """The server is stopped mid-stream and started again on the same ports: the frames meanwhile
+    are counted as backend errors and one backend outage, not as a failed run, and fusing goes
+    on once the server is back (the runner retries with backoff, without a request per frame)."""
+    model = ServedModel(
+        "fnet", ModelChoice(backend="torch", weights=tiny_weights), max_batch=4, threads=1
+    )
+    models, backends = write_repository(tmp_path / "repo", model)
+    endpoints = Endpoints("127.0.0.1", free_port(), free_port(), free_port())
+
+    def started(log: str) -> TritonServer:
+        server = TritonServer(models, backends, endpoints, tmp_path / log)
+        server.start()
+        server.wait_ready("fnet", 600.0, lambda: False)
+        return server
+
+    server = started("first.log")
+    epoch = time.monotonic()
+    vis, ir = (
+        Camera(f"rtsp://cam/{role}", (64, 48), role == "vis", 10.0, epoch) for role in ("vis", "ir")
+    )
+    options = StreamOptions(reconnect_timeout=600.0, max_consecutive_errors=2)
+    runner = open_runner(endpoints.model_uris("fnet")[0])
+    stats = RunStats()
+    stop = StopFlag()
+    failures: list[BaseException] = []
+    with runner:
+        pipeline = StreamPipeline(
+            vis, ir, runner, MemorySink("out"), Registrar(None), ThermalGain(), options, stats
+        )
+
+        def run() -> None:
+            try:
+                pipeline.run(stop)
+            except BaseException as err:  # reported in the test's thread
+                failures.append(err)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            counts = stats.counts
+            wait_for(lambda: counts.written >= 3, "frame fused through the first server", 600)
+            server.stop()
+            wait_for(
+                lambda: counts.infer_errors >= 3, "frame counted while the server is down", 600
+            )
+            before = counts.written
+            server = started("second.log")
+            wait_for(lambda: counts.written > before + 2, "frame fused after the restart", 600)
+        finally:
+            stop.set("test over")
+            thread.join(120)
+            server.stop()
+    assert not failures, failures
+    assert stats.stopped_by == "test over"
+    outages = stats.outages.summary(stats.started, time.monotonic())
+    backend = [o for o in outages["recent"] if o["source"] == "backend"]
+    assert outages["count"] == 1 and len(backend) == 1 and not backend[0]["ongoing"]
+    messages = [event["message"] for event in stats.to_dict()["events"]]
+    assert any("unreachable" in text for text in messages), messages
+    assert any("back after" in text for text in messages), messages

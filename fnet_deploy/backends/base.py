@@ -14,6 +14,7 @@ from types import TracebackType
 
 import numpy as np
 
+from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.model.config import ModelConfig
 
 INPUT_NAMES: tuple[str, str] = ("ir", "vis")
@@ -48,6 +49,12 @@ class SizeRange:
         if self.fixed:
             return f"{w0}x{h0} (W x H) only"
         return f"W x H from {w0}x{h0} to {w1}x{h1}"
+
+
+class BackendUnavailable(FnetError):
+    """The backend cannot be reached now (a server down or restarting), and a later call may
+    succeed: a stream waits for it as for a lost camera instead of counting it towards
+    ``--max-errors``."""
 
 
 class Runner(abc.ABC):

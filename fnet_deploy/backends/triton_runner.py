@@ -10,12 +10,13 @@ repository from ``fnet-deploy export --triton-repo``, or any model with the same
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, Runner
+from fnet_deploy.backends.base import INPUT_NAMES, OUTPUT_NAME, BackendUnavailable, Runner
 from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.helpers.optional import require
 
@@ -29,6 +30,37 @@ def is_triton_uri(text: str) -> bool:
     """Whether ``text`` names a Triton model (``triton:`` or ``triton+http:``)."""
     scheme, colon, _ = text.partition(":")
     return bool(colon) and scheme.lower() in SCHEMES
+
+
+RETRY_FIRST_S = 0.5
+"""Seconds before the first new try at a server that could not be reached."""
+RETRY_MAX_S = 8.0
+"""Longest wait between tries (the backoff of lost cameras)."""
+_UNREACHABLE = (
+    "unavailable",
+    "connection refused",
+    "failed to connect",
+    "connection reset",
+    "broken pipe",
+    "socket closed",
+    "connect call failed",
+    "timed out",
+    "no available versions",
+    "unknown model",
+)
+"""Words of a failure to reach the server or its model (one that is stopping or starting: a
+model missing at activation is refused there)."""
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the server could not be reached (rather than that it failed the
+    request): a refused or dropped connection, gRPC's UNAVAILABLE, a timeout, a model that is
+    being unloaded or not loaded yet."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    status = getattr(err, "status", None)
+    text = f"{status() if callable(status) else status or ''} {err}".lower()
+    return any(word in text for word in _UNREACHABLE)
 
 
 @dataclass(frozen=True)
@@ -93,6 +125,8 @@ class TritonRunner(Runner):
         super().__init__()
         self.uri = uri
         self.timeout_s = timeout_s
+        self._backoff = 0.0
+        self._retry_at = 0.0
         self._client: Any = None
         self._module: Any = None
 
@@ -172,9 +206,20 @@ class TritonRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One request: ``ir``, ``vis`` (N x 1 x H x W float32) -> ``fused`` (same shape).
 
+        A server that cannot be reached is tried again with backoff (:data:`RETRY_FIRST_S`
+        doubling to :data:`RETRY_MAX_S`): until the next try is due, calls fail at once, without
+        a request, so that a stream goes on reading (and counting) its frames.
+
         Raises:
-            FnetError: the server refused or failed the request, or could not be reached.
+            BackendUnavailable: the server cannot be reached (now, or at the last try).
+            FnetError: the server refused or failed the request.
         """
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise BackendUnavailable(
+                f"triton {self.uri}: the server is unreachable; next try in "
+                f"{self._retry_at - now:.1f} s"
+            )
         inputs = []
         for name in INPUT_NAMES:
             array = np.ascontiguousarray(feed[name], dtype=np.float32)
@@ -191,7 +236,15 @@ class TritonRunner(Runner):
                 result = self._client.infer(self.uri.model, inputs, outputs=requested)
             fused = result.as_numpy(OUTPUT_NAME)
         except Exception as err:  # server, network and decoding errors alike
+            if _unreachable(err):
+                self._backoff = min(max(2 * self._backoff, RETRY_FIRST_S), RETRY_MAX_S)
+                self._retry_at = time.monotonic() + self._backoff
+                raise BackendUnavailable(
+                    f"triton {self.uri}: the server is unreachable ({_first_line(err)}); "
+                    f"next try in {self._backoff:g} s"
+                ) from None
             raise FnetError(f"triton {self.uri}: inference failed ({_first_line(err)})") from None
+        self._backoff, self._retry_at = 0.0, 0.0
         return {OUTPUT_NAME: np.array(fused, dtype=np.float32)}  # writable (torch wraps it)
 
     def _deactivate(self) -> None:

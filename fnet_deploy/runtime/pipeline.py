@@ -31,7 +31,7 @@ from types import FrameType
 
 import numpy as np
 
-from fnet_deploy.backends.base import OUTPUT_NAME, Runner
+from fnet_deploy.backends.base import OUTPUT_NAME, BackendUnavailable, Runner
 from fnet_deploy.data.color import Luminance
 from fnet_deploy.data.images import compose_output, to_uint8
 from fnet_deploy.data.views import Layout, compose_view
@@ -150,6 +150,7 @@ class StreamPipeline:
         self.convert = VisibleConverter(options.luminance)
         self._errors_in_row = 0
         self._refused = False
+        self._unavailable_since: float | None = None
         self._warned_unpaired = False
         self._pairer: FramePairer | None = None
         self._counts_lock = threading.Lock()
@@ -359,9 +360,13 @@ class StreamPipeline:
             stats.counts.dropped_on_stop += 1
             self._refused = True
             return None
+        except BackendUnavailable as err:
+            self._backend_unavailable(vis, err)
+            return None
         except Exception as err:
             self._backend_error(vis, err)
             return None
+        self._backend_back()
         self._errors_in_row = 0
         stats.latency["infer"].add(self.runner.last_inference_time)
         t3 = time.monotonic()
@@ -371,6 +376,35 @@ class StreamPipeline:
             fused = compose_view(fused, visible, to_uint8(ir_input), self.options.layout)
         stats.latency["postprocess"].add(time.monotonic() - t3)
         return fused
+
+    def _backend_unavailable(self, vis: Frame, err: BackendUnavailable) -> None:
+        """A frame the backend could not be reached for: counted as a backend error, but waited
+        out as a lost camera is (an outage in the statistics, said once, given up after
+        ``reconnect_timeout``) rather than counted towards ``max_consecutive_errors``."""
+        self.stats.counts.infer_errors += 1
+        now = time.monotonic()
+        if self._unavailable_since is None:
+            self._unavailable_since = now
+            self.stats.outages.lost("backend", now)
+            message = f"backend {self.runner.name} unreachable at visible frame {vis.index}: {err}"
+            log.warning("%s; retrying with backoff", message)
+            self.stats.event(message)
+        waited = now - self._unavailable_since
+        if waited > self.options.reconnect_timeout:
+            raise FnetError(
+                f"backend {self.runner.name} unreachable for {waited:.0f} s "
+                f"(--reconnect-timeout-s {self.options.reconnect_timeout:g}); last: {err}"
+            )
+
+    def _backend_back(self) -> None:
+        """The backend answered again after an outage: said once, with its length."""
+        if self._unavailable_since is None:
+            return
+        seconds = self.stats.outages.back("backend", time.monotonic())
+        self._unavailable_since = None
+        message = f"backend {self.runner.name} back after {seconds:.1f} s"
+        log.info(message)
+        self.stats.event(message)
 
     def _backend_error(self, vis: Frame, err: Exception) -> None:
         self.stats.counts.infer_errors += 1

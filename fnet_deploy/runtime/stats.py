@@ -128,10 +128,11 @@ class FrameCounts:
 
 
 class OutageLog:
-    """Every loss of a live source and how long it lasted until it was reopened.
+    """Every loss of a live source (or of a served backend) and how long it lasted.
 
-    Capture threads call :meth:`lost` and :meth:`back` (host ``time.monotonic()`` seconds); the
-    pipeline and the browser view read :meth:`summary` from other threads. Totals cover the whole
+    Capture threads call :meth:`lost` and :meth:`back` (host ``time.monotonic()`` seconds), and
+    the pipeline for a backend server that cannot be reached; the pipeline and the browser view
+    read :meth:`summary` from other threads. Totals cover the whole
     run; the list keeps the last :attr:`KEEP` outages (a run that retries forever stays bounded).
     """
 
@@ -148,14 +149,14 @@ class OutageLog:
         self._closed_longest = 0.0
 
     def lost(self, role: str, at: float) -> None:
-        """Source ``role`` (``vis`` or ``ir``) stopped delivering frames at ``at``."""
+        """``role`` (source ``vis`` or ``ir``, or the ``backend``) was lost at ``at``."""
         with self._lock:
             if role not in self._open:
                 self._open[role] = at
                 self.count += 1
 
     def back(self, role: str, at: float) -> float:
-        """Source ``role`` was reopened at ``at``; returns the outage's length in seconds."""
+        """``role`` was back at ``at``; returns the outage's length in seconds."""
         with self._lock:
             start = self._open.pop(role, at)
             seconds = max(0.0, at - start)

@@ -32,6 +32,7 @@ BELOW: dict[str, set[str]] = {
     "calibration": {"model", "data", "runtime"},
     "explain": {"model", "data", "backends", "inference"},
     "bench": {"model", "data", "backends", "export", "inference"},
+    "evaluation": {"model", "data", "metrics", "backends", "export", "inference"},
     "commands": {
         "model",
         "data",
@@ -44,6 +45,7 @@ BELOW: dict[str, set[str]] = {
         "calibration",
         "explain",
         "bench",
+        "evaluation",
     },
 }
 """What each package may import from the package besides itself and :data:`SHARED`, lowest

@@ -28,7 +28,6 @@ from fnet_deploy.bench.plan import (
 from fnet_deploy.bench.run import run_bench
 from fnet_deploy.bench.targets import TARGET_NAMES
 from fnet_deploy.commands.common import (
-    INTERRUPTED_EXIT,
     PlainProgress,
     check_output,
     cleans_up_on_signals,
@@ -40,6 +39,7 @@ from fnet_deploy.commands.common import (
 )
 from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.signals import INTERRUPTED_EXIT
 
 if TYPE_CHECKING:  # PyTorch is imported by the benchmark itself, not with `bench --help`
     from fnet_deploy.bench.matrix import CellResult

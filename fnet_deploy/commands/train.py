@@ -22,10 +22,10 @@ from fnet_deploy.commands.common import (
     console,
     progress_bar,
     reports_errors,
-    signal_exit_code,
 )
 from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.helpers.memory import require_memory
+from fnet_deploy.helpers.signals import signal_exit_code
 from fnet_deploy.model.cost import training_bytes
 from fnet_deploy.training.config import (
     Stages,

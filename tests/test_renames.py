@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from fnet_deploy.cli import app
 from fnet_deploy.commands.pair_specs import read_pairs
-from fnet_deploy.commands.renames import CONVERTED, DEVICE_KINDS, OPTIONS, PAIR_KEYS, modernise
+from fnet_deploy.commands.renames import CONVERTED, DEVICE_KINDS, PAIR_KEYS, modernise
 from fnet_deploy.export.plan import ExportPlan
 from tests.conftest import NATO
 from tests.test_many_pairs import DEFAULTS
@@ -55,19 +55,6 @@ def test_values_and_other_commands_are_left_alone() -> None:
     untouched = ["--out", "--ir-gain", "--vis", "x", "--", "--batch-size"]
     assert _said("fuse", untouched) == (untouched, [])
     assert _said("train", ["--", "--batch-size", "2"]) == (["--", "--batch-size", "2"], [])
-
-
-def _options(command: str) -> set[str]:
-    group: Any = typer.main.get_command(app)
-    params = group.get_command(None, command).params
-    return {opt for param in params for opt in (*param.opts, *param.secondary_opts)}
-
-
-@pytest.mark.parametrize("command", sorted(OPTIONS))
-def test_every_old_spelling_is_gone_and_its_new_one_there(command: str) -> None:
-    options = _options(command)
-    for rename in OPTIONS[command]:
-        assert rename.old not in options and rename.new in options, rename
 
 
 def test_an_old_spelling_on_the_command_line_runs_as_the_new_one() -> None:

@@ -151,7 +151,8 @@ def train(
         int | None, typer.Option(min=1, help="Iterations of each stage trained.")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch", min=1, help="Crops per iteration and process.")
+        int | None,
+        typer.Option("--batch", min=1, help="Training batch: crops per iteration and process."),
     ] = None,
     crop: Annotated[int | None, typer.Option(min=11, help="Crop edge in pixels.")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,

@@ -8,6 +8,7 @@ vocabulary").
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any, get_args
 
 import pytest
@@ -78,7 +79,7 @@ def choices(param: Any) -> list[str]:
     return list(get_args(param.type_descriptor.annotation))
 
 
-def helps(name: str, exceptions: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
+def helps(name: str, exceptions: Collection[str] = ()) -> set[str]:
     """The help texts of option ``name`` across the commands, less ``exceptions``."""
     return {
         param.help for command, param in options_named(name).items() if command not in exceptions

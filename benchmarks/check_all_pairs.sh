@@ -7,7 +7,7 @@
 #   MODELS="fnet_int8.onnx fnet_int8_all.onnx" benchmarks/check_all_pairs.sh
 #
 # MODELS names the files in OUT to check (default fnet.onnx fnet_fp16.onnx fnet_int8.onnx;
-# fnet_int8_all.onnx is every convolution in INT8, `export --int8 --float-layers none`); only
+# fnet_int8_all.onnx is every convolution in INT8, `export --precision int8 --float-layers none`); only
 # the named models are exported, and only when one of them is missing.
 # For each data set under DATA (<set>/ir + <set>/vi, or <set>/MRI + <set>/CT|PET|SPECT with the
 # MRI image as the first input), one `fnet-deploy check` call compares the models with the
@@ -29,8 +29,8 @@ all_int8=0
 for model in "${MODELS[@]}"; do
     case $model in
         fnet.onnx) ;;
-        fnet_fp16.onnx) flags+=(--fp16) ;;
-        fnet_int8.onnx) flags+=(--int8) ;;
+        fnet_fp16.onnx) flags+=(--precision fp16) ;;
+        fnet_int8.onnx) flags+=(--precision int8) ;;
         fnet_int8_all.onnx) [ -f "$OUT/$model" ] || all_int8=1; continue ;;
         *)
             # Any other file must already be in OUT: say so before any export runs.
@@ -47,7 +47,7 @@ if [ $missing = 1 ]; then
     fnet-deploy export --weights "$WEIGHTS" --out "$OUT" "${flags[@]}" || [ $? -eq 1 ]
 fi
 if [ $all_int8 = 1 ]; then
-    fnet-deploy export --weights "$WEIGHTS" --out "$OUT/all_int8" --int8 --float-layers none \
+    fnet-deploy export --weights "$WEIGHTS" --out "$OUT/all_int8" --precision int8 --float-layers none \
         || [ $? -eq 1 ]
     mv "$OUT/all_int8/fnet_int8.onnx" "$OUT/fnet_int8_all.onnx"
     rm -rf "$OUT/all_int8"

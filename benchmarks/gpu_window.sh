@@ -244,7 +244,7 @@ if wanted bench; then
         bench_args=(--device cuda
             --backend torch-training,torch,torch-graph,torch-nhwc-graph,torch-col2im-graph
             --precision fp32,fp16 --size 640x480,640x512 --batch 1,4
-            --warmup 3 --iterations 25 --max-seconds 0.5)
+            --warmup 3 --iterations 25 --max-time-s 0.5)
     fi
     run_part bench 75 --int $PY -m fnet_deploy bench "${bench_args[@]}" "${MODEL_ARGS[@]}" \
         --json "$WORK/bench.json"
@@ -263,7 +263,7 @@ fi
 if wanted compile && [ "$DRY" != 1 ]; then
     run_part compile 50 --int $PY -m fnet_deploy bench --device cuda --backend torch-compile \
         --precision fp16 --size 640x480 --batch 1 --warmup 2 --iterations 25 \
-        --max-seconds 0.5 --no-peaks --json "$WORK/compile.json"
+        --max-time-s 0.5 --no-peaks --json "$WORK/compile.json"
 fi
 
 if wanted multi; then

@@ -443,10 +443,16 @@ def _cases(work: Path) -> list[Case]:
     add_out("export-out-under-file", ("export", *tiny), under / "e", "blocker")
     add("export-out-is-file", ("export", *tiny, "--out", str(f["blocker"])), "blocker")
     add_out("export-opset", ("export", *tiny, "--opset", "7"), out / "e", "--opset")
-    int8 = ("export", *tiny, "--int8")
+    int8 = ("export", *tiny, "--precision", "int8")
     calib = ("--calib-ir", str(work / "pairs" / "ir"), "--calib-vis", str(work / "pairs" / "vi"))
     add_out("export-calib-ir-alone", (*int8, *calib[:2]), out / "e", "--calib-ir", "--calib-vis")
-    add_out("export-calib-no-int8", ("export", *tiny, *calib), out / "e", "--calib-ir", "--int8")
+    add_out(
+        "export-calib-no-int8",
+        ("export", *tiny, *calib),
+        out / "e",
+        "--calib-ir",
+        "--precision int8",
+    )
     method = ("--calib-method", "minmax")
     add_out("export-calib-method", (*int8, *method), out / "e", "--calib-method", "minmax")
     add_out("export-method-no-int8", ("export", *tiny, *method), out / "e", "--calib-method")
@@ -471,7 +477,7 @@ def _cases(work: Path) -> list[Case]:
     )
     add("bench-size-text", ("bench", "--no-peaks", "--size", "big"), "--size")
     add("bench-batch", (*bench, "--batch", "0"), "--batch")
-    add("bench-max-seconds", (*bench, "--max-seconds", "inf"), "--max-seconds")
+    add("bench-max-time-s", (*bench, "--max-time-s", "inf"), "--max-time-s")
     add("bench-backend", (*bench, "--backend", "cudnn9"), "--backend")
     add("bench-weights", (*bench, "--weights", str(f["pickled"])), "pickled.pth")
 

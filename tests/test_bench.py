@@ -118,6 +118,8 @@ def test_bench_command_writes_json(tmp_path: Path) -> None:
         (["--batch", "0"], "--batch expects positive sizes"),
         (["--precision", "fp8"], "--precision: expected a comma-separated list of fp32, fp16"),
         (["--backend", ","], "--backend: expected a comma-separated list of torch"),
+        (["--random-init", "--weights", "w.pth"], "--random-init times an untrained FNet"),
+        (["--device", "ort-trt"], "every bench backend runs on cpu, cuda[:N]"),
     ],
 )
 def test_bench_rejects_bad_options_in_one_line(args: list[str], message: str) -> None:

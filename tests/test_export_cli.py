@@ -45,7 +45,8 @@ def exported(workspace: Path, default_weights: Path) -> tuple[Path, str]:
             str(default_weights),
             "--out",
             str(workspace / "out"),
-            "--fp16",
+            "--precision",
+            "fp16",
             "--ir",
             str(workspace / "ir" / "a.png"),
             "--vis",
@@ -155,7 +156,7 @@ def test_check_compares_several_models_against_one_reference_run(
     assert "(tolerance 0.5)" in text and "(tolerance 2)" in text
     assert text.count("PASS:") == 2 and text.count("all pixels") == 2
     code, output = invoke(
-        "check", *models, *pair, "--weights", str(default_weights), "--no-emulate-fp16"
+        "check", *models, *pair, "--weights", str(default_weights), "--no-emulate-on-cpu"
     )
     assert code == 0, output
     assert "emulated" not in output and "(onnxruntime, fp16)" in " ".join(output.split())
@@ -195,7 +196,15 @@ def test_export_rejects_inconsistent_options(tmp_path: Path) -> None:
     code, output = invoke("export", "--weights", weights, "--out", str(tmp_path), "--height", "64")
     assert code == 2 and "both --height and --width" in output
     code, output = invoke(
-        "export", "--weights", weights, "--out", str(tmp_path), "--int8", "--calib-ir", "ir"
+        "export",
+        "--weights",
+        weights,
+        "--out",
+        str(tmp_path),
+        "--precision",
+        "int8",
+        "--calib-ir",
+        "ir",
     )
     assert code == 2 and "both --calib-ir and --calib-vis" in output
     code, output = invoke(

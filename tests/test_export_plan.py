@@ -53,6 +53,9 @@ def plan(**options: Any) -> ExportPlan:
 
 
 CALIB = {"calib_ir": Path("ir"), "calib_vis": Path("vis")}
+SHAPES = {"min_shape": "1x1x64x64", "opt_shape": "1x1x480x640", "max_shape": "2x1x1088x1920"}
+PER_INPUT = {option: f"ir:{shape},vis:{shape}" for option, shape in SHAPES.items()}
+"""An engine profile as tensor shapes for both inputs, and in trtexec's per-input form."""
 
 
 @pytest.mark.parametrize(
@@ -67,6 +70,9 @@ CALIB = {"calib_ir": Path("ir"), "calib_vis": Path("vis")}
         ({"engine": True, "min_shape": "64x64"}, "give all of --min-shape"),
         ({"engine": True, "min_shape": "9x9", "opt_shape": "8x8", "max_shape": "9x9"}, "min <="),
         ({"triton_repo": Path("r"), "device": "gpu"}, "--device 'gpu'"),
+        ({"engine": True, **PER_INPUT, "min_shape": "ir:64x64,vis:64x32"}, "ir 1x1x64x64 and vis"),
+        ({"engine": True, **PER_INPUT, "min_shape": "ir:64x64"}, "no shape for input vis"),
+        ({"engine": True, **PER_INPUT, "min_shape": "ir:64x64,rgb:64x64"}, "each input once"),
     ],
 )
 def test_contradicting_options_are_refused_when_the_plan_is_built(
@@ -83,6 +89,12 @@ def test_default_engine_profile_keeps_the_fixed_onnx_dimensions() -> None:
     dynamic = plan(engine=True).engines
     assert dynamic is not None
     assert (dynamic.profile.min, dynamic.profile.opt, dynamic.profile.max) == DEFAULT_PROFILE
+
+
+def test_engine_profiles_take_trtexecs_per_input_form() -> None:
+    per_input, both = plan(engine=True, **PER_INPUT).engines, plan(engine=True, **SHAPES).engines
+    assert per_input is not None and per_input == both
+    assert per_input.profile.max == (2, 1, 1088, 1920)
 
 
 def test_engines_follow_the_onnx_models_and_the_timing_cache_defaults_to_the_output() -> None:

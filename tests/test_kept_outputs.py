@@ -153,11 +153,13 @@ def test_fuse_folders_move_to_the_kept_folder_with_what_was_written(
 def test_eval_keeps_results_and_fused_images(
     tmp_path: Path, fallback: Path, pairs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fnet_deploy.commands import evaluate
+    from fnet_deploy.evaluation import run as evaluation
 
     out = tmp_path / "ev"
     monkeypatch.setattr(
-        evaluate, "write_text_atomic", full_disk(evaluate.write_text_atomic, out / "results.json")
+        evaluation,
+        "write_text_atomic",
+        full_disk(evaluation.write_text_atomic, out / "results.json"),
     )
     folders = ("--ir", pairs / "ir", "--vis", pairs / "vi")
     result = run("eval", *folders, "--baseline", "average", "--out", out)

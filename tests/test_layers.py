@@ -32,6 +32,7 @@ BELOW: dict[str, set[str]] = {
     "calibration": {"model", "data", "runtime"},
     "explain": {"model", "data", "backends", "inference"},
     "bench": {"model", "data", "backends", "export", "inference"},
+    "evaluation": {"model", "data", "metrics", "backends", "export", "inference"},
     "serving": {"model", "data", "backends", "inference"},
     "commands": {
         "model",
@@ -45,6 +46,7 @@ BELOW: dict[str, set[str]] = {
         "calibration",
         "explain",
         "bench",
+        "evaluation",
         "serving",
     },
 }

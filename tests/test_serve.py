@@ -33,7 +33,7 @@ from tests.fake_streams import Camera, MemorySink, wait_for
 from tests.test_triton_runner import free_port, needs_server
 
 CLI = [sys.executable, "-c", "from fnet_deploy.cli import app; app()"]
-QUEUE_DELAY_US = 1_000_000
+QUEUE_DELAY_MS = 1000
 """The served model's batching window in the test: long enough that concurrent clients share
 calls however slow the machine, short enough for the test."""
 
@@ -67,7 +67,7 @@ def served(tiny_weights: Path) -> Iterator[Served]:
     process = subprocess.Popen(
         [
             *CLI, "serve", "--weights", str(tiny_weights), "--backend", "torch", *ports,
-            "--max-batch", "8", "--max-queue-delay-us", str(QUEUE_DELAY_US), "--threads", "1",
+            "--max-batch", "8", "--max-queue-delay-ms", str(QUEUE_DELAY_MS), "--threads", "1",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

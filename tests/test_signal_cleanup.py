@@ -25,7 +25,16 @@ def test_sigterm_during_int8_calibration_leaves_no_temporary_folder(tmp_path: Pa
     temporary = tmp_path / "tmp"  # the command's $TMPDIR (torch keeps caches there too)
     temporary.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(temporary)}
-    command = [*CLI, "export", "--weights", str(weights), "--int8", "--out", str(tmp_path / "e")]
+    command = [
+        *CLI,
+        "export",
+        "--weights",
+        str(weights),
+        "--precision",
+        "int8",
+        "--out",
+        str(tmp_path / "e"),
+    ]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -178,10 +178,10 @@ def test_compatibility_names_the_tensorrt_version_and_the_gpu() -> None:
 def test_rebuild_command_repeats_precision_profile_and_int8_path(tmp_path: Path) -> None:
     command = rebuild_command(tmp_path / "fnet_fp16.engine", sample_info())
     assert command.startswith("fnet-deploy export --weights FNet_official.pth")
-    assert "--engine --fp16" in command
+    assert "--engine --precision fp16" in command
     assert "--min-shape 1x1x16x16 --opt-shape 1x1x64x64 --max-shape 2x1x128x128" in command
     qdq = rebuild_command(tmp_path / "e.engine", sample_info(precision="int8"))
-    assert "--engine --int8 --calib-ir" in qdq
+    assert "--engine --precision int8 --calib-ir" in qdq
     implicit = sample_info(precision="int8", notes={"implicit_int8": True})
     assert "--engine --implicit-int8 --calib-ir" in rebuild_command(tmp_path / "e.engine", implicit)
 
@@ -214,7 +214,7 @@ def test_implicit_int8_only_on_tensorrt_10() -> None:
             build_mode("int8", "fp32", version)
         message = str(err.value)
         assert "\n" not in message and f"TensorRT {version} has no implicit INT8" in message
-        assert "--int8" in message and "--implicit-int8" in message
+        assert "--precision int8" in message and "--implicit-int8" in message
 
 
 def test_wrong_model_or_old_tensorrt_is_refused() -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fnet_deploy.backends.base import SizeRange
+from fnet_deploy.backends.base import INPUT_NAMES, SizeRange
 from fnet_deploy.helpers.atomic import write_bytes_atomic
 from fnet_deploy.helpers.errors import FnetError, InputError
 
@@ -28,14 +28,16 @@ Shape = tuple[int, int, int, int]
 
 
 def parse_shape(text: str, option: str) -> Shape:
-    """A tensor shape ``"1x1x480x640"`` (N x C x H x W, as TensorRT and trtexec write it) or an
-    image size ``"640x480"`` (WIDTHxHEIGHT, the command line's order for sizes; N = 1) ->
-    ``(N, 1, H, W)``.
+    """A tensor shape ``"1x1x480x640"`` (N x C x H x W, as TensorRT and trtexec write it), the
+    same per input in trtexec's form ``"ir:1x1x480x640,vis:1x1x480x640"``, or an image size
+    ``"640x480"`` (WIDTHxHEIGHT, the command line's order for sizes; N = 1) -> ``(N, 1, H, W)``.
 
     Raises:
-        FnetError: not 2 or 4 positive integers separated by ``x``, or a channel count other
-            than 1.
+        FnetError: not 2 or 4 positive integers separated by ``x``, a channel count other
+            than 1, or per-input shapes that name other inputs or differ.
     """
+    if ":" in text:
+        return _per_input_shape(text, option)
     try:
         parts = [int(part) for part in text.lower().split("x")]
     except ValueError:
@@ -50,6 +52,35 @@ def parse_shape(text: str, option: str) -> Shape:
     if parts[1] != 1:
         raise FnetError(f"{option}: FNet inputs have 1 channel, got {parts[1]} in {text!r}")
     return parts[0], parts[1], parts[2], parts[3]
+
+
+def _per_input_shape(text: str, option: str) -> Shape:
+    """trtexec's ``ir:NxCxHxW,vis:NxCxHxW``: the one shape both of FNet's inputs take.
+
+    Raises:
+        FnetError: an input other than ``ir`` and ``vis``, one named twice or missing, or two
+            shapes that differ.
+    """
+    shapes: dict[str, Shape] = {}
+    for part in text.split(","):
+        name, _, shape = part.partition(":")
+        name = name.strip()
+        if name not in INPUT_NAMES or name in shapes or not shape:
+            raise FnetError(
+                f"{option} expects NxCxHxW per input like ir:1x1x480x640,vis:1x1x480x640 (each "
+                f"input once), got {text!r}"
+            )
+        shapes[name] = parse_shape(shape.strip(), option)
+    missing = [name for name in INPUT_NAMES if name not in shapes]
+    if missing:
+        raise FnetError(f"{option} {text!r}: no shape for input {missing[0]} (give ir: and vis:)")
+    ir, vis = (shapes[name] for name in INPUT_NAMES)
+    if ir != vis:
+        raise FnetError(
+            f"{option}: FNet's inputs take one shape, got ir {format_shape(ir)} and vis "
+            f"{format_shape(vis)}"
+        )
+    return ir
 
 
 def format_shape(shape: Shape | list[int]) -> str:
@@ -204,12 +235,12 @@ def compatibility_problems(
 def rebuild_command(engine_path: Path, info: EngineInfo) -> str:
     """The ``fnet-deploy export`` command that rebuilds this engine on the current machine.
 
-    INT8 engines are rebuilt from the Q/DQ model (``--int8``), or, for one TensorRT calibrated
-    itself, with the deprecated ``--implicit-int8`` (TensorRT 10 only).
+    INT8 engines are rebuilt from the Q/DQ model (``--precision int8``), or, for one TensorRT
+    calibrated itself, with the deprecated ``--implicit-int8`` (TensorRT 10 only).
     """
-    int8 = "--implicit-int8" if info.implicit_int8 else "--int8"
+    int8 = "--implicit-int8" if info.implicit_int8 else "--precision int8"
     calibration = "--calib-ir IR_DIR --calib-vis VIS_DIR"
-    flags = {"fp32": "", "fp16": " --fp16", "int8": f" {int8} {calibration}"}
+    flags = {"fp32": "", "fp16": " --precision fp16", "int8": f" {int8} {calibration}"}
     profile = info.profile
     return (
         f"fnet-deploy export --weights {info.weights_file or 'WEIGHTS'} "

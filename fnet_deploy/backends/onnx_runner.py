@@ -225,8 +225,8 @@ class OnnxRunner(Runner):
                 expected = "x".join("?" if d is None else str(d) for d in dims)
                 raise FnetError(
                     f"{self.model_path.name}: input {name} is {'x'.join(map(str, array.shape))}, "
-                    f"the model takes {expected}; re-export with dynamic shapes or matching "
-                    "--height/--width"
+                    f"the model takes {expected}; re-export with dynamic shapes or a matching "
+                    "--size"
                 )
         (fused,) = self._session.run([OUTPUT_NAME], arrays)
         return {OUTPUT_NAME: np.asarray(fused, np.float32)}

@@ -39,6 +39,10 @@ class Cell:
     width: int
     batch: int
 
+    def label(self) -> str:
+        """``backend precision WIDTHxHEIGHT bN``, as the cell is shown."""
+        return f"{self.backend} {self.precision} {self.width}x{self.height} b{self.batch}"
+
 
 @dataclass
 class CellResult:
@@ -116,7 +120,7 @@ def _torch_deploy_variant(
 
 def _onnx_model(model: FNet, precision: str, work: Path, col2im: bool = False) -> Path:
     """The deploy form exported once per variant into ``work`` (dynamic N, H, W); ``int8`` is
-    the FP32 model quantized as ``fnet-deploy export --int8`` does by default."""
+    the FP32 model quantized as ``fnet-deploy export --precision int8`` does by default."""
     from fnet_deploy.export.onnx_graph import OnnxSpec, build_onnx, save_onnx
 
     path = work / f"fnet_{precision}{'_col2im' if col2im else ''}.onnx"
@@ -214,7 +218,7 @@ deploy form through torch.compile (channels_last on CUDA); ``onnxruntime`` the e
 form; ``onnxruntime-col2im`` the same with few-output convolutions as 1x1 + Col2Im (fastest
 on ORT's CPU provider, not for TensorRT); ``tensorrt`` an engine built for each cell's exact
 shape. Precision ``int8`` (ONNX Runtime and TensorRT only) is the Q/DQ model of ``fnet-deploy
-export --int8``, calibrated on the shipped sample and sequence."""
+export --precision int8``, calibrated on the shipped sample and sequence."""
 
 _EXPORTED = ("onnx", "onnxscript")
 REQUIRES: dict[str, tuple[str, ...]] = {

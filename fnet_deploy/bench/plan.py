@@ -26,10 +26,12 @@ class BenchPlan:
         shapes: the image sizes as (height, width).
         batches: the batch sizes.
         device: ``cpu``, ``cuda`` or ``cuda:N`` as given.
-        weights: the weights to time (``None``: a randomly initialised FNet).
+        weights: the weights to time (``None``: the packaged weights).
+        random_init: time a randomly initialised FNet instead of weights (speed does not depend
+            on their values).
         warmup: untimed calls per cell.
         iterations: timed calls per cell, at most.
-        max_seconds: how long a cell is timed, at most.
+        max_time_s: how long a cell is timed, at most, in seconds.
         peaks: whether the compute and bandwidth peaks are measured for the floors.
         threads: PyTorch's CPU threads (``None``: its own choice).
         plot: where the latency distributions are drawn (``None``: nowhere).
@@ -42,9 +44,10 @@ class BenchPlan:
     batches: tuple[int, ...]
     device: str
     weights: Path | None
+    random_init: bool
     warmup: int
     iterations: int
-    max_seconds: float
+    max_time_s: float
     peaks: bool
     threads: int | None
     plot: Path | None

@@ -25,7 +25,7 @@ from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.helpers.memory import require_memory
 from fnet_deploy.helpers.optional import require
 from fnet_deploy.model.cost import inference_bytes
-from fnet_deploy.model.weights import load_fnet
+from fnet_deploy.model.weights import load_fnet, resolve_weights
 
 if TYPE_CHECKING:  # PyTorch is imported by the run, not with the plan
     import torch
@@ -99,11 +99,9 @@ def _time_cells(
     ):
         try:
             for cell in matrix:
-                progress.start(
-                    f"{cell.backend} {cell.precision} {cell.height}x{cell.width} b{cell.batch}"
-                )
+                progress.start(cell.label())
                 peaks = measured.get(cell.precision)
-                timing = (plan.warmup, plan.iterations, plan.max_seconds)
+                timing = (plan.warmup, plan.iterations, plan.max_time_s)
                 results.append(run_cell(cell, model, device, peaks, *timing, Path(work)))
                 saved.write(results, complete=False)
                 progress.advance()
@@ -155,7 +153,7 @@ def _checked_model(plan: BenchPlan, matrix: list[Cell], device: torch.device) ->
         require_backend(name)
     if plan.plot is not None:
         require("matplotlib")
-    model = load_fnet(plan.weights)[0] if plan.weights is not None else FNet().eval()
+    model = FNet().eval() if plan.random_init else load_fnet(resolve_weights(plan.weights))[0]
     if device.type == "cpu":
         for cell in matrix:
             require_memory(
@@ -192,7 +190,9 @@ class _ResultsFile:
         add_speedups(results)
         document = {
             "machine": machine_info(self.device),
-            "weights": str(self.plan.weights) if self.plan.weights else "random init",
+            "weights": "random init"
+            if self.plan.random_init
+            else str(resolve_weights(self.plan.weights)),
             "peaks": {name: asdict(p) for name, p in self.peaks.items()} or None,
             "cells": self.cells,
             "complete": complete,
@@ -225,13 +225,7 @@ def _finish(
         reasons = sorted({r.skipped for r in results if r.skipped})
         raise FnetError(f"no benchmark cell could run here: {'; '.join(reasons)}")
     if plan.plot is not None:
-        latencies = {
-            f"{r.cell.backend} {r.cell.precision} {r.cell.height}x{r.cell.width} b{r.cell.batch}": [
-                1e3 * s for s in r.samples
-            ]
-            for r in results
-            if r.samples
-        }
+        latencies = {r.cell.label(): [1e3 * s for s in r.samples] for r in results if r.samples}
         plot = plan.plot
         written = outputs.write(plot, lambda path: plot_latency(latencies, path), "the plot")
         if written == plot:

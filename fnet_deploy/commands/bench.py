@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from fnet_deploy.backends.device import parse_device
 from fnet_deploy.bench.plan import (
     PRECISIONS,
     BenchPlan,
@@ -28,8 +29,9 @@ from fnet_deploy.bench.plan import (
 from fnet_deploy.bench.run import run_bench
 from fnet_deploy.bench.targets import TARGET_NAMES
 from fnet_deploy.commands.common import (
-    INTERRUPTED_EXIT,
     PlainProgress,
+    RunDeviceOption,
+    WeightsOption,
     check_output,
     cleans_up_on_signals,
     console,
@@ -40,13 +42,15 @@ from fnet_deploy.commands.common import (
 )
 from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.signals import INTERRUPTED_EXIT
 
 if TYPE_CHECKING:  # PyTorch is imported by the benchmark itself, not with `bench --help`
     from fnet_deploy.bench.matrix import CellResult
 
 
 def _shapes(text: str) -> tuple[tuple[int, int], ...]:
-    """``--size`` (comma-separated WIDTHxHEIGHT) -> (height, width) per cell."""
+    """``--size`` (comma-separated WIDTHxHEIGHT) -> (height, width) per cell, the order of the
+    tensors (every size shown is WIDTHxHEIGHT again)."""
     return tuple(parse_size(part, "--size")[::-1] for part in split_list(text))
 
 
@@ -56,17 +60,17 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _table(results: list[CellResult]) -> Table:
     table = Table(title="FNet latency beside the floors (FLOPs / peak compute, bytes / bandwidth)")
-    headers = ["backend", "prec", "HxW", "N", "p50 ms", "p95 ms", "p99 ms", "dev ms", "fps"]
+    headers = ["backend", "prec", "WxH", "N", "p50 ms", "p95 ms", "p99 ms", "dev ms", "fps"]
     headers += ["vs training form"]
     headers += ["GFLOP"]
     headers += ["compute floor ms", "memory floor ms", "of floor"]
     for column in headers:
         table.add_column(
-            column, justify="left" if column in ("backend", "prec", "HxW") else "right"
+            column, justify="left" if column in ("backend", "prec", "WxH") else "right"
         )
     for r in results:
         c = r.cell
-        row = [c.backend, c.precision, f"{c.height}x{c.width}", str(c.batch)]
+        row = [c.backend, c.precision, f"{c.width}x{c.height}", str(c.batch)]
         if r.skipped or r.error:
             table.add_row(*row, "skipped" if r.skipped else "failed", *[""] * 9)
             continue
@@ -93,26 +97,30 @@ def bench(
     precision: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: fp32, fp16, int8 (the Q/DQ model of export --int8; "
-            "onnxruntime and tensorrt backends)."
+            help="Comma-separated precisions to time: fp32, fp16, int8 (the Q/DQ model of "
+            "export --precision int8; onnxruntime and tensorrt backends)."
         ),
     ] = "fp32",
     size: Annotated[
         str, typer.Option(help="Comma-separated WIDTHxHEIGHT sizes, e.g. 640x480,1280x720.")
     ] = "640x480",
     batch: Annotated[
-        str, typer.Option(help="Comma-separated batch sizes (camera pairs per call).")
+        str,
+        typer.Option(help="Comma-separated batch sizes N to time, camera pairs per call (1,2,4)."),
     ] = "1",
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    weights: Annotated[
-        Path | None,
+    device: RunDeviceOption = "cpu",
+    weights: WeightsOption = None,
+    random_init: Annotated[
+        bool,
         typer.Option(
-            help="Weights to time (speed does not depend on their values; default: random init)."
+            "--random-init",
+            help="Time a randomly initialised FNet instead of --weights (speed does not depend "
+            "on the weights' values; no weights file read).",
         ),
-    ] = None,
+    ] = False,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per cell.")] = 2,
     iterations: Annotated[int, typer.Option(min=1, help="Timed calls per cell (at most).")] = 10,
-    max_seconds: Annotated[
+    max_time_s: Annotated[
         float,
         typer.Option(
             min=0.001, max=86_400.0, help="Stop timing a cell after this many seconds (<= a day)."
@@ -132,6 +140,9 @@ def bench(
     ] = None,
 ) -> None:
     """Benchmark FNet: median/p95/p99 latency and fps per cell, beside the hardware's floors."""
+    if random_init and weights is not None:
+        raise FnetError("--random-init times an untrained FNet: give it or --weights, not both")
+    parse_device(device, ("cpu", "cuda"), "every bench backend")
     plan = BenchPlan(
         backends=parse_choices(backend, "--backend", TARGET_NAMES),
         precisions=parse_choices(precision, "--precision", PRECISIONS),
@@ -139,9 +150,10 @@ def bench(
         batches=parse_batches(batch),
         device=device,
         weights=weights,
+        random_init=random_init,
         warmup=warmup,
         iterations=iterations,
-        max_seconds=max_seconds,
+        max_time_s=max_time_s,
         peaks=peaks,
         threads=threads,
         plot=plot,
@@ -194,11 +206,7 @@ class _ConsoleReport:
             out.print(f"skipped: {reason}", markup=False)
         for r in results:
             if r.error:
-                c = r.cell
-                out.print(
-                    f"failed: {c.backend} {c.precision} {c.height}x{c.width} b{c.batch}: {r.error}",
-                    markup=False,
-                )
+                out.print(f"failed: {r.cell.label()}: {r.error}", markup=False)
 
 
 class _CellBar:

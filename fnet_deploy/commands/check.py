@@ -12,6 +12,7 @@ from rich.table import Table
 
 from fnet_deploy.backends.base import Runner
 from fnet_deploy.commands.common import (
+    WEIGHTS_FILES,
     BackendOption,
     ColorOption,
     RunDeviceOption,
@@ -95,12 +96,19 @@ def check(
     vis: Annotated[Path, typer.Option(help="Visible image, or a folder (paired by file name).")],
     weights: Annotated[
         Path | None,
-        typer.Option(help="Reference weights (default: the packaged weights)."),
+        typer.Option(
+            help=f"{WEIGHTS_FILES} of the PyTorch reference, which may differ from those the "
+            "models were exported from (default: the package's own weights)."
+        ),
     ] = None,
     backend: BackendOption = None,
     device: RunDeviceOption = "cpu",
     reference_device: Annotated[
-        str, typer.Option(help="Device of the PyTorch reference (training form, float32).")
+        str,
+        typer.Option(
+            help="Where PyTorch computes the reference (training form, float32): cpu, cuda or "
+            "cuda:N."
+        ),
     ] = "cpu",
     color: ColorOption = "keep",
     stat: Annotated[
@@ -114,12 +122,13 @@ def check(
             "(default: 0.5 for fp32, 2 for fp16 and int8 models).",
         ),
     ] = None,
-    emulate_fp16: Annotated[
+    emulate_on_cpu: Annotated[
         bool,
         typer.Option(
-            help="On --device cpu, run FP16 ONNX models as float16 emulation (every tensor "
-            "rounded to float16), since ONNX Runtime's CPU provider computes float16 "
-            "convolutions in float32 and would hide float16 error."
+            help="How an FP16 ONNX model runs on --device cpu (its precision is the model's "
+            "own): as float16 emulation, every tensor rounded to float16, since ONNX Runtime's "
+            "CPU provider computes float16 convolutions in float32 and would hide float16 "
+            "error; --no-emulate-on-cpu runs it as the provider does."
         ),
     ] = True,
 ) -> None:
@@ -134,7 +143,7 @@ def check(
     chosen = cast(ErrorStat, stat)
     weights_path = resolve_weights(weights)
     candidates = [
-        open_runner(model, backend, device, emulate_fp16=emulate_fp16) for model in models
+        open_runner(model, backend, device, emulate_fp16=emulate_on_cpu) for model in models
     ]
     reference = open_runner(None, "torch-training", reference_device, "fp32", weights_path)
     out = Console()

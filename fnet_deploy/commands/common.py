@@ -8,7 +8,6 @@ import contextvars
 import functools
 import math
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +33,12 @@ from fnet_deploy.data.thermal import ThermalNorm
 from fnet_deploy.data.views import Layout
 from fnet_deploy.helpers.atomic import check_writable
 from fnet_deploy.helpers.errors import FnetError, InputError
-from fnet_deploy.helpers.signals import stop_signals_handled
+from fnet_deploy.helpers.signals import (
+    INTERRUPTED_EXIT,
+    Interrupted,
+    interrupt_on_signals,
+    signal_exit_code,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,22 +54,20 @@ def notice(text: str) -> None:
     console.print(text, markup=False, highlight=False)
 
 
+WEIGHTS_FILES = "FNet weights: fnet-deploy .safetensors or the published .pth"
+"""What every ``--weights`` takes; :data:`WeightsOption` is its one help where omitted means the
+packaged weights (``check``'s reference and ``eval``'s method add what differs)."""
 WeightsOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="FNet weights: fnet-deploy .safetensors or the published .pth "
-        "(default: the package's own weights)."
-    ),
+    Path | None, typer.Option(help=f"{WEIGHTS_FILES} (default: the package's own weights).")
 ]
 TORCH_DEVICE_HELP = "Where PyTorch computes: cpu, cuda or cuda:N."
 DeviceOption = Annotated[str, typer.Option(help=TORCH_DEVICE_HELP)]
-ModelOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="An exported model instead of --weights: .onnx (FP32/FP16) or a TensorRT "
-        ".engine/.plan (fnet-deploy export)."
-    ),
-]
+MODEL_HELP = (
+    "An exported model instead of --weights: .onnx (FP32/FP16) or a TensorRT .engine/.plan "
+    "(fnet-deploy export)."
+)
+"""``--model``'s help (``eval`` adds the method it becomes)."""
+ModelOption = Annotated[Path | None, typer.Option(help=MODEL_HELP)]
 BackendOption = Annotated[
     str | None,
     typer.Option(
@@ -149,37 +151,6 @@ IrRangeOption = Annotated[
 def parse_ir_range(text: str | None) -> tuple[float, float] | None:
     """``--ir-range``: ``"0,16383"`` -> ``(0.0, 16383.0)``; ``None`` stays ``None``."""
     return None if text is None else parse_pair(text, "--ir-range", "0,16383")
-
-
-def signal_exit_code(signum: int) -> int:
-    """The exit status of a command stopped by signal ``signum``: 128 + its number, as a shell
-    reports a process killed by it (SIGINT / Ctrl-C: 130, SIGTERM: 143)."""
-    return 128 + int(signum)
-
-
-INTERRUPTED_EXIT = signal_exit_code(signal.SIGINT)
-"""Exit status of a command stopped by Ctrl-C."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived inside :func:`interrupt_on_signals`; ``signum`` says which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """While active, SIGINT and SIGTERM raise :class:`Interrupted` (SIGTERM would otherwise end
-    the process on the spot), so that a command can keep what it finished and exit with
-    :func:`signal_exit_code`. The previous handlers come back afterwards."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise Interrupted(signum)
-
-    with stop_signals_handled(handler):
-        yield
 
 
 def cleans_up_on_signals(command: Callable[P, R]) -> Callable[P, R]:

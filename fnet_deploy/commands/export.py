@@ -9,150 +9,110 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from fnet_deploy.commands.common import (
     ColorOption,
+    WeightsOption,
     check_output,
     cleans_up_on_signals,
     console,
     luminance_of,
     notice,
+    parse_size,
     phase,
     reports_errors,
 )
+from fnet_deploy.commands.export_options import (
+    EXPORT_PRECISIONS,
+    BuildDeviceOption,
+    CalibIrOption,
+    CalibLimitOption,
+    CalibMethodOption,
+    CalibVisOption,
+    Col2imOption,
+    EngineOption,
+    ExportPrecisionOption,
+    FixedBatchOption,
+    FixedSizeOption,
+    FloatLayersOption,
+    ImplicitInt8Option,
+    MaxShapeOption,
+    MergeEncodersOption,
+    MinShapeOption,
+    OldHeightOption,
+    OldWidthOption,
+    OpsetOption,
+    OptShapeOption,
+    OutFolderOption,
+    ParityIrOption,
+    ParityVisOption,
+    TimingCacheOption,
+    TritonAcceleratorOption,
+    TritonNameOption,
+    TritonRepoOption,
+    WorkspaceOption,
+)
 from fnet_deploy.commands.outputs import Outputs
+from fnet_deploy.commands.renames import deprecated
 from fnet_deploy.export.parity import ErrorStats
 from fnet_deploy.export.plan import ExportPlan, export_plan
 from fnet_deploy.export.run import run_export
 from fnet_deploy.export.triton_repo import DEFAULT_NAME
 from fnet_deploy.export.verdicts import int8_onnx_verdict
+from fnet_deploy.helpers.errors import FnetError
 
 
 @reports_errors
 @cleans_up_on_signals
 def export(
-    out: Annotated[Path, typer.Option(help="Output folder (created if needed).")],
-    weights: Annotated[
-        Path | None,
-        typer.Option(help="FNet weights: .safetensors or the published .pth (default: packaged)."),
-    ] = None,
-    fp16: Annotated[
-        bool,
-        typer.Option(help="Also write fnet_fp16.onnx (float16 compute, float32 I/O)."),
-    ] = False,
-    batch: Annotated[int | None, typer.Option(help="Fix N (default: dynamic).")] = None,
-    height: Annotated[
-        int | None, typer.Option(help="Fix H (with --width; default dynamic).")
-    ] = None,
-    width: Annotated[
-        int | None, typer.Option(help="Fix W (with --height; default dynamic).")
-    ] = None,
-    opset: Annotated[
-        int, typer.Option(min=18, help="ONNX opset (ai.onnx; the exporter writes 18 or newer).")
-    ] = 18,
-    merge_encoders: Annotated[
-        bool,
-        typer.Option(help="Merge all W_k(e) of a block into one conv (measured slower on CPU)."),
-    ] = False,
-    col2im: Annotated[
-        bool,
-        typer.Option(
-            help="Compute the convolutions with few outputs as 1x1 conv + Col2Im: about 2x "
-            "faster on ONNX Runtime's CPU provider; TensorRT does not support Col2Im."
-        ),
-    ] = False,
-    ir: Annotated[
-        Path | None, typer.Option(help="IR image of the parity pair (default: shipped sample).")
-    ] = None,
-    vis: Annotated[Path | None, typer.Option(help="Visible image of the parity pair.")] = None,
+    out: OutFolderOption,
+    weights: WeightsOption = None,
+    precision: ExportPrecisionOption = None,
+    batch: FixedBatchOption = None,
+    size: FixedSizeOption = None,
+    height: OldHeightOption = None,
+    width: OldWidthOption = None,
+    opset: OpsetOption = 18,
+    merge_encoders: MergeEncodersOption = False,
+    col2im: Col2imOption = False,
+    ir: ParityIrOption = None,
+    vis: ParityVisOption = None,
     color: ColorOption = "keep",
-    engine: Annotated[
-        bool, typer.Option(help="Also build TensorRT engines (needs the tensorrt extra and a GPU).")
-    ] = False,
-    int8: Annotated[
-        bool,
-        typer.Option(
-            help="Also write fnet_int8.onnx: explicit INT8 (Q/DQ nodes, ONNX Runtime's static "
-            "quantization), calibrated on real pairs (--calib-ir/--calib-vis; default the "
-            "shipped sample and sequence); with --engine also an INT8 engine built from it "
-            "(strongly typed)."
-        ),
-    ] = False,
-    implicit_int8: Annotated[
-        bool,
-        typer.Option(
-            help="Deprecated, TensorRT 10 only (TensorRT 11 removed it): with --engine, an INT8 "
-            "engine from fnet.onnx calibrated by TensorRT itself on --calib-ir/--calib-vis. "
-            "Prefer --int8 (explicit Q/DQ, TensorRT 10 and 11)."
-        ),
-    ] = False,
-    calib_ir: Annotated[Path | None, typer.Option(help="Folder of IR calibration images.")] = None,
-    calib_vis: Annotated[
-        Path | None, typer.Option(help="Folder of visible calibration images (paired by name).")
-    ] = None,
-    calib_limit: Annotated[
-        int, typer.Option(min=1, help="At most this many calibration pairs.")
-    ] = 64,
-    calib_method: Annotated[
-        str,
-        typer.Option(
-            help="With --int8: activation ranges from the largest magnitude seen (max), a "
-            "percentile of it (percentile) or its entropy (entropy)."
-        ),
-    ] = "max",
-    float_layers: Annotated[
-        str | None,
-        typer.Option(
-            help="With --int8: convolutions kept in float32, comma-separated names or wildcards "
-            "(e.g. 'unique_*,tail_*', the default: all but the common block), or 'none'."
-        ),
-    ] = None,
-    min_shape: Annotated[
-        str | None,
-        typer.Option(help="Engine profile minimum: NxCxHxW (1x1x64x64) or WIDTHxHEIGHT (N = 1)."),
-    ] = None,
-    opt_shape: Annotated[str | None, typer.Option(help="Profile optimum (tuned for).")] = None,
-    max_shape: Annotated[str | None, typer.Option(help="Profile maximum.")] = None,
-    workspace: Annotated[int, typer.Option(min=64, help="TensorRT workspace limit, MiB.")] = 2048,
-    timing_cache: Annotated[
-        Path | None, typer.Option(help="TensorRT timing cache (default: OUT/timing.cache).")
-    ] = None,
-    device: Annotated[
-        str, typer.Option(help="GPU for engines and the Triton model: cuda, cuda:N or cpu.")
-    ] = "cuda:0",
-    triton_repo: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also write a Triton model repository: DIR/NAME/config.pbtxt and "
-            "DIR/NAME/1/model.onnx (model.plan and platform tensorrt_plan with --engine)."
-        ),
-    ] = None,
-    triton_name: Annotated[str, typer.Option(help="The Triton model's name.")] = DEFAULT_NAME,
-    triton_accelerator: Annotated[
-        str,
-        typer.Option(
-            help="ONNX Runtime's TensorRT provider inside Triton (GPU): none, tensorrt or "
-            "tensorrt-fp16."
-        ),
-    ] = "none",
+    engine: EngineOption = False,
+    implicit_int8: ImplicitInt8Option = False,
+    calib_ir: CalibIrOption = None,
+    calib_vis: CalibVisOption = None,
+    calib_limit: CalibLimitOption = 64,
+    calib_method: CalibMethodOption = "max",
+    float_layers: FloatLayersOption = None,
+    min_shape: MinShapeOption = None,
+    opt_shape: OptShapeOption = None,
+    max_shape: MaxShapeOption = None,
+    workspace: WorkspaceOption = 2048,
+    timing_cache: TimingCacheOption = None,
+    device: BuildDeviceOption = "cuda:0",
+    triton_repo: TritonRepoOption = None,
+    triton_name: TritonNameOption = DEFAULT_NAME,
+    triton_accelerator: TritonAcceleratorOption = "none",
 ) -> None:
     """Export FNet's deploy form to ONNX (and TensorRT), checking parity with PyTorch.
 
-    Writes OUT/fnet.onnx (and fnet_fp16.onnx with --fp16, fnet_int8.onnx with --int8, engines
-    with --engine), then runs each model on a real image pair (the shipped sample unless
-    --ir/--vis) against the PyTorch training form and reports the error in grey levels; exits 1
-    if a check fails.
+    Writes OUT/fnet.onnx (and fnet_fp16.onnx with --precision fp16, fnet_int8.onnx with
+    --precision int8, engines with --engine), then runs each model on a real image pair (the
+    shipped sample unless --ir/--vis) against the PyTorch training form and reports the error in
+    grey levels; exits 1 if a check fails.
     """
+    fixed_height, fixed_width = fixed_size(size, height, width)
+    precisions = parse_precisions(precision or [])
     plan = export_plan(
         out=out,
         weights=weights,
-        fp16=fp16,
+        fp16="fp16" in precisions,
         batch=batch,
-        height=height,
-        width=width,
+        height=fixed_height,
+        width=fixed_width,
         opset=opset,
         merge_encoders=merge_encoders,
         col2im=col2im,
@@ -160,7 +120,7 @@ def export(
         vis=vis,
         luminance=luminance_of(color),
         engine=engine,
-        int8=int8,
+        int8="int8" in precisions,
         implicit_int8=implicit_int8,
         calib_ir=calib_ir,
         calib_vis=calib_vis,
@@ -183,6 +143,45 @@ def export(
     outputs.finish()
     if failures:
         raise typer.Exit(1)
+
+
+def fixed_size(
+    size: str | None, height: int | None, width: int | None
+) -> tuple[int | None, int | None]:
+    """The fixed (height, width) of the ONNX inputs: from ``--size WIDTHxHEIGHT``, or from the
+    old ``--height H --width W`` with a one-line notice; ``(None, None)``: dynamic.
+
+    Raises:
+        FnetError: a bad ``--size``, the old options beside it, or one of them alone.
+    """
+    if height is None and width is None:
+        if size is None:
+            return None, None
+        fixed_width, fixed_height = parse_size(size, "--size")
+        return fixed_height, fixed_width
+    if size is not None:
+        raise FnetError("--size and the old --height/--width both fix the size: give --size alone")
+    if height is None or width is None:
+        raise FnetError("give both --height and --width, or better --size WIDTHxHEIGHT")
+    typer.echo(deprecated("--height/--width", "--size WIDTHxHEIGHT"), err=True)
+    return height, width
+
+
+def parse_precisions(values: list[str]) -> frozenset[str]:
+    """``--precision`` (repeated, each comma-separated) -> the precisions to write; fp32, the
+    reference, is always written.
+
+    Raises:
+        FnetError: a name other than fp32, fp16 and int8.
+    """
+    chosen = frozenset(part.strip().lower() for value in values for part in value.split(","))
+    unknown = sorted(chosen - set(EXPORT_PRECISIONS))
+    if unknown:
+        raise FnetError(
+            f"--precision: expected fp32, fp16 or int8 (repeatable or comma-separated: "
+            f"fp16,int8), got {unknown[0]!r}"
+        )
+    return chosen
 
 
 def _check_outputs(plan: ExportPlan, timing_cache: Path | None) -> None:

@@ -6,8 +6,9 @@ parsed, and each old word used is named once on stderr::
 
     warning: --ir-gain is deprecated: use --ir-norm (the old spelling goes in 0.3)
 
-Pair keys (``--pair``, pairs files) are renamed the same way by
-:mod:`fnet_deploy.commands.pair_specs`, from :data:`PAIR_KEYS`.
+Old options whose values change shape (:data:`CONVERTED`) stay hidden in their command, which
+converts them and says so with the same notice. Pair keys (``--pair``, pairs files) are renamed
+the same way by :mod:`fnet_deploy.commands.pair_specs`, from :data:`PAIR_KEYS`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,23 @@ OPTIONS: dict[str, tuple[Rename, ...]] = {
         Rename("--batch-size", "--batch"),
         Rename("--max-minutes", "--max-time-min"),
     ),
+    "export": (
+        Rename("--fp16", "--precision", "fp16"),
+        Rename("--int8", "--precision", "int8"),
+    ),
+    "bench": (Rename("--max-seconds", "--max-time-s"),),
+    "check": (
+        Rename("--emulate-fp16", "--emulate-on-cpu"),
+        Rename("--no-emulate-fp16", "--no-emulate-on-cpu"),
+    ),
 }
 """Each command's renamed options."""
+CONVERTED: dict[str, tuple[Rename, ...]] = {
+    "export": (Rename("--height", "--size"), Rename("--width", "--size")),
+}
+"""Old options that are not plain renames (``--height H --width W`` is ``--size WxH``): each
+command keeps them hidden and converts them where it reads its options, with the same notice
+(:func:`deprecated`)."""
 DEVICE_KINDS = {"tensorrt": "ort-trt"}
 """Renamed device kinds (``--device tensorrt:0`` is now ``--device ort-trt:0``)."""
 PAIR_KEYS = {"ir-gain": "ir-norm", "gain-smoothing": "ir-smoothing"}

@@ -24,10 +24,9 @@ from fnet_deploy.commands.common import (
     notice,
     phase,
     reports_errors,
-    signal_exit_code,
 )
 from fnet_deploy.helpers.errors import FnetError
-from fnet_deploy.helpers.signals import stop_signals_handled
+from fnet_deploy.helpers.signals import signal_exit_code, stop_signals_handled
 from fnet_deploy.inference.select import ModelChoice
 from fnet_deploy.serving.repository import ServedModel, write_repository
 from fnet_deploy.serving.server import Endpoints, TritonServer
@@ -71,14 +70,15 @@ def serve(
     max_batch: Annotated[
         int, typer.Option(min=1, max=64, help="Most frames per model call (Triton batches).")
     ] = 8,
-    max_queue_delay_us: Annotated[
-        int,
+    max_queue_delay_ms: Annotated[
+        float,
         typer.Option(
-            min=0,
-            max=1_000_000,
-            help="How long a request may wait for others to share its call, in microseconds.",
+            min=0.0,
+            max=1000.0,
+            help="How long a request may wait for others to share its call (Triton's dynamic "
+            "batcher, to the microsecond).",
         ),
-    ] = 500,
+    ] = 0.5,
     instances: Annotated[
         int, typer.Option(min=1, max=16, help="Model instances run side by side.")
     ] = 1,
@@ -103,7 +103,7 @@ def serve(
     ports = {"--grpc-port": grpc_port, "--http-port": http_port, "--metrics-port": metrics_port}
     _check_ports(address, ports)
     plan = ServePlan(
-        ServedModel(name, choice, max_batch, max_queue_delay_us, instances, threads),
+        ServedModel(name, choice, max_batch, round(max_queue_delay_ms * 1000), instances, threads),
         Endpoints(address, grpc_port, http_port, metrics_port),
         ready_timeout_s,
     )

@@ -72,7 +72,9 @@ RegistrationOption = Annotated[
 
 SizeOption = Annotated[
     str | None,
-    typer.Option(help="Model input size WxH (default: the registered crop's size)."),
+    typer.Option(
+        help="Model input size WIDTHxHEIGHT, e.g. 640x512 (default: the registered crop's size)."
+    ),
 ]
 
 IrSmoothingOption = Annotated[

@@ -26,7 +26,6 @@ from fnet_deploy.commands.common import (
     luminance_of,
     notice,
     phase,
-    signal_exit_code,
 )
 from fnet_deploy.commands.outputs import Outputs
 from fnet_deploy.commands.pair_specs import PairSpec
@@ -34,6 +33,7 @@ from fnet_deploy.commands.stream_view import live_view, runtime_logging, summary
 from fnet_deploy.data.images import IMAGE_SUFFIXES, image_size, quiet_native_stderr
 from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.helpers.memory import available_memory, gib, require_memory
+from fnet_deploy.helpers.signals import signal_exit_code
 from fnet_deploy.inference.select import ModelChoice
 from fnet_deploy.model.config import ModelConfig
 from fnet_deploy.model.cost import inference_bytes

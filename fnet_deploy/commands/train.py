@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -16,19 +15,33 @@ from rich.progress import (
 from rich.text import Text
 
 from fnet_deploy.commands.common import (
-    TORCH_DEVICE_HELP,
     PlainProgress,
     check_output,
     console,
     progress_bar,
     reports_errors,
-    signal_exit_code,
+)
+from fnet_deploy.commands.train_options import (
+    ConfigOption,
+    CropOption,
+    DataOption,
+    IterationsOption,
+    LrOption,
+    MaxTimeMinOption,
+    ResumeOption,
+    RunFolderOption,
+    SeedOption,
+    SetOption,
+    StageOption,
+    TrainBatchOption,
+    TrainDeviceOption,
+    ValDataOption,
 )
 from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.helpers.memory import require_memory
+from fnet_deploy.helpers.signals import signal_exit_code
 from fnet_deploy.model.cost import training_bytes
 from fnet_deploy.training.config import (
-    Stages,
     TrainConfig,
     apply_overrides,
     differences,
@@ -124,58 +137,20 @@ def build_config(
 
 @reports_errors
 def train(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML config file (see configs/default.toml).")
-    ] = None,
-    stage: Annotated[
-        Stages | None, typer.Option(help="Stage to train: 1, 2 or both (default: config).")
-    ] = None,
-    data: Annotated[
-        list[Path] | None,
-        typer.Option(help="Data folder holding ir/ and vi/ (repeat to combine several)."),
-    ] = None,
-    val_data: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--val-data",
-            help="Validation folder holding ir/ and vi/ (repeatable; e.g. MSRS_test): the "
-            "moving average is scored on a few of its pairs every log.validate_every "
-            "iterations (validation.csv, fnet_best.safetensors). Pairs it picks from a "
-            "training folder are left out of training. Never the test sets.",
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Output folder: checkpoints, logs, weights.")
-    ] = None,
-    iterations: Annotated[
-        int | None, typer.Option(min=1, help="Iterations of each stage trained.")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch", min=1, help="Crops per iteration and process.")
-    ] = None,
-    crop: Annotated[int | None, typer.Option(min=11, help="Crop edge in pixels.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
-    device: Annotated[
-        str | None, typer.Option(help=f"{TORCH_DEVICE_HELP} Under torchrun: each process's GPU.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Seed of init and crops.")] = None,
-    max_minutes: Annotated[
-        float | None,
-        typer.Option(
-            "--max-time-min",
-            min=0.0,
-            max=10_080.0,
-            help="Time box (at most a week): stop after the last iteration that fits, state "
-            "saved (exit 75; continue with --resume). 0: none.",
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run saved in --out.")
-    ] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override any config field: section.field=value (repeatable)."),
-    ] = None,
+    config: ConfigOption = None,
+    stage: StageOption = None,
+    data: DataOption = None,
+    val_data: ValDataOption = None,
+    out: RunFolderOption = None,
+    iterations: IterationsOption = None,
+    batch_size: TrainBatchOption = None,
+    crop: CropOption = None,
+    lr: LrOption = None,
+    device: TrainDeviceOption = None,
+    seed: SeedOption = None,
+    max_time_min: MaxTimeMinOption = None,
+    resume: ResumeOption = False,
+    set_: SetOption = None,
 ) -> None:
     """Train FNet in two stages (inverse-fusion pre-training, then fusion loss).
 
@@ -199,7 +174,7 @@ def train(
         "optim.lr": lr,
         "device": device,
         "seed": seed,
-        "max_minutes": max_minutes,
+        "max_minutes": max_time_min,
     }
     run_config, changed = build_config(config, resume, flags, set_ or [])
     inputs = tuple(Path(folder) for folder in run_config.data.folders)

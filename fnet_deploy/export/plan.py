@@ -151,7 +151,9 @@ def export_plan(
     if implicit_int8 and not engine:
         raise FnetError("--implicit-int8 builds a TensorRT engine: add --engine")
     if implicit_int8 and int8:
-        raise FnetError("--int8 and --implicit-int8 both build fnet_int8.engine: choose one")
+        raise FnetError(
+            "--precision int8 and --implicit-int8 both build fnet_int8.engine: choose one"
+        )
     if implicit_int8 and calib_ir is None:
         raise FnetError(
             "--implicit-int8 needs real calibration pairs: --calib-ir DIR --calib-vis DIR"
@@ -212,7 +214,7 @@ def _int8_spec(
     calib_method: str,
     float_layers: str | None,
 ) -> Int8Spec | None:
-    """The Q/DQ model's quantization with ``--int8`` (else ``None``), its options checked.
+    """The Q/DQ model's quantization with ``--precision int8`` (else ``None``), its options checked.
 
     Raises:
         FnetError: a calibration option without the INT8 model it shapes, half of
@@ -221,10 +223,10 @@ def _int8_spec(
     if (calib_ir is None) != (calib_vis is None):
         raise FnetError("give both --calib-ir and --calib-vis, or neither")
     if not (int8 or implicit_int8) and calib_ir is not None:
-        raise FnetError("--calib-ir/--calib-vis calibrate INT8: add --int8")
+        raise FnetError("--calib-ir/--calib-vis calibrate INT8: add --precision int8")
     if not int8 and (calib_method != "max" or float_layers is not None):
         option = "--calib-method" if calib_method != "max" else "--float-layers"
-        raise FnetError(f"{option} shapes the INT8 model: add --int8")
+        raise FnetError(f"{option} shapes the INT8 model: add --precision int8")
     if not int8:
         return None
     return Int8Spec(cast(CalibrationMethod, calib_method), parse_float_layers(float_layers))

@@ -102,7 +102,7 @@ def _onnx_specs(plan: ExportPlan, report: ExportReport) -> list[OnnxSpec]:
         build_mode("int8", "fp32", str(require("tensorrt").__version__))
         report.notice(
             "note: --implicit-int8 is deprecated (TensorRT 10 only; TensorRT 11 removed implicit "
-            "INT8 calibration): prefer --int8, the explicitly quantized (Q/DQ) model"
+            "INT8 calibration): prefer --precision int8, the explicitly quantized (Q/DQ) model"
         )
     import torch
 

@@ -13,8 +13,8 @@ Engine precisions and the ONNX model each is built from (TensorRT 10 and 11 unle
 - ``fp32``: ``fnet.onnx``, strongly typed;
 - ``fp16``: ``fnet_fp16.onnx`` (float16 inside, float32 at the boundary), strongly typed, so
   TensorRT keeps exactly the graph's types;
-- ``int8``: ``fnet_int8.onnx`` (explicit Q/DQ nodes, ``fnet-deploy export --int8``), strongly
-  typed: TensorRT reads the scales from the graph;
+- ``int8``: ``fnet_int8.onnx`` (explicit Q/DQ nodes, ``fnet-deploy export --precision int8``),
+  strongly typed: TensorRT reads the scales from the graph;
 - ``int8`` with implicit calibration (deprecated, TensorRT 10 only; TensorRT 11 removed it):
   ``fnet.onnx``, weakly typed with the INT8 flag and Polygraphy's calibrator over TensorRT's
   entropy calibrator, fed with real image pairs at the profile's opt shape.
@@ -124,8 +124,8 @@ def build_mode(precision: EnginePrecision, onnx_precision: str, tensorrt_version
         if major >= 11:
             raise FnetError(
                 f"TensorRT {tensorrt_version} has no implicit INT8 calibration (TensorRT 11 "
-                "removed it): build the INT8 engine from the Q/DQ model with --int8 instead "
-                "of --implicit-int8"
+                "removed it): build the INT8 engine from the Q/DQ model with --precision int8 "
+                "instead of --implicit-int8"
             )
         return BuildMode(strongly_typed=False, implicit_int8=True)
     if onnx_precision != precision:
@@ -323,7 +323,7 @@ def build_engine(
             if onnx_precision == "int8" and not _has_qdq(trt, network):
                 raise FnetError(
                     f"{onnx_path.name} is recorded as int8 but has no Q/DQ nodes: re-export it "
-                    "with fnet-deploy export --int8"
+                    "with fnet-deploy export --precision int8"
                 )
             profile = loaders.Profile()
             for name in INPUT_NAMES:

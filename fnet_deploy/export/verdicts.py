@@ -41,8 +41,8 @@ def parity_verdict(label: str, stats: ErrorStats, precision: str) -> ParityVerdi
 def int8_onnx_verdict(label: str, stats: ErrorStats) -> ParityVerdict:
     """The Q/DQ INT8 model's verdict: failed (a broken export) only beyond what INT8 gives FNet
     (:data:`INT8_EXPECTED_P999`) or with NaN/inf pixels. A miss of the 2-level criterion within
-    it passes with a verdict that says so, so that the default ``export --int8`` does not fail on
-    weights of the published quality, which no INT8 mix holds to 2 levels."""
+    it passes with a verdict that says so, so that the default ``export --precision int8`` does not
+    fail on weights of the published quality, which no INT8 mix holds to 2 levels."""
     limit = DEFAULT_TOLERANCE["int8"]
     expected = stats.nonfinite == 0 and stats.quantile(0.999) <= INT8_EXPECTED_P999
     if stats.passed("p99.9", limit):
@@ -51,7 +51,7 @@ def int8_onnx_verdict(label: str, stats: ErrorStats) -> ParityVerdict:
         verdict = (
             f"OVER the {limit:g}-level criterion, as INT8 is for FNet with weights of the "
             f"published quality (up to {INT8_EXPECTED_P999:g}; docs/performance.md, INT8): "
-            "written; check it on your own images (fnet-deploy check) or use --fp16"
+            "written; check it on your own images (fnet-deploy check) or use --precision fp16"
         )
     else:
         verdict = f"FAIL, p99.9 > {INT8_EXPECTED_P999:g} or NaN/inf: not what INT8 should give"

@@ -375,7 +375,7 @@ def test_a_frame_that_fails_the_backend_costs_only_its_pair(tiny_weights: Path) 
     assert isinstance(results["b"], RuntimeError)
     np.testing.assert_array_equal(results["a"], alone[0])
     np.testing.assert_array_equal(results["c"], alone[1])
-    group = batcher.groups[(24, 32)]
+    group = batcher.groups[(32, 24)]  # (width, height)
     assert (group.calls, group.frames, group.failed_calls) == (1, 3, 1)
 
 
@@ -410,7 +410,7 @@ def test_a_late_pair_holds_a_batch_back_only_once_and_at_most_the_timeout(
     # waited for, and its own frame, when no other pair ran, went at once: one call of the four
     # was pushed by the timeout, the others were full (judged by the counts, not by clocks).
     assert waits[0] >= timeout
-    group = batcher.groups[(24, 32)]
+    group = batcher.groups[(32, 24)]  # (width, height)
     assert (group.calls, group.by_timeout, group.sizes) == (4, 1, {1: 4})
 
 

@@ -29,11 +29,11 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from fnet_deploy.data.images import Size
 from fnet_deploy.helpers.errors import FnetError, InputError
 from fnet_deploy.runtime.registration import (
     Rect,
     Registration,
-    Size,
     Transform,
     covered_rectangle,
     project,

@@ -128,7 +128,12 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def image_size(path: str | Path) -> tuple[int, int] | None:
+Size = tuple[int, int]
+"""An image's ``(width, height)`` in pixels: the order of WIDTHxHEIGHT on the command line, and
+the one every module uses (arrays are H x W)."""
+
+
+def image_size(path: str | Path) -> Size | None:
     """``(width, height)`` of an image file from its header (PNG, JPEG), ``None`` if unknown."""
     try:
         with open(path, "rb") as handle:

@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 
 from fnet_deploy.backends.base import OUTPUT_NAME, Runner
+from fnet_deploy.data.images import Size
 from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.runtime.stats import LatencySeries
 
 POLL_SECONDS = 0.05
-Size = tuple[int, int]
 
 
 class BatcherClosed(FnetError):
@@ -64,8 +64,8 @@ class _Item:
 
     @property
     def size(self) -> Size:
-        """``(height, width)`` of the frame."""
-        return self.ir.shape[2], self.ir.shape[3]
+        """``(width, height)`` of the frame."""
+        return self.ir.shape[3], self.ir.shape[2]
 
 
 @dataclass

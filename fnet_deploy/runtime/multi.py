@@ -258,7 +258,7 @@ class MultiStream:
         self.stats.batch.update(total)
         self.stats.batch["dropped_on_stop"] = self.batcher.dropped_on_stop
         self.stats.batch["groups"] = {
-            f"{w}x{h}": group.to_dict() for (h, w), group in self.batcher.groups.items()
+            f"{w}x{h}": group.to_dict() for (w, h), group in self.batcher.groups.items()
         }
 
 

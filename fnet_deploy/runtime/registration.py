@@ -31,13 +31,13 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from fnet_deploy.data.images import Size
 from fnet_deploy.helpers.atomic import write_text_atomic
 from fnet_deploy.helpers.errors import FnetError, InputError
 
 Transform = Literal["homography", "affine", "translation"]
 TRANSFORMS: tuple[Transform, ...] = ("homography", "affine", "translation")
 FORMAT_NAME = "fnet-deploy/registration/1"
-Size = tuple[int, int]
 Rect = tuple[int, int, int, int]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from fnet_deploy.assets import asset_path
 from fnet_deploy.commands.common import (
@@ -132,25 +133,8 @@ def stream(
         single = {"--vis": vis, "--ir": ir, "--out": out[0] if out else None}
         specs = read_pairs(pair or [], pairs, single, defaults)
     else:
-        batching = [
-            option
-            for option, value in (
-                ("--max-batch", max_batch),
-                ("--batch-timeout-ms", batch_timeout_ms),
-            )
-            if value is not None
-        ]
-        if batching:
-            raise FnetError(
-                f"{'/'.join(batching)}: for several pairs (--pair or --pairs); one pair is fused "
-                "a frame at a time"
-            )
-        if (vis is None) != (ir is None):
-            raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
-        if vis is None or ir is None:
-            vis, ir, shipped = default_sources()
-            defaults["registration"] = registration or shipped
-        specs = [one_pair(vis, ir, out or [DEFAULT_OUT], defaults)]
+        batching = {"--max-batch": max_batch, "--batch-timeout-ms": batch_timeout_ms}
+        specs = [_single_pair(vis, ir, out, defaults, batching)]
     check_encoder(encoder, specs)
     plan = StreamPlan(
         pairs=tuple(specs),
@@ -168,6 +152,32 @@ def stream(
         metrics_address=metrics_address,
     )
     run_stream(plan)
+
+
+def _single_pair(
+    vis: str | None,
+    ir: str | None,
+    out: list[str] | None,
+    defaults: dict[str, Any],
+    batching: dict[str, float | None],
+) -> PairSpec:
+    """The one pair of ``--vis``/``--ir`` (the shipped sequence without them) and every ``--out``.
+
+    Raises:
+        FnetError: options for several pairs (``batching``), or only one of --vis and --ir.
+    """
+    given = [option for option, value in batching.items() if value is not None]
+    if given:
+        raise FnetError(
+            f"{'/'.join(given)}: for several pairs (--pair or --pairs); one pair is fused a "
+            "frame at a time"
+        )
+    if (vis is None) != (ir is None):
+        raise FnetError("give both --vis and --ir, or neither (to use the shipped sequence)")
+    if vis is None or ir is None:
+        vis, ir, shipped = default_sources()
+        defaults = {**defaults, "registration": defaults["registration"] or shipped}
+    return one_pair(vis, ir, out or [DEFAULT_OUT], defaults)
 
 
 def parse_reconnect_timeout(text: str) -> float:

@@ -138,6 +138,12 @@ def _cases(work: Path) -> list[Case]:
             "serve",
             ".png",
         ),
+        Case(
+            "serve-pytriton",
+            ("pytriton",),
+            ("serve", "--weights", str(weights), "--grpc-port", "1", "--http-port", "2"),
+            "serve",
+        ),
         case("stream-onnxruntime", "onnxruntime", ("stream", "--model", str(fp32)), "onnx", ".mp4"),
         Case(
             "stream-rtsp-server",

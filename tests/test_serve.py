@@ -157,10 +157,14 @@ def test_concurrent_clients_share_batches(served: Served) -> None:
     for thread in threads:
         thread.join()
     assert not errors, errors
-    requests = _metric(served.metrics, "nv_inference_request_success") - requests_before
+
+    def requests() -> float:  # Triton brings its metrics up to date every 2 s
+        return _metric(served.metrics, "nv_inference_request_success") - requests_before
+
+    wait_for(lambda: requests() >= clients * each, "metrics of every request", 120)
     calls = _metric(served.metrics, "nv_inference_exec_count") - calls_before
-    assert requests == clients * each
-    assert calls < requests  # Triton's dynamic batcher put several clients' frames in one call
+    assert requests() == clients * each
+    assert calls < requests()  # Triton's dynamic batcher put several clients' frames in one call
 
 
 @needs_server

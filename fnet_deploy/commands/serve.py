@@ -26,6 +26,7 @@ from fnet_deploy.commands.common import (
     reports_errors,
 )
 from fnet_deploy.helpers.errors import FnetError
+from fnet_deploy.helpers.optional import require
 from fnet_deploy.helpers.signals import signal_exit_code, stop_signals_handled
 from fnet_deploy.inference.select import ModelChoice
 from fnet_deploy.serving.repository import ServedModel, write_repository
@@ -100,6 +101,8 @@ def serve(
     choice = ModelChoice(model, backend, device, precision, weights)
     if model is not None and is_triton_uri(str(model)):
         raise FnetError(f"--model {model}: serve runs a local model file, not a server's")
+    for module in ("pytriton", "tritonclient.http"):  # the extra, before any work
+        require(module)
     ports = {"--grpc-port": grpc_port, "--http-port": http_port, "--metrics-port": metrics_port}
     _check_ports(address, ports)
     plan = ServePlan(

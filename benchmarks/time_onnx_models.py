@@ -2,9 +2,9 @@
 
     python benchmarks/time_onnx_models.py MODEL.onnx [MODEL.onnx ...] [--size 640x480] [--runs 5]
 
-For models ``fnet-deploy bench`` does not build itself (e.g. ``export --precision int8 --float-layers none``):
-one warm-up, then ``--runs`` timed calls of each model on one random pair (seed 0), median and
-minimum in milliseconds. Compare models within one run only.
+For models ``fnet-deploy bench`` does not build itself (e.g. ``export --precision int8
+--float-layers none``): one warm-up, then ``--runs`` timed calls of each model on one random pair
+(seed 0), median and minimum in milliseconds. Compare models within one run only.
 """
 
 from __future__ import annotations

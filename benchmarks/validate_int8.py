@@ -3,8 +3,8 @@
     python benchmarks/validate_int8.py [--weights W] [--data DIR] [--limit N] [--threads T]
         [--float-layers SPEC ...] [--method max|percentile|entropy] [--json OUT]
 
-Exports the deploy form (``fnet.onnx``), quantizes it as ``fnet-deploy export --precision int8`` does
-(calibrated on the shipped sample and sequence) once per ``--float-layers`` value (default: the
+Exports the deploy form (``fnet.onnx``), quantizes it as ``fnet-deploy export --precision int8``
+does (calibrated on the shipped sample and sequence) once per ``--float-layers`` value (default: the
 default mix and ``none``, every convolution in INT8), and runs every pair of every data set under
 DIR (default ../shared/data) plus all-black, all-white and saturated-IR frames through the FP32
 and each INT8 model on ONNX Runtime's CPU provider. Prints, per data set and model, max / mean /

@@ -242,3 +242,17 @@ def test_a_bad_interval_is_refused_in_one_line_before_any_work(value: str, tmp_p
         f"error: ${PROGRESS_ENV}: expected a positive number of seconds, got {value!r}"
     ]
     assert not out.exists()
+
+
+def test_the_time_left_counts_only_the_steps_done_since_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resumed run begins at its saved step: no estimate until a step is done here, then one
+    from this run's own pace (not ``0 s left`` from the steps done before)."""
+    now = [100.0]
+    monkeypatch.setattr(common.time, "monotonic", lambda: now[0])
+    task = common._PlainTask("train: stage I", total=5000, completed=3547, started=now[0])
+    assert task.describe() == "train: stage I: 3547/5000"
+    now[0] += 30.0
+    task.completed += 10  # 10 steps in 30 s: 3 s each, 1443 to go
+    assert task.describe() == "train: stage I: 3557/5000, about 4329 s left"

@@ -443,14 +443,22 @@ class _PlainTask:
     completed: float
     started: float = field(default_factory=time.monotonic)
     fields: dict[str, Any] = field(default_factory=dict)
+    first: float | None = None
+    """``completed`` when the task began (a resumed run's steps done before), so that the time
+    left is estimated from the steps done since."""
+
+    def __post_init__(self) -> None:
+        if self.first is None:
+            self.first = self.completed
 
     def describe(self) -> str:
         done = f": {self.completed:g}/{self.total:g}" if self.total is not None else ""
         extra = "".join(f", {value}" for value in self.fields.values() if value not in ("", None))
         left = ""
-        if self.total is not None and 0 < self.completed < self.total:
+        since = self.completed - (self.first or 0.0)
+        if self.total is not None and since > 0 and self.completed < self.total:
             spent = time.monotonic() - self.started
-            left = f", about {spent / self.completed * (self.total - self.completed):.0f} s left"
+            left = f", about {spent / since * (self.total - self.completed):.0f} s left"
         return f"{self.description}{done}{extra}{left}"
 
 

@@ -3,6 +3,7 @@ triton://``, batching concurrent clients, stopped by SIGTERM; bad options refuse
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from fnet_deploy.runtime.registration import Registrar
 from fnet_deploy.runtime.stats import RunStats
 from fnet_deploy.serving.repository import ServedModel, write_repository
 from fnet_deploy.serving.server import Endpoints, TritonServer
+from tests.conftest import NATO as NATO_SEQUENCE
 from tests.fake_streams import Camera, MemorySink, wait_for
 from tests.test_triton_runner import free_port, needs_server
 
@@ -165,6 +167,29 @@ def test_concurrent_clients_share_batches(served: Served) -> None:
     calls = _metric(served.metrics, "nv_inference_exec_count") - calls_before
     assert requests() == clients * each
     assert calls < requests()  # Triton's dynamic batcher put several clients' frames in one call
+
+
+@needs_server
+def test_two_stream_pairs_fuse_through_serve(served: Served, tmp_path: Path) -> None:
+    """``stream --pair ... --model triton://...``: both pairs' frames go through the server."""
+    nato = NATO_SEQUENCE
+    pairs = [
+        f"vis=dir://{nato / 'vi'},ir=dir://{nato / 'ir'},out=dir://{tmp_path / name},name={name}"
+        for name in ("a", "b")
+    ]
+    stats = tmp_path / "stats.json"
+    args = [*CLI, "stream", "--model", f"triton://127.0.0.1:{served.grpc}/fnet", "--no-live"]
+    for text in pairs:
+        args += ["--pair", text]
+    result = subprocess.run(
+        [*args, "--stats", str(stats)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(stats.read_text())
+    assert document["backend"] == "triton"
+    for name in ("a", "b"):
+        frames = len(list((tmp_path / name).iterdir()))
+        assert document["pairs"][name]["frames"]["written"] == frames == 12
 
 
 @needs_server

@@ -17,12 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from fnet_deploy.cli import app
 from fnet_deploy.inference.select import ModelChoice, open_runner
 from fnet_deploy.runtime.gain import ThermalGain
 from fnet_deploy.runtime.pipeline import StopFlag, StreamOptions, StreamPipeline
@@ -32,7 +29,7 @@ from fnet_deploy.serving.repository import ServedModel, write_repository
 from fnet_deploy.serving.server import Endpoints, TritonServer
 from tests.conftest import NATO as NATO_SEQUENCE
 from tests.fake_streams import Camera, MemorySink, wait_for
-from tests.test_triton_runner import free_port, needs_server
+from tests.test_triton_runner import assert_fuse_matches_local, free_port, needs_server
 
 CLI = [sys.executable, "-c", "from fnet_deploy.cli import app; app()"]
 QUEUE_DELAY_MS = 1000
@@ -109,20 +106,7 @@ def test_serve_says_where_it_serves(served: Served) -> None:
 def test_fuse_through_serve_matches_the_local_runner(
     served: Served, tiny_weights: Path, crop_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    ir, vis = crop_pair
-    common = ["fuse", "--ir", str(ir), "--vis", str(vis)]
-    uri = f"triton://127.0.0.1:{served.grpc}/fnet"
-    through = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "s.png"), "--model", uri])
-    assert through.exit_code == 0, through.output
-    local = CliRunner().invoke(
-        app,
-        [*common, "--out", str(tmp_path / "l.png"), "--weights", str(tiny_weights),
-         "--backend", "torch"],
-    )  # fmt: skip
-    assert local.exit_code == 0, local.output
-    a, b = (cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED) for name in ("s.png", "l.png"))
-    assert a is not None and b is not None and a.shape == b.shape
-    assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
+    assert_fuse_matches_local(served.grpc, tiny_weights, crop_pair, tmp_path)
 
 
 def _metric(port: int, name: str) -> float:

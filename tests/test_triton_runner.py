@@ -253,13 +253,21 @@ def test_fuse_cli_through_the_server_matches_the_local_runner(
     tmp_path: Path,
 ) -> None:
     server: tuple[int, int] = request.getfixturevalue(server_fixture)
-    ir, vis = crop_pair
     runner = open_runner(f"triton://127.0.0.1:{server[0]}/fnet")
     probe = np.full((1, 1, 8, 8), 0.5, np.float32)
     with runner:
         served_result(runner, {"ir": probe, "vis": probe})
+    assert_fuse_matches_local(server[0], tiny_weights, crop_pair, tmp_path)
+
+
+def assert_fuse_matches_local(
+    grpc_port: int, weights: Path, pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``fuse --model triton://127.0.0.1:PORT/fnet`` writes what ``fuse`` of ``weights`` (the
+    PyTorch deploy form) writes locally, within 1 grey level."""
+    ir, vis = pair
     common = ["fuse", "--ir", str(ir), "--vis", str(vis)]
-    uri = f"triton://127.0.0.1:{server[0]}/fnet"
+    uri = f"triton://127.0.0.1:{grpc_port}/fnet"
     served = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "s.png"), "--model", uri])
     assert served.exit_code == 0, served.output
     local = CliRunner().invoke(
@@ -269,14 +277,14 @@ def test_fuse_cli_through_the_server_matches_the_local_runner(
             "--out",
             str(tmp_path / "l.png"),
             "--weights",
-            str(tiny_weights),
+            str(weights),
             "--backend",
             "torch",
         ],
     )
     assert local.exit_code == 0, local.output
     a, b = (cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED) for name in ("s.png", "l.png"))
-    assert a is not None and b is not None
+    assert a is not None and b is not None and a.shape == b.shape
     assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 1
 
 

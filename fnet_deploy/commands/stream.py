@@ -52,9 +52,9 @@ from fnet_deploy.commands.stream_options import (
 from fnet_deploy.commands.stream_run import StreamPlan, run_stream
 from fnet_deploy.helpers.errors import FnetError
 from fnet_deploy.inference.select import ModelChoice
-from fnet_deploy.runtime.gst_pipelines import ENCODER_NAMES
 from fnet_deploy.runtime.multi import DEFAULT_BATCH_TIMEOUT, BatchOptions
 from fnet_deploy.runtime.prometheus import parse_metrics_address
+from fnet_deploy.runtime.sink_uri import check_encoder_name
 from fnet_deploy.runtime.sources import DEFAULT_DIR_FPS
 
 DEFAULT_SEQUENCE = ("sequences", "nato_camp")
@@ -204,9 +204,7 @@ def check_encoder(encoder: str | None, specs: list[PairSpec]) -> None:
     Raises:
         FnetError: an unknown encoder, or one that no output would use.
     """
-    if encoder not in (None, "auto", *ENCODER_NAMES):
-        choices = ", ".join(ENCODER_NAMES)
-        raise FnetError(f"--encoder: unknown encoder {encoder!r} (choose from auto, {choices})")
+    check_encoder_name(encoder)
     outs = [uri for spec in specs for uri in spec.outs]
     if encoder not in (None, "auto") and all(uri.scheme != "rtsp" for uri in outs):
         raise FnetError(

@@ -13,6 +13,18 @@ from fnet_deploy.runtime.sinks import DisplaySink, FrameDirSink, GstSink, Sink, 
 from fnet_deploy.runtime.uri import URI
 
 
+def check_encoder_name(encoder: str | None) -> None:
+    """Refuse an ``--encoder`` that is not ``auto`` or one of :data:`ENCODER_NAMES`.
+
+    Raises:
+        FnetError: one line listing the encoders.
+    """
+    if encoder not in (None, "auto", *ENCODER_NAMES):
+        raise FnetError(
+            f"--encoder: unknown encoder {encoder!r} (choose from auto, {', '.join(ENCODER_NAMES)})"
+        )
+
+
 def open_sink(uri: URI, fps: float | None = None, encoder: str | None = None) -> Sink:
     """The sink for ``uri`` (checked now, opened on its first frame; served ones listen now).
 
@@ -25,10 +37,7 @@ def open_sink(uri: URI, fps: float | None = None, encoder: str | None = None) ->
     Raises:
         FnetError: a sink that cannot be made here (one line).
     """
-    if encoder not in (None, "auto", *ENCODER_NAMES):
-        raise FnetError(
-            f"--encoder: unknown encoder {encoder!r} (choose from auto, {', '.join(ENCODER_NAMES)})"
-        )
+    check_encoder_name(encoder)
     if encoder not in (None, "auto") and uri.scheme != "rtsp":
         raise FnetError(f"--encoder {encoder}: only rtsp:// outputs are encoded here, not {uri}")
     if uri.scheme == "file":
